@@ -1,0 +1,90 @@
+"""amqp1q — asyncio job queues over AMQP 1.0.
+
+One API for Azure Service Bus, RabbitMQ, ActiveMQ Artemis, Qpid and any AMQP 1.0 broker, plus an
+in-memory backend for tests::
+
+    from amqp1q import Job, JobQueue
+
+    async with JobQueue.from_url("amqp://guest:guest@127.0.0.1:5672/jobs") as queue:
+        await queue.push(Job("send_email", {"to": "a@b.c"}))
+        async for job in queue.consume():
+            async with job.process():
+                await handle(job)
+"""
+
+from __future__ import annotations
+
+from ._adapter import Adapter, Incoming, Outcome, Receiver, Settlement
+from ._consumer import Consumer
+from ._errors import (
+    AlreadySettled,
+    Amqp1qConnectionError,
+    Amqp1qError,
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectFailed,
+    ConnectionLost,
+    DeliveryStale,
+    InvalidJob,
+    InvalidSetting,
+    InvalidURL,
+    JobRejected,
+    JobTooLarge,
+    LockLost,
+    PayloadError,
+    PushError,
+    PushTimeout,
+    QueueNotFound,
+    QueueStateError,
+    SettlementError,
+    TLSError,
+    UnsupportedFeature,
+)
+from ._job import Headers, Job, Receipt
+from ._policy import RetryPolicy
+from ._queue import JobQueue
+from ._received import Processing, ReceivedJob
+from ._settings import TLSConfig
+from ._stats import QueueStats
+from ._version import __version__
+
+__all__ = [
+    "Adapter",
+    "AlreadySettled",
+    "Amqp1qConnectionError",
+    "Amqp1qError",
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
+    "Consumer",
+    "DeliveryStale",
+    "Headers",
+    "Incoming",
+    "InvalidJob",
+    "InvalidSetting",
+    "InvalidURL",
+    "Job",
+    "JobQueue",
+    "JobRejected",
+    "JobTooLarge",
+    "LockLost",
+    "Outcome",
+    "PayloadError",
+    "Processing",
+    "PushError",
+    "PushTimeout",
+    "QueueNotFound",
+    "QueueStateError",
+    "QueueStats",
+    "Receipt",
+    "ReceivedJob",
+    "Receiver",
+    "RetryPolicy",
+    "Settlement",
+    "SettlementError",
+    "TLSConfig",
+    "TLSError",
+    "UnsupportedFeature",
+    "__version__",
+]

@@ -1,0 +1,332 @@
+"""A consumer: credit-based prefetch behind an async iterator, and settlement bookkeeping.
+
+Credit accounting lives here, once, for every adapter. ``granted`` counts credit given to the
+adapter and not yet used (deliveries on the wire or buffered in the adapter); ``in_hand`` counts
+jobs handed to the application and not yet settled. The invariant ``granted + in_hand <=
+prefetch`` is the prefetch bound: a consumer never holds more than ``prefetch`` jobs it has not
+settled. Credit is topped up on settlement (on hand-out with ``auto_ack``), never on delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._adapter import RELEASE, Outcome, Receiver, Settlement
+from ._errors import AlreadySettled, QueueStateError
+from ._received import ReceivedJob, _clip
+from ._shield import CleanupTimeout, shielded
+
+if TYPE_CHECKING:
+    from ._queue import JobQueue
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("amqp1q.consumer")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Consumer:
+    """Jobs from one queue, ``prefetch`` at most in hand. Made by :meth:`JobQueue.consume`.
+
+    Iterate it (``async for job in queue.consume()``), or enter it to own its lifetime::
+
+        async with queue.consume(prefetch=50) as jobs:
+            async for job in jobs:
+                ...
+
+    Without ``async with``, the consumer closes when the ``async for`` loop ends (including by
+    ``break``); with it, when the block ends. Closing stops credit, releases jobs received but not
+    yet handed out, waits up to the grace period for jobs in hand to be settled, then detaches;
+    anything still unsettled goes back to the broker.
+    """
+
+    def __init__(
+        self, queue: JobQueue, receiver: Receiver, *, prefetch: int, auto_ack: bool
+    ) -> None:
+        self._queue = queue
+        self._receiver = receiver
+        self.prefetch = prefetch
+        self.auto_ack = auto_ack
+        self._state = _State.NEW
+        self._open_lock = asyncio.Lock()
+        self._owned_by_context = False
+        self._granted = 0
+        self._in_hand = 0
+        self._paused = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed_event = asyncio.Event()
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name
+
+    @property
+    def in_hand(self) -> int:
+        """Jobs handed out and not yet settled."""
+        return self._in_hand
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def closed(self) -> bool:
+        return self._state in (_State.CLOSING, _State.CLOSED)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Consumer queue={self.queue_name!r} {self._state.value} prefetch={self.prefetch} "
+            f"in_hand={self._in_hand}{' paused' if self._paused else ''}>"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Attach and grant the first credit. Iterating or entering opens it too."""
+        async with self._open_lock:
+            if self._state is _State.OPEN:
+                return
+            if self._state is not _State.NEW:
+                raise QueueStateError("this consumer is closed", queue=self.queue_name)
+            self._queue._check_open()
+            await self._receiver.open()
+            self._state = _State.OPEN
+            self._queue._consumer_opened(self)
+            self._top_up()
+
+    async def __aenter__(self) -> Consumer:
+        self._owned_by_context = True
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[ReceivedJob]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ReceivedJob]:
+        await self.open()
+        try:
+            while True:
+                job = await self.receive()
+                if job is None:
+                    return
+                yield job
+        finally:
+            if not self._owned_by_context:
+                await self.close()
+
+    async def receive(self, timeout: float | None = None) -> ReceivedJob | None:
+        """The next job; ``None`` once the consumer or its queue is closed, or on ``timeout``."""
+        if self._state is _State.NEW:
+            await self.open()
+        if self._state is not _State.OPEN:
+            return None
+        if timeout is None:
+            incoming = await self._receiver.receive()
+        else:
+            try:
+                incoming = await asyncio.wait_for(self._receiver.receive(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        if incoming is None:
+            return None
+        self._granted -= 1
+        job = ReceivedJob(incoming, self)
+        self._queue._counters.consumed += 1
+        if self.auto_ack:
+            self._top_up()
+        else:
+            self._in_hand += 1
+            self._queue._counters.in_flight += 1
+            self._idle.clear()
+        return job
+
+    def pause(self) -> None:
+        """Stop granting credit. Jobs already granted are drained back (see :meth:`drain`)."""
+        self._paused = True
+
+    async def drain(self) -> None:
+        """Pause, and return jobs received but not handed out; nothing more arrives."""
+        self._paused = True
+        if self._state is _State.OPEN:
+            await self._receiver.drain()
+            self._granted = 0
+
+    def resume(self) -> None:
+        """Grant credit again, up to ``prefetch`` minus jobs in hand."""
+        self._paused = False
+        self._top_up()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop, release what is buffered, wait up to ``grace`` s for jobs in hand, detach."""
+        if self._state in (_State.CLOSING, _State.CLOSED):
+            await self._closed_event.wait()
+            return
+        was_open = self._state is _State.OPEN
+        self._state = _State.CLOSING
+        grace = self._queue.close_timeout if grace is None else grace
+        try:
+            if was_open:
+                await shielded(
+                    self._close(grace), grace + self._queue.close_timeout, "consumer close"
+                )
+        except CleanupTimeout:
+            log.warning("consumer of %r did not close in time", self.queue_name)
+        finally:
+            self._state = _State.CLOSED
+            self._queue._counters.in_flight -= self._in_hand
+            self._in_hand = 0
+            self._idle.set()
+            self._queue._consumer_closed(self)
+            self._closed_event.set()
+
+    async def _close(self, grace: float) -> None:
+        try:
+            await self._receiver.drain()
+            self._granted = 0
+        except Exception:
+            log.debug("drain failed while closing a consumer of %r", self.queue_name, exc_info=True)
+        if self._in_hand and grace > 0:
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning(
+                    "closing a consumer of %r with %d job(s) unsettled after %.1f s; "
+                    "the broker redelivers them",
+                    self.queue_name,
+                    self._in_hand,
+                    grace,
+                    extra={"queue": self.queue_name},
+                )
+        await self._receiver.close()
+
+    # -- credit ---------------------------------------------------------------------------------
+
+    def _top_up(self) -> None:
+        if self._paused or self._state is not _State.OPEN:
+            return
+        want = self.prefetch - self._granted - self._in_hand
+        if want > 0:
+            self._granted += want
+            self._receiver.flow(want)
+
+    # -- settlement (called by ReceivedJob) -----------------------------------------------------
+
+    async def settle(self, job: ReceivedJob, settlement: Settlement) -> None:
+        if job._outcome is not None:
+            if self.auto_ack:
+                raise AlreadySettled(
+                    "the job was settled on delivery (auto_ack=True)",
+                    queue=self.queue_name,
+                    job_id=job.id,
+                )
+            raise AlreadySettled(
+                f"the job was already settled ({job._outcome.value})",
+                queue=self.queue_name,
+                job_id=job.id,
+            )
+        job._mark(settlement.outcome)
+        try:
+            await shielded(
+                self._apply(job, settlement), self._queue.settle_timeout, f"settling job {job.id}"
+            )
+        finally:
+            self._left_hand()
+
+    async def _apply(self, job: ReceivedJob, settlement: Settlement) -> None:
+        await self._receiver.settle(job._incoming, settlement)
+        self._queue._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
+
+    def _left_hand(self) -> None:
+        """A job in hand was settled (or its settlement failed): it is no longer ours."""
+        if self._state is _State.CLOSED:
+            return
+        self._in_hand -= 1
+        self._queue._counters.in_flight -= 1
+        if self._in_hand == 0:
+            self._idle.set()
+        self._top_up()
+
+    def retry_settlement(self, job: ReceivedJob, delay: float | None) -> Settlement:
+        policy = self._queue.retry_policy
+        if policy.exhausted(job.attempt):
+            return Settlement(
+                Outcome.REJECT,
+                reason="max attempts exceeded",
+                description=f"retry asked on attempt {job.attempt} of {policy.max_attempts}",
+            )
+        return Settlement(Outcome.RETRY, delay=delay or None)
+
+    async def settle_failure(self, job: ReceivedJob, exc: Exception) -> None:
+        queue = self._queue
+        policy = queue.retry_policy
+        detail = _clip(f"{type(exc).__name__}: {exc}")
+        context = {"queue": self.queue_name, "job_id": job.id, "attempt": job.attempt}
+        if not queue.requeue_on_fail:
+            settlement = Settlement(Outcome.REJECT, reason="handler failed", description=detail)
+            log.warning(
+                "job %s failed; dead-lettered (requeue_on_fail=False)",
+                job.id,
+                exc_info=exc,
+                extra=context,
+            )
+        elif policy.exhausted(job.attempt):
+            settlement = Settlement(
+                Outcome.REJECT,
+                reason="max attempts exceeded",
+                description=_clip(f"attempt {job.attempt} of {policy.max_attempts}: {detail}"),
+            )
+            log.warning(
+                "job %s failed on attempt %d of %d; dead-lettered",
+                job.id,
+                job.attempt,
+                policy.max_attempts,
+                exc_info=exc,
+                extra=context,
+            )
+        else:
+            delay = policy.backoff(job.attempt)
+            settlement = Settlement(Outcome.RETRY, delay=delay or None)
+            log.warning(
+                "job %s failed on attempt %d of %d; retrying in %.2f s",
+                job.id,
+                job.attempt,
+                policy.max_attempts,
+                delay,
+                exc_info=exc,
+                extra=context,
+            )
+        await self.settle(job, settlement)
+
+    async def release_on_cancel(self, job: ReceivedJob) -> None:
+        """The handler was cancelled: put the job back (never lose or dead-letter it)."""
+        try:
+            await self.settle(job, RELEASE)
+        except Exception:
+            log.warning(
+                "could not release job %s after cancellation; the broker redelivers it",
+                job.id,
+                exc_info=True,
+                extra={"queue": self.queue_name, "job_id": job.id},
+            )

@@ -1,0 +1,263 @@
+"""The exceptions amqp1q raises.
+
+Every error derives from one root, :class:`Amqp1qError`, and carries the context it concerns —
+the queue, the broker address, the job id, and the broker's own condition and description where
+there is one — as attributes and in its message. No error ever carries a password, SAS key or
+token: messages are built from redacted values only (see ``_redact``).
+
+The tree::
+
+    Amqp1qError
+    ├── ConfigurationError                 (also ValueError) bad settings, found before any I/O
+    │   ├── InvalidURL                     malformed URL / connection string, unknown scheme
+    │   ├── InvalidSetting                 a setting out of range (prefetch < 1, ...)
+    │   └── UnsupportedFeature             the broker or adapter cannot do what was asked
+    ├── InvalidJob                         (also ValueError) a job that cannot be sent as given
+    │   └── PayloadError                   a payload that cannot be (de)serialised
+    ├── QueueStateError                    the queue or consumer is not open (or already closed)
+    ├── Amqp1qConnectionError              (also ConnectionError)
+    │   ├── ConnectFailed                  nothing listening, DNS failure, connect timeout
+    │   ├── ConnectionLost                 an established connection dropped
+    │   ├── AuthenticationFailed           SASL refused the credentials
+    │   └── TLSError                       handshake or certificate verification failed
+    ├── QueueNotFound                      the broker has no such queue / address
+    ├── PushError
+    │   ├── JobRejected                    the broker answered rejected, released or modified
+    │   ├── PushTimeout                    no outcome within the push timeout
+    │   └── JobTooLarge                    larger than the link's max-message-size
+    └── SettlementError
+        ├── AlreadySettled                 a job is settled once
+        ├── DeliveryStale                  its link died; the broker redelivers the job
+        └── LockLost                       its Service Bus lock expired or renewal failed
+
+Adapters map their transport's exceptions onto this tree at the adapter boundary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadySettled",
+    "Amqp1qConnectionError",
+    "Amqp1qError",
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
+    "DeliveryStale",
+    "InvalidJob",
+    "InvalidSetting",
+    "InvalidURL",
+    "JobRejected",
+    "JobTooLarge",
+    "LockLost",
+    "PayloadError",
+    "PushError",
+    "PushTimeout",
+    "QueueNotFound",
+    "QueueStateError",
+    "SettlementError",
+    "TLSError",
+    "UnsupportedFeature",
+]
+
+
+class Amqp1qError(Exception):
+    """Root of every amqp1q error.
+
+    Attributes (each may be ``None`` when it does not apply):
+
+    - ``queue``: the logical queue name;
+    - ``address``: the broker address (node name) the queue maps to;
+    - ``job_id``: the job concerned;
+    - ``condition`` and ``description``: the broker's AMQP error condition and text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        queue: str | None = None,
+        address: str | None = None,
+        job_id: str | None = None,
+        condition: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.message = message
+        self.queue = queue
+        self.address = address
+        self.job_id = job_id
+        self.condition = condition
+        self.description = description
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [self.message]
+        context = []
+        if self.queue is not None:
+            context.append(f"queue={self.queue!r}")
+        if self.address is not None and self.address != self.queue:
+            context.append(f"address={self.address!r}")
+        if self.job_id is not None:
+            context.append(f"job={self.job_id!r}")
+        if self.condition is not None:
+            context.append(f"condition={self.condition!r}")
+        if self.description:
+            context.append(f"description={self.description!r}")
+        if context:
+            parts.append(f"({', '.join(context)})")
+        return " ".join(parts)
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._render()!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                {
+                    "queue": self.queue,
+                    "address": self.address,
+                    "job_id": self.job_id,
+                    "condition": self.condition,
+                    "description": self.description,
+                },
+            ),
+        )
+
+
+def _rebuild(cls: type[Amqp1qError], message: str, context: dict[str, str | None]) -> Amqp1qError:
+    return cls(message, **context)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+class ConfigurationError(Amqp1qError, ValueError):
+    """A setting is wrong; found before any I/O."""
+
+
+class InvalidURL(ConfigurationError):
+    """A malformed URL or connection string, or an unknown scheme. The URL shown is redacted."""
+
+
+class InvalidSetting(ConfigurationError):
+    """A setting outside its allowed range or of the wrong type."""
+
+
+class UnsupportedFeature(ConfigurationError):
+    """The broker (or adapter) cannot do what was asked; the message names both."""
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+class InvalidJob(Amqp1qError, ValueError):
+    """A job that cannot be sent as given: a bad name, header, priority or delay."""
+
+
+class PayloadError(InvalidJob):
+    """A payload that cannot be serialised (on push) or deserialised (on receipt)."""
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+class QueueStateError(Amqp1qError):
+    """The queue or consumer is not open: used before ``async with``, or after close."""
+
+
+# -- connection ------------------------------------------------------------------------------
+
+
+class Amqp1qConnectionError(Amqp1qError, ConnectionError):
+    """A connection-level failure. Also a builtin :class:`ConnectionError`."""
+
+
+class ConnectFailed(Amqp1qConnectionError):
+    """Could not connect: nothing listening, name resolution failed, or the connect timed out."""
+
+
+class ConnectionLost(Amqp1qConnectionError):
+    """An established connection dropped (or the broker closed it with an error)."""
+
+
+class AuthenticationFailed(Amqp1qConnectionError):
+    """The broker refused the credentials (SASL outcome not ok)."""
+
+
+class TLSError(Amqp1qConnectionError):
+    """The TLS handshake failed, or the certificate did not verify."""
+
+
+# -- addressing ------------------------------------------------------------------------------
+
+
+class QueueNotFound(Amqp1qError):
+    """The broker has no node at the address the queue maps to."""
+
+
+# -- push ------------------------------------------------------------------------------------
+
+
+class PushError(Amqp1qError):
+    """A push did not reach the ``accepted`` outcome."""
+
+
+class JobRejected(PushError):
+    """The broker answered ``rejected``, ``released`` or ``modified`` to a push.
+
+    ``outcome`` names which; RabbitMQ answers ``released`` for a message no queue would take.
+    """
+
+    def __init__(self, message: str, *, outcome: str = "rejected", **context: str | None) -> None:
+        self.outcome = outcome
+        super().__init__(message, **context)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_rejected, (self.message, self.outcome, _context(self)))
+
+
+def _context(err: Amqp1qError) -> dict[str, str | None]:
+    return {
+        "queue": err.queue,
+        "address": err.address,
+        "job_id": err.job_id,
+        "condition": err.condition,
+        "description": err.description,
+    }
+
+
+def _rebuild_rejected(message: str, outcome: str, context: dict[str, str | None]) -> JobRejected:
+    return JobRejected(message, outcome=outcome, **context)
+
+
+class PushTimeout(PushError, TimeoutError):
+    """No outcome arrived within the push timeout. The job may or may not have been queued."""
+
+
+class JobTooLarge(PushError):
+    """The encoded job is larger than the broker accepts (the link's max-message-size)."""
+
+
+# -- settlement ------------------------------------------------------------------------------
+
+
+class SettlementError(Amqp1qError):
+    """A received job could not be settled as asked."""
+
+
+class AlreadySettled(SettlementError):
+    """The job was already settled (each job is settled exactly once)."""
+
+
+class DeliveryStale(SettlementError):
+    """The link the job arrived on has died; the broker will redeliver the job."""
+
+
+class LockLost(SettlementError):
+    """The broker-side lock on the job expired or could not be renewed; it will be redelivered."""

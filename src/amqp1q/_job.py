@@ -1,0 +1,226 @@
+"""The job model: :class:`Job` (what you push), :class:`Headers`, :class:`Receipt`.
+
+A job's payload is serialised once, when the :class:`Job` is created, so a payload that cannot be
+sent fails at the line that made it, and a push does no serialising work of its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+
+from ._errors import InvalidJob
+from ._payload import encode_payload
+
+__all__ = ["RESERVED_HEADER_PREFIX", "Headers", "Job", "Receipt", "new_job_id"]
+
+#: Application-property names that start with this are amqp1q's own, not user headers.
+RESERVED_HEADER_PREFIX: Final = "x-amqp1q-"
+MAX_ID_LENGTH: Final = 128
+MAX_PRIORITY: Final = 255
+
+
+def new_job_id() -> str:
+    """A fresh job id: a random UUID in its 36-character text form."""
+    return str(uuid.uuid4())
+
+
+class Headers(Mapping[str, str]):
+    """An immutable mapping of header names to string values, carried with a job.
+
+    Names are case-sensitive non-empty strings; values are strings. Names starting with
+    ``x-amqp1q-`` are reserved for amqp1q itself.
+    """
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, str] | None = None, /, **kwargs: str) -> None:
+        items: dict[str, str] = {}
+        if data:
+            items.update(data)
+        if kwargs:
+            items.update(kwargs)
+        for key, value in items.items():
+            _check_header(key, value)
+        self._data = items
+        self._hash: int | None = None
+
+    @classmethod
+    def _trusted(cls, data: dict[str, str]) -> Headers:
+        """Wrap ``data`` without copying or checking: for codecs that built it themselves."""
+        self = cls.__new__(cls)
+        self._data = data
+        self._hash = None
+        return self
+
+    @classmethod
+    def of(cls, value: Mapping[str, str] | None) -> Headers:
+        """Convert a mapping (or ``None``) to :class:`Headers` (which pass as they are)."""
+        if isinstance(value, Headers):
+            return value
+        if value is None:
+            return _EMPTY
+        if not isinstance(value, Mapping):
+            raise InvalidJob(f"headers must be a mapping of str to str, not {type(value).__name__}")
+        return cls(value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Headers({self._data!r})"
+
+    def with_(self, **updates: str) -> Headers:
+        """A copy with ``updates`` applied."""
+        return Headers(self._data, **updates)
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._data)
+
+
+def _check_header(key: object, value: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise InvalidJob(f"header names must be non-empty str, got {key!r}")
+    if key.startswith(RESERVED_HEADER_PREFIX):
+        raise InvalidJob(
+            f"header {key!r}: names starting with {RESERVED_HEADER_PREFIX!r} are reserved"
+        )
+    if not isinstance(value, str):
+        raise InvalidJob(f"header {key!r}: values must be str, not {type(value).__name__}")
+
+
+_EMPTY: Final = Headers()
+
+
+def _to_headers(value: Mapping[str, str] | None) -> Headers:
+    return Headers.of(value)
+
+
+def _to_seconds(value: float | datetime.timedelta | None) -> float | None:
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _check_name(_: Any, __: Any, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(f"a job name must be a non-empty str, got {value!r}")
+
+
+def _check_id(_: Any, __: Any, value: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidJob(
+            f"a job id must be a str of 1 to {MAX_ID_LENGTH} characters, got {value!r}"
+        )
+
+
+def _check_priority(_: Any, __: Any, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
+        raise InvalidJob(f"priority must be an int from 0 to {MAX_PRIORITY} or None, got {value!r}")
+
+
+def _check_delay(_: Any, __: Any, value: float | None) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidJob(f"delay must be a number of seconds >= 0 or None, got {value!r}")
+
+
+def _check_bool(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise InvalidJob(f"{attribute.name} must be a bool, got {value!r}")
+
+
+@attrs.frozen(slots=True, repr=False)
+class Job:
+    """A job to push.
+
+    ``Job(name, payload=None, *, headers=None, id=..., priority=None, delay=None, durable=True,
+    content_type=None)``
+
+    - ``payload``: ``bytes`` (sent as is) or any JSON-compatible value (sent as JSON).
+    - ``headers``: a mapping of str to str, carried in the message's application-properties.
+    - ``id``: defaults to a fresh UUID; it becomes the message-id, so duplicates can be detected.
+    - ``priority``: 0-255, higher first where the broker orders by priority; ``None`` takes the
+      queue's default.
+    - ``delay``: seconds (or a ``timedelta``) before the job may be delivered.
+    - ``durable``: survive a broker restart (default ``True``).
+
+    Raises :class:`~amqp1q.InvalidJob` (or its subclass :class:`~amqp1q.PayloadError`) at
+    construction when any of these cannot be sent.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    payload: Any = None
+    headers: Headers = attrs.field(default=_EMPTY, converter=_to_headers, kw_only=True)
+    id: str = attrs.field(factory=new_job_id, validator=_check_id, kw_only=True)
+    priority: int | None = attrs.field(default=None, validator=_check_priority, kw_only=True)
+    delay: float | None = attrs.field(
+        default=None, converter=_to_seconds, validator=_check_delay, kw_only=True
+    )
+    durable: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
+    content_type: str | None = attrs.field(default=None, kw_only=True)
+    #: The serialised payload, as it goes on the wire.
+    body: bytes = attrs.field(init=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        body, content_type = encode_payload(self.payload, self.content_type)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "content_type", content_type)
+
+    def __repr__(self) -> str:
+        extra = ""
+        if self.priority is not None:
+            extra += f", priority={self.priority}"
+        if self.delay:
+            extra += f", delay={self.delay}"
+        return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
+
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied (the id is kept unless changed)."""
+        if "payload" in changes and "content_type" not in changes:
+            changes["content_type"] = None
+        return attrs.evolve(self, **changes)
+
+
+@attrs.frozen(slots=True)
+class Receipt:
+    """What a successful push returns: the broker accepted the job."""
+
+    job_id: str
+    queue: str
+    #: Service Bus sequence number of a scheduled job, where the broker reports one.
+    sequence_number: int | None = None

@@ -1,0 +1,436 @@
+"""``JobQueue``: the facade. Lifecycle, push, consume, policies — over any adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from ._adapter import Adapter, SendResult
+from ._consumer import Consumer
+from ._errors import (
+    Amqp1qError,
+    ConnectFailed,
+    InvalidJob,
+    InvalidSetting,
+    PushError,
+    PushTimeout,
+    QueueStateError,
+)
+from ._factory import AdapterOptions, make_adapter
+from ._job import Job, Receipt
+from ._policy import RetryPolicy
+from ._settings import (
+    TLSConfig,
+    check_bool,
+    check_positive_int,
+    check_priority,
+    check_seconds,
+)
+from ._shield import CleanupTimeout, deadline, shielded
+from ._stats import Counters, QueueStats
+from ._urls import parse_url
+
+__all__ = ["JobQueue"]
+
+log = logging.getLogger("amqp1q.queue")
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class JobQueue:
+    """One queue on one broker: push jobs to it, consume jobs from it.
+
+    Make one with :meth:`from_url`, or from an adapter: ``JobQueue(MemoryAdapter(...))``. Open it
+    with ``async with queue:`` (or :meth:`open` / :meth:`close`); a closed queue is not reopened.
+
+    Settings (all keyword-only):
+
+    - ``prefetch`` (10): jobs a consumer may hold unsettled — the credit it grants the broker;
+    - ``auto_ack`` (False): settle on delivery (at-most-once) instead of after processing;
+    - ``requeue_on_fail`` (True): a failing handler's job is retried per ``retry``; when False
+      it is dead-lettered at once;
+    - ``priority`` (0): the priority of jobs pushed without one;
+    - ``retry``: the :class:`RetryPolicy` (backoff, ``max_attempts``, then dead-letter);
+    - ``push_timeout`` (30 s): how long a push waits for the broker's outcome;
+    - ``connect_timeout`` (10 s), ``close_timeout`` (10 s), ``settle_timeout`` (10 s).
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        *,
+        prefetch: int = 10,
+        auto_ack: bool = False,
+        requeue_on_fail: bool = True,
+        priority: int = 0,
+        retry: RetryPolicy | None = None,
+        push_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        settle_timeout: float = 10.0,
+    ) -> None:
+        self.prefetch = check_positive_int("prefetch", prefetch)
+        self.auto_ack = check_bool("auto_ack", auto_ack)
+        self.requeue_on_fail = check_bool("requeue_on_fail", requeue_on_fail)
+        self.priority = check_priority("priority", priority)
+        if retry is None:
+            retry = RetryPolicy()
+        elif not isinstance(retry, RetryPolicy):
+            raise InvalidSetting(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        self.retry_policy = retry
+        self.push_timeout = check_seconds("push_timeout", push_timeout)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout)
+        self.close_timeout = check_seconds("close_timeout", close_timeout)
+        self.settle_timeout = check_seconds("settle_timeout", settle_timeout)
+        self._adapter = adapter
+        self._state = _State.UNOPENED
+        self._counters = Counters()
+        self._consumers: set[Consumer] = set()
+        self._pushing = 0
+        self._push_idle = asyncio.Event()
+        self._push_idle.set()
+        self._closed = asyncio.Event()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        queue: str | None = None,
+        address: str | None = None,
+        prefetch: int = 10,
+        auto_ack: bool = False,
+        requeue_on_fail: bool = True,
+        priority: int = 0,
+        container_id: str | None = None,
+        tls: TLSConfig | Mapping[str, Any] | bool | None = None,
+        retry: RetryPolicy | None = None,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        broker: str | None = None,
+        push_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        settle_timeout: float = 10.0,
+        max_message_size: int | None = None,
+    ) -> JobQueue:
+        """A queue at ``url``; the URL's form picks the adapter.
+
+        - ``amqp://user:pass@host:5672/QUEUE``, ``amqps://...`` — the Proton adapter (RabbitMQ,
+          ActiveMQ Artemis, Qpid, any AMQP 1.0 broker);
+        - ``Endpoint=sb://NS.servicebus.windows.net/;SharedAccessKeyName=..;SharedAccessKey=..;
+          EntityPath=QUEUE`` — the Azure Service Bus adapter;
+        - ``memory://QUEUE`` or ``memory://NAMESPACE/QUEUE`` — the in-memory adapter.
+
+        ``queue=`` names a logical queue the adapter maps to the broker's address form;
+        ``address=`` is used verbatim. Without either, the URL path (or ``EntityPath``) is the
+        queue. ``exchange``/``routing_key`` publish through a RabbitMQ exchange; ``broker``
+        overrides broker detection (``"rabbitmq3"``, ``"rabbitmq4"``, ``"artemis"``, ...).
+        Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
+        """
+        endpoint = parse_url(url)
+        options = AdapterOptions(
+            queue=_optional_str("queue", queue),
+            address=_optional_str("address", address),
+            container_id=_optional_str("container_id", container_id),
+            tls=TLSConfig.of(tls),
+            exchange=_optional_str("exchange", exchange),
+            routing_key=_optional_str("routing_key", routing_key),
+            broker=_optional_str("broker", broker),
+            connect_timeout=check_seconds("connect_timeout", connect_timeout),
+            max_message_size=(
+                None
+                if max_message_size is None
+                else check_positive_int("max_message_size", max_message_size)
+            ),
+        )
+        check_positive_int("prefetch", prefetch)  # before any adapter is built
+        return cls(
+            make_adapter(endpoint, options),
+            prefetch=prefetch,
+            auto_ack=auto_ack,
+            requeue_on_fail=requeue_on_fail,
+            priority=priority,
+            retry=retry,
+            push_timeout=push_timeout,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+            settle_timeout=settle_timeout,
+        )
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The logical queue name."""
+        return self._adapter.queue
+
+    @property
+    def address(self) -> str:
+        """The broker address the queue maps to."""
+        return self._adapter.address
+
+    @property
+    def url(self) -> str:
+        """Where the queue lives, with every secret masked."""
+        return self._adapter.display
+
+    @property
+    def adapter(self) -> Adapter:
+        return self._adapter
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    def __repr__(self) -> str:
+        return f"<JobQueue {self.name!r} at {self.url} {self._state.value}>"
+
+    def stats(self) -> QueueStats:
+        """Client-side counts since the queue was opened (see :class:`QueueStats`)."""
+        return self._counters.snapshot()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect. Raises a connection error (typed, redacted) if the broker cannot be reached."""
+        if self._state is not _State.UNOPENED:
+            raise QueueStateError(
+                f"the queue is {self._state.value}; a JobQueue is opened once", queue=self.name
+            )
+        try:
+            async with deadline(self.connect_timeout):
+                await self._adapter.open()
+        except TimeoutError:
+            await self._abort_open()
+            raise ConnectFailed(
+                f"could not connect to {self.url} within {self.connect_timeout:g} s",
+                queue=self.name,
+            ) from None
+        except BaseException:
+            await self._abort_open()
+            raise
+        self._state = _State.OPEN
+        log.debug("opened %s", self.url, extra={"queue": self.name})
+
+    async def _abort_open(self) -> None:
+        try:
+            await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
+        except (Exception, CleanupTimeout):
+            log.debug("cleanup after a failed open failed", exc_info=True)
+
+    async def __aenter__(self) -> JobQueue:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close consumers and the connection, within a bounded time. Never hangs.
+
+        Consumers stop taking jobs at once and release those buffered; jobs being processed get
+        ``grace`` seconds (default ``close_timeout``) to be settled, then go back to the broker.
+        Pushes under way get the same grace to learn their outcome.
+        """
+        if self._state is _State.UNOPENED:
+            self._state = _State.CLOSED
+            self._closed.set()
+            return
+        if self._state is not _State.OPEN:
+            await self._closed.wait()
+            return
+        self._state = _State.CLOSING
+        grace = (
+            self.close_timeout if grace is None else check_seconds("grace", grace, allow_zero=True)
+        )
+        try:
+            await shielded(
+                self._close(grace), grace + 2 * self.close_timeout, f"closing {self.name!r}"
+            )
+        except CleanupTimeout:
+            log.warning("closing %s took too long; abandoned", self.url, extra={"queue": self.name})
+        finally:
+            self._state = _State.CLOSED
+            self._closed.set()
+            log.debug("closed %s", self.url, extra={"queue": self.name})
+
+    async def _close(self, grace: float) -> None:
+        consumers = list(self._consumers)
+        if consumers:
+            await asyncio.gather(*(c.close(grace) for c in consumers), return_exceptions=True)
+        if self._pushing:
+            try:
+                await asyncio.wait_for(self._push_idle.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning(
+                    "closing %s with %d push(es) still waiting for an outcome",
+                    self.url,
+                    self._pushing,
+                    extra={"queue": self.name},
+                )
+        try:
+            await asyncio.wait_for(self._adapter.close(), self.close_timeout)
+        except asyncio.TimeoutError:
+            log.warning(
+                "the adapter for %s did not close in time", self.url, extra={"queue": self.name}
+            )
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            hint = " (use `async with queue:` first)" if self._state is _State.UNOPENED else ""
+            raise QueueStateError(f"the queue is {self._state.value}{hint}", queue=self.name)
+
+    # -- push -----------------------------------------------------------------------------------
+
+    async def push(self, job: Job, *, timeout: float | None = None) -> Receipt:
+        """Send ``job``; return once the broker has accepted it (at-least-once).
+
+        Raises :class:`~amqp1q.JobRejected`, :class:`~amqp1q.JobTooLarge`,
+        :class:`~amqp1q.PushTimeout` (after ``timeout``, default ``push_timeout``) or a
+        connection error; never returns without the broker's acceptance.
+        """
+        result = (await self._send([job], timeout))[0]
+        if isinstance(result, Amqp1qError):
+            raise result
+        return result
+
+    @overload
+    async def push_many(
+        self,
+        jobs: Iterable[Job],
+        *,
+        return_exceptions: Literal[False] = ...,
+        timeout: float | None = ...,
+    ) -> list[Receipt]: ...
+
+    @overload
+    async def push_many(
+        self, jobs: Iterable[Job], *, return_exceptions: Literal[True], timeout: float | None = ...
+    ) -> list[Receipt | PushError]: ...
+
+    async def push_many(
+        self, jobs: Iterable[Job], *, return_exceptions: bool = False, timeout: float | None = None
+    ) -> list[Receipt] | list[Receipt | PushError]:
+        """Send many jobs, pipelined; return their receipts in order once all have outcomes.
+
+        If any job fails, raises the first failure — unless ``return_exceptions=True``, which
+        returns each job's :class:`Receipt` or :class:`~amqp1q.PushError` in place.
+        """
+        results = await self._send(list(jobs), timeout)
+        if return_exceptions:
+            return results
+        receipts: list[Receipt] = []
+        for result in results:
+            if isinstance(result, Amqp1qError):
+                raise result
+            receipts.append(result)
+        return receipts
+
+    async def _send(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
+        self._check_open()
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise InvalidJob(
+                    f"push takes Job objects, not {type(job).__name__}", queue=self.name
+                )
+        if not jobs:
+            return []
+        limit = self.push_timeout if timeout is None else check_seconds("timeout", timeout)
+        counters = self._counters
+        self._pushing += 1
+        self._push_idle.clear()
+        try:
+            async with deadline(limit):
+                results = await self._adapter.send(jobs, self.priority)
+        except TimeoutError:
+            counters.push_failed += len(jobs)
+            raise PushTimeout(
+                f"no outcome from the broker within {limit:g} s for {len(jobs)} job(s); "
+                "they may or may not have been queued",
+                queue=self.name,
+                address=self.address,
+                job_id=jobs[0].id if len(jobs) == 1 else None,
+            ) from None
+        except BaseException:
+            counters.push_failed += len(jobs)
+            raise
+        finally:
+            self._pushing -= 1
+            if not self._pushing:
+                self._push_idle.set()
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, Receipt):
+                counters.pushed += 1
+                if job.delay:
+                    counters.delayed += 1
+            else:
+                counters.push_failed += 1
+        return results
+
+    # -- consume --------------------------------------------------------------------------------
+
+    def consume(self, *, prefetch: int | None = None, auto_ack: bool | None = None) -> Consumer:
+        """A consumer of this queue: ``async for job in queue.consume(): ...``.
+
+        ``prefetch`` and ``auto_ack`` default to the queue's settings. Many consumers may run at
+        once; each holds at most ``prefetch`` unsettled jobs.
+        """
+        self._check_open()
+        prefetch = self.prefetch if prefetch is None else check_positive_int("prefetch", prefetch)
+        auto_ack = self.auto_ack if auto_ack is None else check_bool("auto_ack", auto_ack)
+        receiver = self._adapter.receiver(auto_ack=auto_ack)
+        return Consumer(self, receiver, prefetch=prefetch, auto_ack=auto_ack)
+
+    def _consumer_opened(self, consumer: Consumer) -> None:
+        self._consumers.add(consumer)
+        self._counters.consumers = len(self._consumers)
+
+    def _consumer_closed(self, consumer: Consumer) -> None:
+        self._consumers.discard(consumer)
+        self._counters.consumers = len(self._consumers)
+
+    def dead_letter_queue(self) -> JobQueue:
+        """A new, unopened queue reading this queue's dead-letter queue.
+
+        Jobs read there carry ``dead_letter_reason`` and ``dead_letter_description``, and the
+        ``attempt`` they were dead-lettered on::
+
+            async with queue.dead_letter_queue() as dlq:
+                async for job in dlq.consume():
+                    ...
+        """
+        return JobQueue(
+            self._adapter.dead_letter_adapter(),
+            prefetch=self.prefetch,
+            auto_ack=False,
+            requeue_on_fail=self.requeue_on_fail,
+            priority=self.priority,
+            retry=self.retry_policy,
+            push_timeout=self.push_timeout,
+            connect_timeout=self.connect_timeout,
+            close_timeout=self.close_timeout,
+            settle_timeout=self.settle_timeout,
+        )
+
+
+def _optional_str(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidSetting(f"{name} must be a non-empty str, got {value!r}")
+    return value

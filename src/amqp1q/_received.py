@@ -1,0 +1,217 @@
+"""A job as a consumer receives it: its data, and the means to settle it once."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
+from ._errors import PayloadError
+from ._job import Headers, Job
+from ._payload import decode_payload
+
+if TYPE_CHECKING:
+    from ._consumer import Consumer
+
+__all__ = ["ReceivedJob"]
+
+log = logging.getLogger("amqp1q.consumer")
+_UNDECODED: Any = object()
+_MAX_DESCRIPTION = 1024
+
+
+class ReceivedJob:
+    """A job received from a queue. Settle it exactly once — by hand, or with :meth:`process`.
+
+    Read-only data: ``name``, ``id``, ``payload`` (decoded on first access), ``body`` (the raw
+    bytes), ``content_type``, ``headers``, ``attempt`` (1 on the first delivery), ``priority``,
+    ``enqueued_at``, ``queue``, and for jobs read from a dead-letter queue
+    ``dead_letter_reason`` / ``dead_letter_description``.
+    """
+
+    __slots__ = ("_consumer", "_incoming", "_outcome", "_payload")
+
+    def __init__(self, incoming: Incoming, consumer: Consumer) -> None:
+        self._incoming = incoming
+        self._consumer = consumer
+        self._outcome: Outcome | None = Outcome.ACK if consumer.auto_ack else None
+        self._payload: Any = _UNDECODED
+
+    # -- data ---------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._incoming.name
+
+    @property
+    def id(self) -> str:
+        return self._incoming.id
+
+    @property
+    def body(self) -> bytes:
+        return self._incoming.body
+
+    @property
+    def content_type(self) -> str | None:
+        return self._incoming.content_type
+
+    @property
+    def payload(self) -> Any:
+        """The payload: decoded JSON, or ``bytes``. Raises :class:`PayloadError` if undecodable."""
+        if self._payload is _UNDECODED:
+            try:
+                self._payload = decode_payload(self._incoming.body, self._incoming.content_type)
+            except PayloadError as exc:
+                raise PayloadError(exc.message, queue=self.queue, job_id=self.id) from None
+        return self._payload
+
+    @property
+    def headers(self) -> Headers:
+        return self._incoming.headers
+
+    @property
+    def attempt(self) -> int:
+        """The delivery attempt: 1 the first time, counted up by each retry."""
+        return self._incoming.attempt
+
+    @property
+    def priority(self) -> int | None:
+        return self._incoming.priority
+
+    @property
+    def enqueued_at(self) -> datetime.datetime | None:
+        return self._incoming.enqueued_at
+
+    @property
+    def queue(self) -> str:
+        return self._consumer.queue_name
+
+    @property
+    def dead_letter_reason(self) -> str | None:
+        return self._incoming.dead_letter_reason
+
+    @property
+    def dead_letter_description(self) -> str | None:
+        return self._incoming.dead_letter_description
+
+    @property
+    def decode_error(self) -> str | None:
+        """Why the message could not be read as a job, if it could not (the raw body is kept)."""
+        return self._incoming.decode_error
+
+    @property
+    def settled(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the job was settled, or ``None`` while it is not."""
+        return self._outcome
+
+    def __repr__(self) -> str:
+        state = self._outcome.value if self._outcome else "unsettled"
+        return (
+            f"<ReceivedJob name={self.name!r} id={self.id!r} attempt={self.attempt} "
+            f"queue={self.queue!r} {state}>"
+        )
+
+    def to_job(self, **changes: Any) -> Job:
+        """A :class:`Job` with this one's name, id, body and headers, to push elsewhere."""
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "headers": self.headers,
+            "priority": self.priority,
+            "content_type": self.content_type,
+        }
+        fields.update(changes)
+        payload = fields.pop("payload", self.body)
+        if "payload" in changes and "content_type" not in changes:
+            fields["content_type"] = None
+        return Job(fields.pop("name", self.name), payload, **fields)
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    async def ack(self) -> None:
+        """Done: remove the job from the queue (AMQP ``accepted``; Service Bus complete)."""
+        await self._consumer.settle(self, ACK)
+
+    async def retry(self, delay: float | None = None) -> None:
+        """Try again later, counting an attempt; after ``max_attempts`` this dead-letters.
+
+        ``delay`` in seconds; ``None`` or 0 makes the job available again at once.
+        """
+        await self._consumer.settle(self, self._consumer.retry_settlement(self, delay))
+
+    async def release(self) -> None:
+        """Put the job back untouched, counting no attempt (AMQP ``released``)."""
+        await self._consumer.settle(self, RELEASE)
+
+    async def reject(self, reason: str = "rejected", description: str | None = None) -> None:
+        """Dead-letter the job, with a reason (AMQP ``rejected``; Service Bus dead-letter)."""
+        await self._consumer.settle(
+            self, Settlement(Outcome.REJECT, reason=reason, description=_clip(description))
+        )
+
+    def process(self, *, reraise: bool = False) -> Processing:
+        """``async with job.process():`` — settle by how the block ends.
+
+        - it ends normally: ``ack`` (unless the block settled the job itself);
+        - it raises an exception: retry with backoff, or dead-letter after ``max_attempts``
+          (or at once with ``requeue_on_fail=False``); the exception is logged and swallowed,
+          so a consumer loop keeps going — pass ``reraise=True`` to have it propagate;
+        - it is cancelled: ``release`` — the job goes back, no attempt counted, never lost or
+          dead-lettered; the cancellation then propagates.
+        """
+        return Processing(self, reraise)
+
+    def _mark(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+
+
+class Processing:
+    """The context manager :meth:`ReceivedJob.process` returns."""
+
+    __slots__ = ("_job", "_reraise")
+
+    def __init__(self, job: ReceivedJob, reraise: bool) -> None:
+        self._job = job
+        self._reraise = reraise
+
+    async def __aenter__(self) -> ReceivedJob:
+        return self._job
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        job = self._job
+        consumer = job._consumer
+        if exc is None:
+            if not job.settled:
+                await consumer.settle(job, ACK)
+            return False
+        if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+            if not job.settled:
+                await consumer.release_on_cancel(job)
+            return False
+        if job.settled:
+            log.warning(
+                "handler for job %s failed after settling it: %r",
+                job.id,
+                exc,
+                extra={"queue": job.queue, "job_id": job.id},
+            )
+        else:
+            await consumer.settle_failure(job, exc)
+        return not self._reraise
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= _MAX_DESCRIPTION:
+        return text
+    return text[: _MAX_DESCRIPTION - 1] + "…"

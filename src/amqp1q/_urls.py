@@ -1,0 +1,271 @@
+"""Parsing the three kinds of location ``JobQueue.from_url`` accepts.
+
+- ``amqp://user:pass@host:5672/queue`` and ``amqps://...`` (default ports 5672 / 5671);
+- Azure Service Bus connection strings, ``Endpoint=sb://NS.servicebus.windows.net/;
+  SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=QUEUE`` (also ``SharedAccessSignature=``
+  and ``UseDevelopmentEmulator=true`` with an explicit port);
+- ``memory://QUEUE`` or ``memory://NAMESPACE/QUEUE`` for the in-process adapter.
+
+Every parse error is an :class:`~amqp1q.InvalidURL` whose message shows the input redacted.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Final
+
+import attrs
+
+from ._errors import InvalidURL
+from ._redact import Secret, redact
+
+__all__ = [
+    "AmqpEndpoint",
+    "Endpoint",
+    "MemoryEndpoint",
+    "ServiceBusEndpoint",
+    "parse_url",
+]
+
+AMQP_PORT: Final = 5672
+AMQPS_PORT: Final = 5671
+DEFAULT_MEMORY_NAMESPACE: Final = "default"
+
+
+@attrs.frozen
+class AmqpEndpoint:
+    """An ``amqp://`` or ``amqps://`` URL, split. The password is a :class:`Secret`."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: Secret | None = None
+    queue: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "amqps"
+
+    @property
+    def display(self) -> str:
+        """The URL with the password masked — safe for logs and errors."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = ""
+        if self.username is not None:
+            user = urllib.parse.quote(self.username, safe="")
+            user += ":***@" if self.password is not None else "@"
+        path = "/" + urllib.parse.quote(self.queue, safe="/$") if self.queue else ""
+        return f"{self.scheme}://{user}{host}:{self.port}{path}"
+
+
+@attrs.frozen
+class ServiceBusEndpoint:
+    """A Service Bus connection string, split. The key and signature are :class:`Secret`."""
+
+    host: str
+    port: int | None = None
+    key_name: str | None = None
+    key: Secret | None = None
+    signature: Secret | None = None
+    entity_path: str | None = None
+    emulator: bool = False
+
+    @property
+    def queue(self) -> str | None:
+        return self.entity_path
+
+    @property
+    def display(self) -> str:
+        """The connection string with the key and signature masked."""
+        host = self.host if self.port is None else f"{self.host}:{self.port}"
+        parts = [f"Endpoint=sb://{host}/"]
+        if self.key_name is not None:
+            parts.append(f"SharedAccessKeyName={self.key_name}")
+        if self.key is not None:
+            parts.append("SharedAccessKey=***")
+        if self.signature is not None:
+            parts.append("SharedAccessSignature=***")
+        if self.entity_path is not None:
+            parts.append(f"EntityPath={self.entity_path}")
+        if self.emulator:
+            parts.append("UseDevelopmentEmulator=true")
+        return ";".join(parts)
+
+
+@attrs.frozen
+class MemoryEndpoint:
+    """A ``memory://`` URL: a namespace (queues are shared within it) and a queue."""
+
+    namespace: str = DEFAULT_MEMORY_NAMESPACE
+    queue: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.namespace == DEFAULT_MEMORY_NAMESPACE:
+            return f"memory://{self.queue or ''}"
+        return f"memory://{self.namespace}/{self.queue or ''}"
+
+
+Endpoint = AmqpEndpoint | ServiceBusEndpoint | MemoryEndpoint
+
+
+def parse_url(url: str) -> Endpoint:
+    """Parse ``url`` into an endpoint, or raise :class:`InvalidURL` naming the problem."""
+    if not isinstance(url, str):
+        raise InvalidURL(f"the URL must be a str, not {type(url).__name__}")
+    text = url.strip()
+    if not text:
+        raise InvalidURL("the URL is empty")
+    if _looks_like_connection_string(text):
+        return _parse_connection_string(text)
+    if any(ch.isspace() for ch in text):
+        # Never echo it: a space inside the user-info would defeat redaction.
+        raise InvalidURL("the URL contains whitespace")
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        raise InvalidURL(
+            f"not a URL or a Service Bus connection string: {redact(text)!r} "
+            "(expected amqp://, amqps://, memory:// or Endpoint=sb://...)"
+        )
+    scheme = scheme.lower()
+    if scheme in ("amqp", "amqps"):
+        return _parse_amqp(text)
+    if scheme == "memory":
+        return _parse_memory(text)
+    raise InvalidURL(
+        f"unknown URL scheme {scheme!r} in {redact(text)!r} "
+        "(expected amqp, amqps, memory, or a Service Bus connection string)"
+    )
+
+
+def _parse_amqp(url: str) -> AmqpEndpoint:
+    shown = redact(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"malformed URL {shown!r}: {_scrub(exc)}") from None
+    host = parts.hostname
+    if not host:
+        raise InvalidURL(f"the URL {shown!r} names no host")
+    if parts.query:
+        raise InvalidURL(
+            f"the URL {shown!r} has query parameters, which amqp1q does not read; "
+            "pass settings as keyword arguments to JobQueue.from_url"
+        )
+    if parts.fragment:
+        raise InvalidURL(f"the URL {shown!r} has a fragment ('#...'), which amqp1q does not read")
+    scheme = parts.scheme.lower()
+    username = urllib.parse.unquote(parts.username) if parts.username is not None else None
+    password = Secret(urllib.parse.unquote(parts.password)) if parts.password is not None else None
+    path = urllib.parse.unquote(parts.path)
+    queue = path[1:] if path.startswith("/") else path
+    return AmqpEndpoint(
+        scheme=scheme,
+        host=host,
+        port=port if port is not None else (AMQPS_PORT if scheme == "amqps" else AMQP_PORT),
+        username=username,
+        password=password,
+        queue=queue or None,
+    )
+
+
+def _parse_memory(url: str) -> MemoryEndpoint:
+    shown = redact(url)
+    rest = url.partition("://")[2]
+    if "@" in rest or "?" in rest or "#" in rest:
+        raise InvalidURL(
+            f"malformed memory URL {shown!r}: expected memory://QUEUE or memory://NAMESPACE/QUEUE"
+        )
+    head, slash, tail = rest.partition("/")
+    if not slash:
+        return MemoryEndpoint(queue=urllib.parse.unquote(head) or None)
+    namespace = urllib.parse.unquote(head) or DEFAULT_MEMORY_NAMESPACE
+    return MemoryEndpoint(namespace=namespace, queue=urllib.parse.unquote(tail) or None)
+
+
+# -- Service Bus connection strings ----------------------------------------------------------
+
+_SB_KEYS: Final = {
+    "endpoint",
+    "sharedaccesskeyname",
+    "sharedaccesskey",
+    "sharedaccesssignature",
+    "entitypath",
+    "usedevelopmentemulator",
+}
+
+
+def _looks_like_connection_string(text: str) -> bool:
+    head = text.split(";", 1)[0].strip().lower()
+    return head.startswith("endpoint=") or (";" in text and "endpoint=" in text.lower())
+
+
+def _parse_connection_string(text: str) -> ServiceBusEndpoint:
+    shown = redact(text)
+    fields: dict[str, str] = {}
+    for raw in text.split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InvalidURL(
+                f"malformed Service Bus connection string {shown!r}: "
+                f"expected KEY=VALUE, found {redact(key)!r}"
+            )
+        name = key.strip().lower()
+        if name not in _SB_KEYS:
+            raise InvalidURL(
+                f"malformed Service Bus connection string {shown!r}: unknown key {key.strip()!r}"
+            )
+        if name in fields:
+            raise InvalidURL(
+                f"malformed Service Bus connection string {shown!r}: {key.strip()!r} is given twice"
+            )
+        fields[name] = value.strip()
+
+    endpoint = fields.get("endpoint")
+    if not endpoint:
+        raise InvalidURL(f"the Service Bus connection string {shown!r} has no Endpoint")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"malformed Endpoint in {shown!r}: {_scrub(exc)}") from None
+    host = parts.hostname
+    if parts.scheme.lower() != "sb" or not host:
+        raise InvalidURL(
+            f"the Endpoint in {shown!r} must look like sb://NAMESPACE.servicebus.windows.net/"
+        )
+
+    emulator_flag = fields.get("usedevelopmentemulator", "false").lower()
+    if emulator_flag not in ("true", "false"):
+        raise InvalidURL(f"UseDevelopmentEmulator must be true or false in {shown!r}")
+    key_name = fields.get("sharedaccesskeyname") or None
+    access_key = fields.get("sharedaccesskey")
+    signature = fields.get("sharedaccesssignature")
+    if (key_name is None) != (access_key is None):
+        raise InvalidURL(
+            f"the Service Bus connection string {shown!r} needs both SharedAccessKeyName "
+            "and SharedAccessKey, or neither"
+        )
+    if signature is not None and access_key is not None:
+        raise InvalidURL(
+            f"the Service Bus connection string {shown!r} has both a SharedAccessKey and a "
+            "SharedAccessSignature; give one"
+        )
+    return ServiceBusEndpoint(
+        host=host,
+        port=port,
+        key_name=key_name,
+        key=Secret(access_key) if access_key is not None else None,
+        signature=Secret(signature) if signature is not None else None,
+        entity_path=fields.get("entitypath") or None,
+        emulator=emulator_flag == "true",
+    )
+
+
+def _scrub(exc: BaseException) -> str:
+    return redact(str(exc))

@@ -1,0 +1,1 @@
+"""Backends behind the :class:`~amqp1q.Adapter` seam: ``memory``, ``proton``, ``servicebus``."""

@@ -1,0 +1,385 @@
+"""The in-memory adapter: a broker inside the process, with the semantics of a real one.
+
+Use it in unit tests of code that pushes and consumes jobs: ``JobQueue.from_url("memory://jobs")``.
+Queues live in a :class:`MemoryBroker`; ``memory://QUEUE`` uses the process-wide default broker,
+``memory://NAMESPACE/QUEUE`` one per namespace (so tests can keep apart), and
+``JobQueue(MemoryAdapter(broker, "jobs"))`` a broker of your own.
+
+What it does, as a broker would: priority ordering (higher first, FIFO within a priority),
+delayed delivery, credit-based dispatch to competing consumers, delivery counting, redelivery
+of jobs left unsettled when a consumer goes away, a dead-letter queue per queue
+(``QUEUE/$deadletterqueue``, read it with ``queue.dead_letter_queue()``), and an optional
+``max_message_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+
+from .._adapter import Incoming, Outcome, SendResult, Settlement
+from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
+from .._job import Headers, Job, Receipt
+from .._urls import DEFAULT_MEMORY_NAMESPACE
+
+__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker"]
+
+DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
+
+
+@attrs.define(slots=True, eq=False)
+class _Entry:
+    """A message held by the broker."""
+
+    seq: int
+    id: str
+    name: str
+    body: bytes
+    content_type: str | None
+    headers: Headers
+    priority: int
+    enqueued_at: datetime.datetime
+    delivery_count: int = 0
+    dead_letter_reason: str | None = None
+    dead_letter_description: str | None = None
+
+
+class MemoryBroker:
+    """A set of named in-memory queues. ``MemoryBroker.default()`` is the process-wide one."""
+
+    _namespaces: dict[str, MemoryBroker] = {}  # noqa: RUF012 - process-wide registry
+
+    def __init__(self) -> None:
+        self._queues: dict[str, _MemoryQueue] = {}
+        self._seq = itertools.count()
+
+    @classmethod
+    def default(cls) -> MemoryBroker:
+        return cls.namespace(DEFAULT_MEMORY_NAMESPACE)
+
+    @classmethod
+    def namespace(cls, name: str) -> MemoryBroker:
+        """The broker for ``memory://NAME/...`` URLs, created on first use."""
+        broker = cls._namespaces.get(name)
+        if broker is None:
+            broker = cls._namespaces[name] = cls()
+        return broker
+
+    def queue(self, name: str) -> _MemoryQueue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = _MemoryQueue(self, name)
+        return queue
+
+    def depth(self, name: str) -> int:
+        """Jobs waiting in queue ``name`` (ready or delayed), not counting those delivered."""
+        queue = self._queues.get(name)
+        return 0 if queue is None else queue.depth
+
+    def purge(self, name: str | None = None) -> None:
+        """Drop every waiting job from queue ``name`` (from every queue when ``None``)."""
+        names = list(self._queues) if name is None else [name]
+        for queue_name in names:
+            queue = self._queues.get(queue_name)
+            if queue is not None:
+                queue.purge()
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+
+class _MemoryQueue:
+    def __init__(self, broker: MemoryBroker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self._ready: list[tuple[int, int, _Entry]] = []  # (-priority, seq, entry)
+        self._scheduled: list[tuple[float, int, _Entry]] = []  # (due monotonic, seq, entry)
+        self._receivers: list[_MemoryReceiver] = []
+        self._rr = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._ready) + len(self._scheduled)
+
+    def purge(self) -> None:
+        self._ready.clear()
+        self._scheduled.clear()
+
+    def put(self, entry: _Entry, delay: float | None = None) -> None:
+        if delay:
+            heapq.heappush(self._scheduled, (time.monotonic() + delay, entry.seq, entry))
+            self._arm_timer()
+        else:
+            heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
+        self.pump()
+
+    def attach(self, receiver: _MemoryReceiver) -> None:
+        self._receivers.append(receiver)
+
+    def detach(self, receiver: _MemoryReceiver) -> None:
+        if receiver in self._receivers:
+            self._receivers.remove(receiver)
+
+    def pump(self) -> None:
+        """Promote due scheduled entries, then hand ready entries to receivers with credit."""
+        if self._scheduled:
+            now = time.monotonic()
+            while self._scheduled and self._scheduled[0][0] <= now:
+                _, _, entry = heapq.heappop(self._scheduled)
+                heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
+            self._arm_timer()
+        while self._ready:
+            receiver = self._next_receiver()
+            if receiver is None:
+                return
+            _, _, entry = heapq.heappop(self._ready)
+            receiver.deliver(entry)
+
+    def _next_receiver(self) -> _MemoryReceiver | None:
+        count = len(self._receivers)
+        for i in range(count):
+            receiver = self._receivers[(self._rr + i) % count]
+            if receiver.credit > 0:
+                self._rr = (self._rr + i + 1) % count
+                return receiver
+        return None
+
+    def _arm_timer(self) -> None:
+        if not self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # promoted on the next operation made from a loop
+        due = self._scheduled[0][0]
+        if (
+            self._timer is not None
+            and not self._timer.cancelled()
+            and self._timer_loop is loop
+            and not loop.is_closed()
+            and self._timer_due <= due
+        ):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer_loop = loop
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.pump()
+
+
+class _MemoryReceiver:
+    def __init__(self, queue: _MemoryQueue, *, auto_ack: bool) -> None:
+        self._queue = queue
+        self._auto_ack = auto_ack
+        self.credit = 0
+        self._buffer: deque[_Entry] = deque()
+        self._unsettled: set[_Entry] = set()
+        self._event: asyncio.Event | None = None
+        self._open = False
+        self._closed = False
+
+    async def open(self) -> None:
+        if self._closed:
+            raise QueueStateError("the receiver is closed", queue=self._queue.name)
+        self._event = asyncio.Event()
+        self._open = True
+        self._queue.attach(self)
+
+    def flow(self, credit: int) -> None:
+        if self._closed or credit <= 0:
+            return
+        self.credit += credit
+        self._queue.pump()
+
+    def deliver(self, entry: _Entry) -> None:
+        self.credit -= 1
+        self._buffer.append(entry)
+        if self._event is not None:
+            self._event.set()
+
+    async def receive(self) -> Incoming | None:
+        event = self._event
+        if event is None:
+            raise QueueStateError("the receiver is not open", queue=self._queue.name)
+        while True:
+            if self._buffer:
+                entry = self._buffer.popleft()
+                if not self._auto_ack:
+                    self._unsettled.add(entry)
+                return _incoming(entry)
+            if self._closed:
+                return None
+            self._queue.pump()
+            if self._buffer:
+                continue
+            event.clear()
+            await event.wait()
+
+    async def settle(self, incoming: Incoming, settlement: Settlement) -> None:
+        entry: _Entry = incoming.token
+        if entry not in self._unsettled:
+            if self._closed:
+                raise DeliveryStale(
+                    "the consumer closed before the job was settled; the job was redelivered",
+                    queue=self._queue.name,
+                    job_id=incoming.id,
+                )
+            raise AlreadySettled(
+                "the job was already settled", queue=self._queue.name, job_id=incoming.id
+            )
+        self._unsettled.discard(entry)
+        queue = self._queue
+        outcome = settlement.outcome
+        if outcome is Outcome.ACK:
+            return
+        if outcome is Outcome.RELEASE:
+            queue.put(entry)
+        elif outcome is Outcome.RETRY:
+            entry.delivery_count += 1
+            if settlement.delay:
+                entry.seq = queue.broker.next_seq()  # re-published: to the back of the queue
+            queue.put(entry, settlement.delay)
+        else:
+            entry.dead_letter_reason = settlement.reason
+            entry.dead_letter_description = settlement.description
+            entry.seq = queue.broker.next_seq()
+            queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
+
+    async def drain(self) -> int:
+        voided, self.credit = self.credit, 0
+        return voided
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.credit = 0
+        self._queue.detach(self)
+        queue = self._queue
+        if not self._auto_ack:
+            # Received but never handed out: back untouched. Handed out but unsettled: back
+            # with the delivery counted, as a broker does when a link dies under a delivery.
+            while self._buffer:
+                queue.put(self._buffer.popleft())
+            for entry in sorted(self._unsettled, key=lambda e: e.seq):
+                entry.delivery_count += 1
+                queue.put(entry)
+        self._buffer.clear()
+        self._unsettled.clear()
+        if self._event is not None:
+            self._event.set()
+
+
+def _incoming(entry: _Entry) -> Incoming:
+    return Incoming(
+        id=entry.id,
+        name=entry.name,
+        body=entry.body,
+        content_type=entry.content_type,
+        headers=entry.headers,
+        attempt=entry.delivery_count + 1,
+        token=entry,
+        priority=entry.priority,
+        enqueued_at=entry.enqueued_at,
+        dead_letter_reason=entry.dead_letter_reason,
+        dead_letter_description=entry.dead_letter_description,
+    )
+
+
+class MemoryAdapter:
+    """The in-memory backend for one queue of a :class:`MemoryBroker`."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker | None = None,
+        queue: str = "jobs",
+        *,
+        max_message_size: int | None = None,
+        display: str | None = None,
+    ) -> None:
+        self._broker = broker if broker is not None else MemoryBroker.default()
+        self._queue_name = queue
+        self._max_message_size = max_message_size
+        self._display = display or f"memory://{queue}"
+        self._receivers: list[_MemoryReceiver] = []
+
+    @property
+    def broker(self) -> MemoryBroker:
+        return self._broker
+
+    @property
+    def queue(self) -> str:
+        return self._queue_name
+
+    @property
+    def address(self) -> str:
+        return self._queue_name
+
+    @property
+    def display(self) -> str:
+        return self._display
+
+    async def open(self) -> None:
+        self._broker.queue(self._queue_name)
+
+    async def close(self) -> None:
+        receivers, self._receivers = self._receivers, []
+        for receiver in receivers:
+            await receiver.close()
+
+    async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+        queue = self._broker.queue(self._queue_name)
+        limit = self._max_message_size
+        now = datetime.datetime.now(datetime.timezone.utc)
+        results: list[SendResult] = []
+        for job in jobs:
+            if limit is not None and len(job.body) > limit:
+                results.append(
+                    JobTooLarge(
+                        f"the job is {len(job.body)} bytes; the queue takes at most {limit}",
+                        queue=self._queue_name,
+                        job_id=job.id,
+                    )
+                )
+                continue
+            entry = _Entry(
+                seq=self._broker.next_seq(),
+                id=job.id,
+                name=job.name,
+                body=job.body,
+                content_type=job.content_type,
+                headers=job.headers,
+                priority=default_priority if job.priority is None else job.priority,
+                enqueued_at=now,
+            )
+            queue.put(entry, job.delay)
+            results.append(Receipt(job_id=job.id, queue=self._queue_name))
+        return results
+
+    def receiver(self, *, auto_ack: bool) -> _MemoryReceiver:
+        receiver = _MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
+        self._receivers.append(receiver)
+        return receiver
+
+    def dead_letter_adapter(self) -> MemoryAdapter:
+        return MemoryAdapter(
+            self._broker,
+            self._queue_name + DEAD_LETTER_SUFFIX,
+            max_message_size=self._max_message_size,
+            display=self._display + DEAD_LETTER_SUFFIX,
+        )
