@@ -17,7 +17,10 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
     receiver.flow(n)                    grant n more deliveries (credit). Never deliver more
                                         than the credit granted and not yet used.
     receiver.receive()                  -> the next Incoming, or None once the receiver closed
-    receiver.settle(incoming, settlement)  apply an outcome (not called in auto_ack mode)
+    receiver.settle(incoming, settlement)  apply an outcome (not called in auto_ack mode);
+                                        returns None when applied at once (the hot path: a
+                                        disposition queued on the link), or an awaitable when
+                                        it needs I/O first (a re-publish, an SDK call)
     receiver.drain()                    -> credit voided: stop deliveries without closing
     receiver.close()                    release deliveries received but not yet handed out;
                                         anything still unsettled goes back to the broker
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -113,7 +116,7 @@ class Receiver(Protocol):
 
     async def receive(self) -> Incoming | None: ...
 
-    async def settle(self, incoming: Incoming, settlement: Settlement) -> None: ...
+    def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None: ...
 
     async def drain(self) -> int: ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -162,6 +162,10 @@ class Consumer:
             self._idle.clear()
         return job
 
+    async def wait_closed(self) -> None:
+        """Wait until the consumer has closed (for example, after its ``async for`` ended)."""
+        await self._closed_event.wait()
+
     def pause(self) -> None:
         """Stop granting credit. Jobs already granted are drained back (see :meth:`drain`)."""
         self._paused = True
@@ -248,14 +252,11 @@ class Consumer:
             )
         job._mark(settlement.outcome)
         try:
-            await shielded(
-                self._apply(job, settlement), self._queue.settle_timeout, f"settling job {job.id}"
-            )
+            pending = self._receiver.settle(job._incoming, settlement)
+            if pending is not None:
+                await shielded(_wait(pending), self._queue.settle_timeout, f"settling job {job.id}")
         finally:
             self._left_hand()
-
-    async def _apply(self, job: ReceivedJob, settlement: Settlement) -> None:
-        await self._receiver.settle(job._incoming, settlement)
         self._queue._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
 
     def _left_hand(self) -> None:
@@ -330,3 +331,7 @@ class Consumer:
                 exc_info=True,
                 extra={"queue": self.queue_name, "job_id": job.id},
             )
+
+
+async def _wait(pending: Awaitable[None]) -> None:
+    await pending

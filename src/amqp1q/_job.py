@@ -184,7 +184,7 @@ class Job:
     """
 
     name: str = attrs.field(validator=_check_name)
-    payload: Any = None
+    payload: Any = attrs.field(default=None, hash=False)
     headers: Headers = attrs.field(default=_EMPTY, converter=_to_headers, kw_only=True)
     id: str = attrs.field(factory=new_job_id, validator=_check_id, kw_only=True)
     priority: int | None = attrs.field(default=None, validator=_check_priority, kw_only=True)

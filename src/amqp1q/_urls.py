@@ -124,8 +124,9 @@ def parse_url(url: str) -> Endpoint:
         raise InvalidURL("the URL contains whitespace")
     scheme, sep, _ = text.partition("://")
     if not sep:
+        # Not echoed: without a scheme, redaction cannot tell a password from the rest.
         raise InvalidURL(
-            f"not a URL or a Service Bus connection string: {redact(text)!r} "
+            "not a URL or a Service Bus connection string "
             "(expected amqp://, amqps://, memory:// or Endpoint=sb://...)"
         )
     scheme = scheme.lower()
@@ -159,6 +160,11 @@ def _parse_amqp(url: str) -> AmqpEndpoint:
     scheme = parts.scheme.lower()
     username = urllib.parse.unquote(parts.username) if parts.username is not None else None
     password = Secret(urllib.parse.unquote(parts.password)) if parts.password is not None else None
+    if "@" in parts.path:
+        raise InvalidURL(
+            f"malformed URL {shown!r}: '@' after the host — percent-encode '@' and '/' in the "
+            "user name and password (%40, %2F)"
+        )
     path = urllib.parse.unquote(parts.path)
     queue = path[1:] if path.startswith("/") else path
     return AmqpEndpoint(
@@ -198,8 +204,8 @@ _SB_KEYS: Final = {
 
 
 def _looks_like_connection_string(text: str) -> bool:
-    head = text.split(";", 1)[0].strip().lower()
-    return head.startswith("endpoint=") or (";" in text and "endpoint=" in text.lower())
+    key, eq, _ = text.split(";", 1)[0].partition("=")
+    return bool(eq) and key.strip().lower() in _SB_KEYS
 
 
 def _parse_connection_string(text: str) -> ServiceBusEndpoint:

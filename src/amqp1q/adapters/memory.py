@@ -230,7 +230,7 @@ class _MemoryReceiver:
             event.clear()
             await event.wait()
 
-    async def settle(self, incoming: Incoming, settlement: Settlement) -> None:
+    def settle(self, incoming: Incoming, settlement: Settlement) -> None:
         entry: _Entry = incoming.token
         if entry not in self._unsettled:
             if self._closed:

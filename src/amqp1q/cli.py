@@ -1,0 +1,238 @@
+"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``.
+
+The queue URL comes from ``--url`` or the ``AMQP1Q_URL`` environment variable (better for
+connection strings with keys: a command line is visible to every user of the machine).
+Exit codes: 0 done, 1 an amqp1q error (printed without secrets), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+from ._errors import Amqp1qError
+from ._job import Job
+from ._queue import JobQueue
+from ._redact import redact
+from ._version import __version__
+
+__all__ = ["main"]
+
+_URL_ENV = "AMQP1Q_URL"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+    except Amqp1qError as exc:
+        print(f"error: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amqp1q", description="Asyncio job queues over AMQP 1.0.")
+    parser.add_argument("--version", action="version", version=f"amqp1q {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="push and consume jobs, printing throughput")
+    demo.add_argument("--url", default=None, help="queue URL (default: an in-process memory queue)")
+    demo.add_argument("--jobs", type=_positive, default=10_000, help="how many jobs (10000)")
+    demo.add_argument("--size", type=_positive, default=1024, help="payload bytes (1024)")
+    demo.add_argument("--prefetch", type=_positive, default=100, help="consumer prefetch (100)")
+    demo.set_defaults(run=_demo)
+
+    push = commands.add_parser("push", help="push jobs to a queue")
+    _url_argument(push)
+    push.add_argument("--name", required=True, help="the job name")
+    body = push.add_mutually_exclusive_group()
+    body.add_argument("--payload", default=None, help="a JSON payload (default: null)")
+    body.add_argument("--payload-file", default=None, help="a file sent as raw bytes ('-': stdin)")
+    push.add_argument("--header", action="append", default=[], metavar="K=V", help="a header")
+    push.add_argument("--priority", type=int, default=None)
+    push.add_argument("--delay", type=float, default=None, help="seconds before delivery")
+    push.add_argument("--count", type=_positive, default=1, help="push this many copies")
+    push.set_defaults(run=_push)
+
+    consume = commands.add_parser("consume", help="print jobs from a queue as JSON lines")
+    _url_argument(consume)
+    consume.add_argument("--count", type=_positive, default=None, help="stop after this many")
+    consume.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
+    consume.add_argument("--prefetch", type=_positive, default=10)
+    consume.add_argument(
+        "--settle",
+        choices=("ack", "release", "reject"),
+        default="ack",
+        help="what to do with each job once printed (ack)",
+    )
+    consume.set_defaults(run=_consume)
+    return parser
+
+
+def _url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=os.environ.get(_URL_ENV), help=f"queue URL (default: ${_URL_ENV})"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _require_url(args: argparse.Namespace) -> str:
+    if not args.url:
+        print(f"error: give --url or set {_URL_ENV}", file=sys.stderr)
+        raise SystemExit(2)
+    return str(args.url)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    url = args.url or "memory://amqp1q-demo/jobs"
+    out = sys.stdout
+    queue = JobQueue.from_url(url, prefetch=args.prefetch)
+    n = args.jobs
+    payload = b"x" * args.size
+    print(f"amqp1q demo: {n:,} jobs of {args.size:,} bytes through {queue.url}", file=out)
+    async with queue:
+        started = time.perf_counter()
+        batch = 500
+        for first in range(0, n, batch):
+            count = min(batch, n - first)
+            await queue.push_many([Job("demo", payload) for _ in range(count)])
+            _progress(out, "push", first + count, n, started)
+        push_s = time.perf_counter() - started
+        _done(out, "pushed", n, push_s)
+
+        started = time.perf_counter()
+        received = 0
+        async with queue.consume() as consumer:
+            async for job in consumer:
+                await job.ack()
+                received += 1
+                if received % 500 == 0 or received == n:
+                    _progress(out, "consume", received, n, started)
+                if received == n:
+                    break
+        _done(out, "consumed", received, time.perf_counter() - started)
+    return 0
+
+
+def _progress(out: TextIO, what: str, done: int, total: int, started: float) -> None:
+    if not out.isatty():
+        return
+    width = 30
+    filled = width * done // total
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    bar = "#" * filled + "." * (width - filled)
+    out.write(f"\r{what:>8} [{bar}] {done:,}/{total:,} {rate:,.0f}/s")
+    out.flush()
+
+
+def _done(out: TextIO, what: str, count: int, seconds: float) -> None:
+    if out.isatty():
+        out.write("\r\033[K")
+    rate = count / max(seconds, 1e-9)
+    print(f"{what:>8} {count:,} jobs in {seconds:.2f} s ({rate:,.0f} jobs/s)", file=out)
+
+
+# -- push and consume ---------------------------------------------------------------------------
+
+
+def _push(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Read the payload before the event loop starts, then push."""
+    url = _require_url(args)
+    headers = dict(_header(item) for item in args.header)
+    payload: Any
+    if args.payload_file is not None:
+        if args.payload_file == "-":
+            payload = sys.stdin.buffer.read()
+        else:
+            with open(args.payload_file, "rb") as handle:
+                payload = handle.read()
+    elif args.payload is not None:
+        try:
+            payload = json.loads(args.payload)
+        except ValueError as exc:
+            print(f"error: --payload is not JSON: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    else:
+        payload = None
+    jobs = [
+        Job(args.name, payload, headers=headers, priority=args.priority, delay=args.delay)
+        for _ in range(args.count)
+    ]
+    return _push_jobs(url, jobs)
+
+
+async def _push_jobs(url: str, jobs: list[Job]) -> int:
+    async with JobQueue.from_url(url) as queue:
+        receipts = await queue.push_many(jobs)
+    for receipt in receipts:
+        print(receipt.job_id)
+    return 0
+
+
+def _header(item: str) -> tuple[str, str]:
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        print(f"error: --header takes K=V, got {item!r}", file=sys.stderr)
+        raise SystemExit(2)
+    return key, value
+
+
+async def _consume(args: argparse.Namespace) -> int:
+    url = _require_url(args)
+    seen = 0
+    async with JobQueue.from_url(url, prefetch=args.prefetch) as queue:
+        async with queue.consume() as consumer:
+            while args.count is None or seen < args.count:
+                job = await consumer.receive(timeout=args.timeout)
+                if job is None:
+                    break
+                record: dict[str, Any] = {
+                    "id": job.id,
+                    "name": job.name,
+                    "attempt": job.attempt,
+                    "headers": dict(job.headers),
+                }
+                try:
+                    payload = job.payload
+                    record["payload"] = (
+                        payload
+                        if not isinstance(payload, bytes)
+                        else payload.decode("utf-8", "backslashreplace")
+                    )
+                except Amqp1qError as exc:
+                    record["decode_error"] = str(exc)
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+                if args.settle == "ack":
+                    await job.ack()
+                elif args.settle == "release":
+                    await job.release()
+                else:
+                    await job.reject("rejected from the command line")
+                seen += 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
