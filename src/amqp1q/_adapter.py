@@ -7,7 +7,7 @@ the retry policy, statistics and tracing. Adapters never call back into the faca
 What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
 
     adapter.open()                      connect (raise ConnectFailed, AuthenticationFailed, ...)
-    adapter.send(jobs, default_priority) -> [Receipt | PushError, ...]   one result per job,
+    adapter.send(jobs, default_priority) -> [Receipt | Amqp1qError, ...]  one result per job,
                                         in order; returns once each has its outcome
     adapter.receiver(auto_ack)          -> Receiver, not yet open
     adapter.dead_letter_adapter()       -> Adapter for the queue's dead-letter queue
@@ -21,7 +21,8 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
                                         returns None when applied at once (the hot path: a
                                         disposition queued on the link), or an awaitable when
                                         it needs I/O first (a re-publish, an SDK call)
-    receiver.drain()                    -> credit voided: stop deliveries without closing
+    receiver.drain()                    stop deliveries without closing: void the credit and
+                                        release deliveries received but not yet handed out
     receiver.close()                    release deliveries received but not yet handed out;
                                         anything still unsettled goes back to the broker
 
@@ -45,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._errors import PushError
+from ._errors import Amqp1qError
 from ._job import Headers, Job, Receipt
 
 __all__ = [
@@ -103,7 +104,9 @@ class Incoming:
     decode_error: str | None = None
 
 
-SendResult = Receipt | PushError
+#: A push's result: its receipt, or the typed error that refused it (JobRejected, JobTooLarge,
+#: QueueNotFound, ConnectionLost, ...).
+SendResult = Receipt | Amqp1qError
 
 
 @runtime_checkable
@@ -118,7 +121,7 @@ class Receiver(Protocol):
 
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None: ...
 
-    async def drain(self) -> int: ...
+    async def drain(self) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -69,10 +69,9 @@ def make_adapter(endpoint: Endpoint, options: AdapterOptions) -> Adapter:
 
 
 def _proton_adapter(endpoint: AmqpEndpoint, options: AdapterOptions, name: str) -> Adapter:
-    raise UnsupportedFeature(
-        f"{endpoint.display}: the Proton adapter (amqp://, amqps://) is not in this version yet",
-        queue=name,
-    )
+    from .adapters.proton.adapter import ProtonAdapter
+
+    return ProtonAdapter(endpoint, options, name)
 
 
 def _servicebus_adapter(

@@ -16,7 +16,6 @@ from ._errors import (
     ConnectFailed,
     InvalidJob,
     InvalidSetting,
-    PushError,
     PushTimeout,
     QueueStateError,
 )
@@ -321,15 +320,15 @@ class JobQueue:
     @overload
     async def push_many(
         self, jobs: Iterable[Job], *, return_exceptions: Literal[True], timeout: float | None = ...
-    ) -> list[Receipt | PushError]: ...
+    ) -> list[Receipt | Amqp1qError]: ...
 
     async def push_many(
         self, jobs: Iterable[Job], *, return_exceptions: bool = False, timeout: float | None = None
-    ) -> list[Receipt] | list[Receipt | PushError]:
+    ) -> list[Receipt] | list[Receipt | Amqp1qError]:
         """Send many jobs, pipelined; return their receipts in order once all have outcomes.
 
         If any job fails, raises the first failure — unless ``return_exceptions=True``, which
-        returns each job's :class:`Receipt` or :class:`~amqp1q.PushError` in place.
+        returns each job's :class:`Receipt` or error (an :class:`~amqp1q.Amqp1qError`) in place.
         """
         results = await self._send(list(jobs), timeout)
         if return_exceptions:

@@ -260,9 +260,11 @@ class _MemoryReceiver:
             entry.seq = queue.broker.next_seq()
             queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
 
-    async def drain(self) -> int:
-        voided, self.credit = self.credit, 0
-        return voided
+    async def drain(self) -> None:
+        self.credit = 0
+        if not self._auto_ack:
+            while self._buffer:
+                self._queue.put(self._buffer.popleft())
 
     async def close(self) -> None:
         if self._closed:

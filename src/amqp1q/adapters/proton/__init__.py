@@ -9,3 +9,7 @@ Modules, each with one job:
 - ``_brokers``: broker detection and per-broker address forms and capabilities;
 - ``adapter``: the :class:`~amqp1q.Adapter` implementation.
 """
+
+from .adapter import ProtonAdapter
+
+__all__ = ["ProtonAdapter"]

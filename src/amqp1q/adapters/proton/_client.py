@@ -1,0 +1,300 @@
+"""A client connection: an :class:`Engine` and its :class:`Pump`, with awaitable open and attach.
+
+This is where proton's conditions and the socket's exceptions become amqp1q's typed errors,
+each naming the broker as ``host:port`` (never with credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..._errors import (
+    Amqp1qError,
+    AuthenticationFailed,
+    ConnectFailed,
+    ConnectionLost,
+    QueueNotFound,
+    TLSError,
+)
+from ._driver import Pump, open_pump
+from ._engine import Engine
+from ._links import Condition, Link, ReceiverLink, SenderLink
+
+__all__ = ["ClientConnection", "is_loopback", "link_error"]
+
+log = logging.getLogger("amqp1q.proton")
+L = TypeVar("L", bound=Link)
+
+_AUTH_CONDITIONS = frozenset({"amqp:unauthorized-access"})
+_NOT_FOUND = frozenset({"amqp:not-found", "amqp:resource-deleted"})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def link_error(condition: Condition | None, *, queue: str, address: str, what: str) -> Amqp1qError:
+    """The error for a link the broker refused or closed."""
+    if condition is not None and condition.name in _NOT_FOUND:
+        return QueueNotFound(
+            f"the broker has no node at {address!r}",
+            queue=queue,
+            address=address,
+            condition=condition.name,
+            description=condition.description,
+        )
+    return ConnectionLost(
+        f"the broker closed the {what} link",
+        queue=queue,
+        address=address,
+        condition=condition.name if condition else None,
+        description=condition.description if condition else None,
+    )
+
+
+class ClientConnection:
+    """One connection to a broker. ``await open()``, attach links, ``await close()``."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+        container_id: str,
+        user: str | None,
+        password: str | None,
+        mechanisms: str,
+        virtual_host: str | None,
+        idle_timeout: float | None,
+        properties: dict[str, Any],
+        queue: str,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.where = f"{'[' + host + ']' if ':' in host else host}:{port}"
+        self._ssl_context = ssl_context
+        self._server_hostname = server_hostname
+        self._queue = queue
+        self.engine = Engine(
+            self,
+            container_id=container_id,
+            hostname=virtual_host,
+            user=user,
+            password=password,
+            mechanisms=mechanisms,
+            idle_timeout=idle_timeout,
+            properties=properties,
+        )
+        self._pump: Pump | None = None
+        self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.failure: Amqp1qError | None = None
+        self._lost_listeners: list[Callable[[Amqp1qError], None]] = []
+
+    # -- opening --------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, authenticate and exchange Open frames. Raises a typed, redacted error."""
+        try:
+            self._pump = await open_pump(
+                self.engine,
+                self.host,
+                self.port,
+                ssl_context=self._ssl_context,
+                server_hostname=self._server_hostname,
+                on_lost=self._on_socket_lost,
+            )
+        except ssl.SSLError as exc:
+            raise TLSError(
+                f"TLS handshake with {self.where} failed: {exc.reason or exc}" + _tls_hint(exc),
+                queue=self._queue,
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ConnectFailed(
+                f"cannot connect to {self.where}: {reason}", queue=self._queue
+            ) from None
+        self.engine.open()
+        self._pump.flush()
+        await self._opened
+        self._pump.start_ticking()
+
+    @property
+    def remote_properties(self) -> dict[str, Any]:
+        return self.engine.remote_properties
+
+    @property
+    def is_open(self) -> bool:
+        return (
+            self.failure is None
+            and self._opened.done()
+            and self._pump is not None
+            and not self._pump.lost
+        )
+
+    def on_lost(self, listener: Callable[[Amqp1qError], None]) -> None:
+        """Call ``listener`` with the error once, if the connection dies (not on our close)."""
+        self._lost_listeners.append(listener)
+
+    # -- links ----------------------------------------------------------------------------------
+
+    async def attach_sender(self, address: str | None, **options: Any) -> SenderLink:
+        link = self.engine.open_sender(address, **options)
+        return await self._attached(link, address or "(anonymous)", "sender")
+
+    async def attach_receiver(self, address: str, **options: Any) -> ReceiverLink:
+        link = self.engine.open_receiver(address, **options)
+        return await self._attached(link, address, "receiver")
+
+    async def _attached(self, link: L, address: str, what: str) -> L:
+        """Wait for the peer's attach. A refusal is an attach with a null terminus followed by a
+        detach carrying the reason: wait for that detach, to report the reason."""
+        self._check()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def opened(_: Link) -> None:
+            if not link.remote_terminus_is_null and not done.done():
+                done.set_result(None)
+
+        def closed(_: Link, condition: Condition | None) -> None:
+            if not done.done():
+                err = self.failure or link_error(
+                    condition, queue=self._queue, address=address, what=what
+                )
+                done.set_exception(err)
+
+        link.on_remote_open = opened
+        link.on_remote_close = closed
+        try:
+            await done
+        except BaseException:
+            link.on_remote_close = None
+            link.close()
+            raise
+        link.on_remote_open = None
+        link.on_remote_close = None
+        return link
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    # -- closing --------------------------------------------------------------------------------
+
+    async def close(self, timeout: float) -> None:
+        """Close gracefully within ``timeout``, else abort. Never raises for a dead connection."""
+        self._lost_listeners.clear()
+        pump = self._pump
+        if pump is None or pump.lost:
+            return
+        await pump.close(timeout)
+
+    def abort(self) -> None:
+        if self._pump is not None:
+            self._pump.abort()
+
+    # -- EngineHandler ------------------------------------------------------------------------
+
+    def on_remote_open(self, engine: Engine) -> None:
+        if not self._opened.done():
+            self._opened.set_result(None)
+
+    def on_remote_close(self, engine: Engine, condition: Condition | None) -> None:
+        self._fail(
+            ConnectionLost(
+                f"the broker at {self.where} closed the connection",
+                queue=self._queue,
+                condition=condition.name if condition else None,
+                description=condition.description if condition else None,
+            )
+        )
+
+    def on_transport_error(self, engine: Engine, condition: Condition | None) -> None:
+        self._fail(self._transport_error(condition))
+
+    def on_link_remote_open(self, engine: Engine, link: Link) -> None:
+        link.close(Condition("amqp:not-allowed", "this client accepts no links"))
+
+    def _transport_error(self, condition: Condition | None) -> Amqp1qError:
+        name = condition.name if condition else None
+        description = condition.description if condition else None
+        if name in _AUTH_CONDITIONS:
+            return AuthenticationFailed(
+                f"the broker at {self.where} refused the credentials",
+                queue=self._queue,
+                condition=name,
+                description=description,
+            )
+        if not self._opened.done():
+            hint = ""
+            if self._ssl_context is None and description and "header" in description.lower():
+                hint = " (is this a TLS port? use amqps://)"
+            return ConnectFailed(
+                f"the AMQP 1.0 handshake with {self.where} failed{hint}",
+                queue=self._queue,
+                condition=name,
+                description=description,
+            )
+        return ConnectionLost(
+            f"the connection to {self.where} failed",
+            queue=self._queue,
+            condition=name,
+            description=description,
+        )
+
+    def _on_socket_lost(self, exc: BaseException | None) -> None:
+        if self.failure is None:
+            if isinstance(exc, ssl.SSLError):
+                err: Amqp1qError = TLSError(
+                    f"TLS with {self.where} failed: {exc.reason or exc}", queue=self._queue
+                )
+            elif not self._opened.done():
+                err = ConnectFailed(
+                    f"{self.where} closed the connection during the AMQP 1.0 handshake"
+                    + ("" if self._ssl_context else " (a TLS port? an AMQP 0-9-1 port?)"),
+                    queue=self._queue,
+                )
+            else:
+                err = ConnectionLost(
+                    f"the connection to {self.where} was lost" + (f": {exc}" if exc else ""),
+                    queue=self._queue,
+                )
+            self._fail(err)
+
+    def _fail(self, err: Amqp1qError) -> None:
+        if self.failure is not None:
+            return
+        self.failure = err
+        if not self._opened.done():
+            self._opened.set_exception(err)
+            self._opened.exception()  # retrieved: the opener may already have gone
+        listeners, self._lost_listeners = self._lost_listeners, []
+        for listener in listeners:
+            try:
+                listener(err)
+            except Exception:  # noqa: PERF203  # pragma: no cover - a listener bug must not hide it
+                log.exception("a connection-lost listener failed")
+        if self._pump is not None and not self._pump.lost:
+            self._pump.flush()
+
+
+def _tls_hint(exc: ssl.SSLError) -> str:
+    text = f"{exc.reason} {exc}".lower()
+    if "wrong version number" in text or "record layer" in text or "unexpected eof" in text:
+        return " (is this a plaintext port? use amqp://)"
+    if "certificate verify failed" in text:
+        return (
+            " (the broker's certificate did not verify; set tls root_ca, or insecure_skip_verify)"
+        )
+    return ""

@@ -1,0 +1,394 @@
+"""proton's AMQP 1.0 engine as a sans-IO state machine: bytes in, callbacks and bytes out.
+
+No sockets, no event loop, no threads. The owner (the asyncio driver, the embedded broker, or a
+test wiring two engines back to back) moves bytes with :meth:`Engine.receive_data` and
+:meth:`Engine.data_to_send`, calls :meth:`Engine.tick` for heartbeats, and hears about the
+connection through a :class:`EngineHandler` and about each link through its own callbacks.
+
+The hot paths (send, receive, settle, flow, event dispatch) call proton's C API through
+``cproton_ffi`` directly; the Python wrappers are used only to set things up. That avoids an
+allocation and a record lookup per delivery, and two traps of python-qpid-proton 0.40:
+``Delivery.tag`` decodes binary tags as UTF-8 and raises, and binary values are memoryviews
+into C memory that turn to garbage once the owner is freed. Here tags are never read and every
+payload is copied into ``bytes`` at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
+
+import proton
+from cproton_ffi import ffi, lib
+
+from ._links import (
+    Condition,
+    Link,
+    ReceiverLink,
+    SenderLink,
+    condition_of,
+    set_condition,
+    wrap_link,
+)
+
+__all__ = ["Engine", "EngineHandler"]
+
+_NULL = ffi.NULL
+_LOCAL_CLOSED = lib.PN_LOCAL_CLOSED
+
+
+class EngineHandler(Protocol):
+    """What the engine's owner hears about the connection as a whole."""
+
+    def on_remote_open(self, engine: Engine) -> None: ...
+
+    def on_remote_close(self, engine: Engine, condition: Condition | None) -> None: ...
+
+    def on_transport_error(self, engine: Engine, condition: Condition | None) -> None: ...
+
+    def on_link_remote_open(self, engine: Engine, link: Link) -> None:
+        """A link the peer began (server side); ours are reported to the link itself."""
+
+
+class Engine:
+    """One AMQP connection, client or server side, with no I/O of its own.
+
+    Client: ``Engine(handler, container_id=..., user=..., password=...)`` then :meth:`open`.
+    Server: ``Engine(handler, server=True, sasl=False)``; the owner authenticates (the broker has
+    its own SASL layer) and opens in ``on_remote_open``.
+    """
+
+    def __init__(
+        self,
+        handler: EngineHandler,
+        *,
+        server: bool = False,
+        container_id: str = "amqp1q",
+        hostname: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        sasl: bool = True,
+        mechanisms: str | None = None,
+        idle_timeout: float | None = None,
+        max_frame_size: int | None = None,
+        properties: Mapping[str, Any] | None = None,
+        offered_capabilities: list[str] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.server = server
+        connection = proton.Connection()
+        transport = proton.Transport(proton.Transport.SERVER if server else proton.Transport.CLIENT)
+        collector = proton.Collector()
+        connection.collect(collector)
+        connection.container = container_id
+        if hostname is not None:
+            connection.hostname = hostname
+        if properties:
+            connection.properties = {proton.symbol(k): v for k, v in properties.items()}
+        if offered_capabilities:
+            connection.offered_capabilities = proton.SymbolList(
+                [proton.symbol(c) for c in offered_capabilities]
+            )
+        if sasl:
+            layer = transport.sasl()
+            # amqp1q applies its own rule for PLAIN over plaintext (an explicit opt-in off
+            # loopback); proton's refusal would otherwise stall the transport silently.
+            layer.allow_insecure_mechs = True
+            if mechanisms:
+                layer.allowed_mechs(mechanisms)
+            if user is not None:
+                connection.user = user
+                connection.password = password or ""
+        if idle_timeout:
+            transport.idle_timeout = idle_timeout
+        if max_frame_size:
+            transport.max_frame_size = max_frame_size
+        transport.bind(connection)
+        self._connection = connection
+        self._transport = transport
+        self._collector = collector
+        self._conn = connection._impl
+        self._trans = transport._impl
+        self._col = collector._impl
+        self._session: Any = None
+        self._links: dict[Any, Link] = {}
+        self._names = itertools.count(1)
+        self._dirty = True
+        #: Called (once per batch) when API calls leave output to write; the driver flushes.
+        self.wakeup: Callable[[], None] | None = None
+        self.remote_opened = False
+        self.closed = False
+        self.error: Condition | None = None
+
+    # -- bytes in and out -------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Note that API calls changed state to be written; wake the owner the first time."""
+        if not self._dirty:
+            self._dirty = True
+            wakeup = self.wakeup
+            if wakeup is not None:
+                wakeup()
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the peer, then process what they caused."""
+        trans = self._trans
+        view = memoryview(data)
+        while view:
+            capacity = lib.pn_transport_capacity(trans)
+            if capacity < 0:
+                break  # input closed: the rest is of no use
+            if capacity == 0:
+                self.process()
+                if lib.pn_transport_capacity(trans) == 0:
+                    break  # pragma: no cover - proton always frees room once processed
+                continue
+            chunk = view[:capacity]
+            lib.pn_transport_push(trans, ffi.from_buffer(chunk), len(chunk))
+            view = view[len(chunk) :]
+            self.process()
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the stream."""
+        lib.pn_transport_close_tail(self._trans)
+        self.process()
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer now (``b""`` if none)."""
+        if self._dirty:
+            self.process()
+        trans = self._trans
+        pending = lib.pn_transport_pending(trans)
+        if pending <= 0:
+            return b""
+        buffer = bytearray(pending)
+        got = lib.pn_transport_peek(trans, ffi.from_buffer(buffer), pending)
+        if got < 0:
+            return b""
+        lib.pn_transport_pop(trans, pending)
+        return bytes(buffer)
+
+    @property
+    def output_closed(self) -> bool:
+        """Nothing more will ever be written: the socket may be closed once flushed."""
+        return bool(lib.pn_transport_pending(self._trans) < 0)
+
+    @property
+    def finished(self) -> bool:
+        """Both directions are closed (the close handshake is complete, or the stream died)."""
+        return bool(lib.pn_transport_closed(self._trans))
+
+    def close_output(self) -> None:
+        lib.pn_transport_close_head(self._trans)
+
+    def tick(self, now: float) -> float:
+        """Run timers (heartbeats, idle timeout) at ``now`` seconds; return the next deadline."""
+        deadline = self._transport.tick(now)
+        self.process()
+        return float(deadline)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @property
+    def remote_properties(self) -> dict[str, Any]:
+        props = self._connection.remote_properties
+        return {str(k): v for k, v in props.items()} if props else {}
+
+    @property
+    def remote_container(self) -> str | None:
+        container: str | None = self._connection.remote_container
+        return container
+
+    @property
+    def remote_hostname(self) -> str | None:
+        hostname: str | None = self._connection.remote_hostname
+        return hostname
+
+    @property
+    def transport_user(self) -> str | None:
+        user: str | None = self._transport.user
+        return user
+
+    def open(self) -> None:
+        lib.pn_connection_open(self._conn)
+        self.touch()
+
+    def close(self, condition: Condition | None = None) -> None:
+        if lib.pn_connection_state(self._conn) & _LOCAL_CLOSED:
+            return
+        set_condition(lib.pn_connection_condition(self._conn), condition)
+        lib.pn_connection_close(self._conn)
+        self.touch()
+
+    def _ensure_session(self) -> Any:
+        if self._session is None:
+            self._session = lib.pn_session(self._conn)
+            lib.pn_session_open(self._session)
+        return self._session
+
+    def open_sender(
+        self,
+        target: str | None,
+        *,
+        name: str | None = None,
+        settled: bool = False,
+        capabilities: list[str] | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> SenderLink:
+        """Begin attaching a sender link (completed when ``on_remote_open`` fires)."""
+        name = name or f"amqp1q-sender-{next(self._names)}"
+        ptr = lib.pn_sender(self._ensure_session(), name.encode())
+        link = SenderLink(self, ptr, name)
+        self._links[ptr] = link
+        wrapper = wrap_link(ptr)
+        if target is not None:
+            wrapper.target.address = target
+        if capabilities:
+            wrapper.target.capabilities.put_array(False, proton.Data.SYMBOL)
+            wrapper.target.capabilities.enter()
+            for capability in capabilities:
+                wrapper.target.capabilities.put_symbol(capability)
+            wrapper.target.capabilities.exit()
+        wrapper.snd_settle_mode = proton.Link.SND_SETTLED if settled else proton.Link.SND_UNSETTLED
+        if properties:
+            wrapper.properties = {proton.symbol(k): v for k, v in properties.items()}
+        link.open()
+        return link
+
+    def open_receiver(
+        self,
+        source: str,
+        *,
+        name: str | None = None,
+        settled: bool = False,
+        second_mode: bool = False,
+        properties: Mapping[str, Any] | None = None,
+    ) -> ReceiverLink:
+        """Begin attaching a receiver link; grant credit with :meth:`ReceiverLink.flow`."""
+        name = name or f"amqp1q-receiver-{next(self._names)}"
+        ptr = lib.pn_receiver(self._ensure_session(), name.encode())
+        link = ReceiverLink(self, ptr, name)
+        self._links[ptr] = link
+        wrapper = wrap_link(ptr)
+        wrapper.source.address = source
+        wrapper.target.address = name
+        if settled:
+            wrapper.snd_settle_mode = proton.Link.SND_SETTLED
+        if second_mode:
+            wrapper.rcv_settle_mode = proton.Link.RCV_SECOND
+        if properties:
+            wrapper.properties = {proton.symbol(k): v for k, v in properties.items()}
+        link.open()
+        return link
+
+    # -- events -------------------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Dispatch every pending proton event to links and the handler."""
+        self._dirty = False
+        col = self._col
+        peek = lib.pn_collector_peek
+        pop = lib.pn_collector_pop
+        event_type = lib.pn_event_type
+        links = self._links
+        while True:
+            event = peek(col)
+            if event == _NULL:
+                return
+            kind = event_type(event)
+            if kind == _DELIVERY:
+                delivery = lib.pn_event_delivery(event)
+                link = links.get(lib.pn_delivery_link(delivery))
+                if link is not None:
+                    link._on_delivery(delivery)  # type: ignore[attr-defined]
+            elif kind == _LINK_FLOW:
+                link = links.get(lib.pn_event_link(event))
+                if isinstance(link, SenderLink):
+                    if link.on_flow is not None:
+                        link.on_flow(link)
+                elif isinstance(link, ReceiverLink):
+                    link._on_flow()
+            elif kind != _TRANSPORT:
+                self._on_event(kind, event)
+            pop(col)
+
+    def _on_event(self, kind: int, event: Any) -> None:
+        if kind == lib.PN_LINK_REMOTE_OPEN:
+            ptr = lib.pn_event_link(event)
+            link = self._links.get(ptr)
+            if link is None:
+                link = self._adopt_link(ptr)
+                link.remote_opened = True
+                self.handler.on_link_remote_open(self, link)
+                return
+            link.remote_opened = True
+            if link.on_remote_open is not None:
+                link.on_remote_open(link)
+        elif kind in (lib.PN_LINK_REMOTE_CLOSE, lib.PN_LINK_REMOTE_DETACH):
+            ptr = lib.pn_event_link(event)
+            link = self._links.get(ptr)
+            if link is not None:
+                link._remote_closed(condition_of(lib.pn_link_remote_condition(ptr)))
+        elif kind == lib.PN_LINK_FINAL:
+            link = self._links.pop(lib.pn_event_link(event), None)
+            if link is not None:
+                link._died()
+        elif kind == lib.PN_SESSION_REMOTE_OPEN:
+            session = lib.pn_event_session(event)
+            if not lib.pn_session_state(session) & lib.PN_LOCAL_ACTIVE:
+                lib.pn_session_open(session)
+                self.touch()
+        elif kind == lib.PN_SESSION_REMOTE_CLOSE:
+            session = lib.pn_event_session(event)
+            if not lib.pn_session_state(session) & _LOCAL_CLOSED:
+                lib.pn_session_close(session)
+                self.touch()
+            condition = condition_of(lib.pn_session_remote_condition(session))
+            for link in list(self._links.values()):
+                if lib.pn_link_session(link._ptr) == session and link.alive:
+                    link._remote_closed(condition)
+        elif kind == lib.PN_CONNECTION_REMOTE_OPEN:
+            self.remote_opened = True
+            self.handler.on_remote_open(self)
+        elif kind == lib.PN_CONNECTION_REMOTE_CLOSE:
+            condition = condition_of(lib.pn_connection_remote_condition(self._conn))
+            if condition is not None:
+                self.error = condition
+            self._all_links_died()
+            self.close()
+            self.handler.on_remote_close(self, condition)
+        elif kind == lib.PN_TRANSPORT_ERROR:
+            condition = condition_of(lib.pn_transport_condition(self._trans))
+            if self.error is None:
+                self.error = condition
+            self._all_links_died()
+            self.handler.on_transport_error(self, condition)
+        elif kind == lib.PN_TRANSPORT_CLOSED:
+            self.closed = True
+            self._all_links_died()
+
+    def _adopt_link(self, ptr: Any) -> Link:
+        name = ffi.string(lib.pn_link_name(ptr)).decode("utf-8", "replace")
+        link: Link = (
+            SenderLink(self, ptr, name)
+            if lib.pn_link_is_sender(ptr)
+            else ReceiverLink(self, ptr, name)
+        )
+        self._links[ptr] = link
+        return link
+
+    def _all_links_died(self) -> None:
+        links = list(self._links.values())
+        for link in links:
+            if link.alive:
+                link._died()
+
+    @property
+    def links(self) -> list[Link]:
+        return list(self._links.values())
+
+
+_DELIVERY: Final[int] = lib.PN_DELIVERY
+_LINK_FLOW: Final[int] = lib.PN_LINK_FLOW
+_TRANSPORT: Final[int] = lib.PN_TRANSPORT

@@ -1,0 +1,394 @@
+"""Links, deliveries and outcomes of the sans-IO engine (see ``_engine``).
+
+These objects hold raw proton pointers. A pointer is used only while its link is ``alive``: once
+the peer detaches, the connection dies or the link is freed, every handle here refuses to touch
+it, so a settlement after a disconnect is reported (``Delivery.settle`` returns False) instead of
+reaching freed memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import proton
+from cproton_ffi import ffi, lib
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = [
+    "ACCEPTED",
+    "MODIFIED",
+    "OUTCOME_NAMES",
+    "RECEIVED",
+    "REJECTED",
+    "RELEASED",
+    "Condition",
+    "Delivery",
+    "DeliveryOutcome",
+    "Link",
+    "ReceiverLink",
+    "SenderLink",
+    "condition_of",
+    "set_condition",
+    "wrap_link",
+]
+
+ACCEPTED: Final[int] = lib.PN_ACCEPTED
+REJECTED: Final[int] = lib.PN_REJECTED
+RELEASED: Final[int] = lib.PN_RELEASED
+MODIFIED: Final[int] = lib.PN_MODIFIED
+RECEIVED: Final[int] = lib.PN_RECEIVED
+_TERMINAL = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
+OUTCOME_NAMES: Final = {
+    ACCEPTED: "accepted",
+    REJECTED: "rejected",
+    RELEASED: "released",
+    MODIFIED: "modified",
+}
+
+_NULL = ffi.NULL
+_LOCAL_CLOSED = lib.PN_LOCAL_CLOSED
+_REMOTE_CLOSED = lib.PN_REMOTE_CLOSED
+
+
+@attrs.frozen(slots=True)
+class Condition:
+    """An AMQP error condition: a symbolic name (``amqp:not-found``) and a description."""
+
+    name: str
+    description: str | None = None
+    info: Mapping[Any, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.description}" if self.description else self.name
+
+
+def condition_of(cond: Any) -> Condition | None:
+    if cond == _NULL or not lib.pn_condition_is_set(cond):
+        return None
+    name = lib.pn_condition_get_name(cond)
+    desc = lib.pn_condition_get_description(cond)
+    info = None
+    data = lib.pn_condition_info(cond)
+    if data != _NULL:
+        wrapped = proton.Data(data)
+        wrapped.rewind()
+        if wrapped.next() is not None:
+            try:
+                info = wrapped.get_object()
+            except Exception:  # pragma: no cover - malformed info is not worth failing over
+                info = None
+    return Condition(
+        ffi.string(name).decode("utf-8", "replace") if name != _NULL else "amqp:unknown",
+        ffi.string(desc).decode("utf-8", "replace") if desc != _NULL else None,
+        info if isinstance(info, Mapping) else None,
+    )
+
+
+def set_condition(cond: Any, condition: Condition | None) -> None:
+    if condition is None:
+        return
+    lib.pn_condition_set_name(cond, condition.name.encode())
+    if condition.description:
+        lib.pn_condition_set_description(cond, condition.description.encode())
+
+
+@attrs.frozen(slots=True)
+class DeliveryOutcome:
+    """The peer's verdict on a delivery we sent."""
+
+    state: int
+    condition: Condition | None = None
+    delivery_failed: bool = False
+    undeliverable_here: bool = False
+
+    @property
+    def name(self) -> str:
+        return OUTCOME_NAMES.get(self.state, f"state {self.state:#x}")
+
+    @property
+    def accepted(self) -> bool:
+        return self.state == ACCEPTED
+
+
+class Delivery:
+    """A message received on a :class:`ReceiverLink`, kept for settling it later."""
+
+    __slots__ = ("_ptr", "link", "remote_settled", "settled")
+
+    def __init__(self, ptr: Any, link: ReceiverLink, remote_settled: bool) -> None:
+        self._ptr = ptr
+        self.link = link
+        self.remote_settled = remote_settled
+        self.settled = remote_settled
+
+    @property
+    def tag(self) -> bytes:
+        """The delivery tag, as bytes (Service Bus lock tokens are 16-byte tags)."""
+        if self.settled or not self.link.alive:
+            raise RuntimeError("the delivery is settled or its link is gone")
+        tag = lib.pn_delivery_tag(self._ptr)
+        return bytes(ffi.buffer(tag.start, tag.size))
+
+    def settle(
+        self,
+        state: int,
+        *,
+        condition: Condition | None = None,
+        delivery_failed: bool = False,
+        undeliverable_here: bool = False,
+    ) -> bool:
+        """Apply an outcome and settle. Returns False when the link is gone (nothing sent)."""
+        if self.settled:
+            return True
+        link = self.link
+        if not link.alive:
+            return False
+        self.settled = True
+        ptr = self._ptr
+        if state == MODIFIED:
+            local = lib.pn_delivery_local(ptr)
+            lib.pn_disposition_set_failed(local, delivery_failed)
+            lib.pn_disposition_set_undeliverable(local, undeliverable_here)
+        elif state == REJECTED and condition is not None:
+            set_condition(lib.pn_disposition_condition(lib.pn_delivery_local(ptr)), condition)
+        lib.pn_delivery_update(ptr, state)
+        lib.pn_delivery_settle(ptr)
+        link.engine.touch()
+        return True
+
+
+class Link:
+    """One link, ours or the peer's. Subclasses carry the role-specific half."""
+
+    is_sender = False
+
+    def __init__(self, engine: Engine, ptr: Any, name: str) -> None:
+        self.engine = engine
+        self._ptr = ptr
+        self.name = name
+        self.alive = True
+        self.remote_opened = False
+        self.remote_condition: Condition | None = None
+        #: Set by the owner: called once the peer attached (with a null terminus if it refused).
+        self.on_remote_open: Callable[[Link], None] | None = None
+        #: Set by the owner: called once the peer detached or closed the link (or it died).
+        self.on_remote_close: Callable[[Link, Condition | None], None] | None = None
+
+    @property
+    def remote_source_address(self) -> str | None:
+        return address_of(lib.pn_link_remote_source(self._ptr))
+
+    @property
+    def remote_target_address(self) -> str | None:
+        return address_of(lib.pn_link_remote_target(self._ptr))
+
+    @property
+    def remote_terminus_is_null(self) -> bool:
+        """True when the peer attached with no terminus: its way of refusing the link."""
+        terminus = (
+            lib.pn_link_remote_target(self._ptr)
+            if self.is_sender
+            else lib.pn_link_remote_source(self._ptr)
+        )
+        return bool(lib.pn_terminus_get_type(terminus) == lib.PN_UNSPECIFIED)
+
+    @property
+    def remote_max_message_size(self) -> int:
+        """The peer's max-message-size (0: no limit)."""
+        return int(lib.pn_link_remote_max_message_size(self._ptr)) if self.alive else 0
+
+    @property
+    def remote_snd_settle_mode(self) -> int:
+        return int(lib.pn_link_remote_snd_settle_mode(self._ptr))
+
+    @property
+    def remote_rcv_settle_mode(self) -> int:
+        return int(lib.pn_link_remote_rcv_settle_mode(self._ptr))
+
+    @property
+    def wrapper(self) -> proton.Link:
+        """proton's Python object for this link, for setting it up (not for the hot path)."""
+        return wrap_link(self._ptr)
+
+    def open(self) -> None:
+        lib.pn_link_open(self._ptr)
+        self.engine.touch()
+
+    def close(self, condition: Condition | None = None) -> None:
+        if not self.alive or lib.pn_link_state(self._ptr) & _LOCAL_CLOSED:
+            return
+        set_condition(lib.pn_link_condition(self._ptr), condition)
+        lib.pn_link_close(self._ptr)
+        self.engine.touch()
+
+    def _remote_closed(self, condition: Condition | None) -> None:
+        """The peer detached: answer, forget the link, tell the owner, free proton's half."""
+        self.remote_condition = condition
+        ptr = self._ptr
+        if lib.pn_link_state(ptr) & _LOCAL_CLOSED == 0:
+            lib.pn_link_close(ptr)
+        self.engine.touch()
+        self.engine._links.pop(ptr, None)
+        self._died(condition)
+        lib.pn_link_free(ptr)
+
+    def _died(self, condition: Condition | None = None) -> None:
+        self.alive = False
+        callback = self.on_remote_close
+        if callback is not None:
+            self.on_remote_close = None
+            callback(self, condition)
+
+
+class SenderLink(Link):
+    """Our side sends. Gate :meth:`send` on :attr:`credit`: proton would buffer past it."""
+
+    is_sender = True
+
+    def __init__(self, engine: Engine, ptr: Any, name: str) -> None:
+        super().__init__(engine, ptr, name)
+        self._tags = itertools.count(1)
+        self._unsettled: dict[Any, Callable[[DeliveryOutcome], None]] = {}
+        #: Set by the owner: called when the peer grants credit.
+        self.on_flow: Callable[[SenderLink], None] | None = None
+
+    @property
+    def credit(self) -> int:
+        return int(lib.pn_link_credit(self._ptr)) if self.alive else 0
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._unsettled)
+
+    def send(
+        self,
+        payload: bytes,
+        on_outcome: Callable[[DeliveryOutcome], None] | None,
+        *,
+        tag: bytes | None = None,
+    ) -> None:
+        """Send one message; ``on_outcome`` hears the peer's verdict (``None``: pre-settled)."""
+        ptr = self._ptr
+        if tag is None:
+            tag = b"%x" % next(self._tags)
+        delivery = lib.pn_delivery(ptr, (len(tag), ffi.from_buffer(tag)))
+        lib.pn_link_send(ptr, ffi.from_buffer(payload), len(payload))
+        lib.pn_link_advance(ptr)
+        if on_outcome is None:
+            lib.pn_delivery_settle(delivery)
+        else:
+            self._unsettled[delivery] = on_outcome
+        self.engine.touch()
+
+    def _on_delivery(self, delivery: Any) -> None:
+        state = lib.pn_delivery_remote_state(delivery)
+        if state not in _TERMINAL and not lib.pn_delivery_settled(delivery):
+            return  # "received" and the like: not an outcome
+        callback = self._unsettled.pop(delivery, None)
+        lib.pn_delivery_settle(delivery)
+        self.engine.touch()
+        if callback is None:
+            return
+        remote = lib.pn_delivery_remote(delivery) if state in _TERMINAL else _NULL
+        if state == REJECTED:
+            outcome = DeliveryOutcome(state, condition_of(lib.pn_disposition_condition(remote)))
+        elif state == MODIFIED:
+            outcome = DeliveryOutcome(
+                state,
+                delivery_failed=bool(lib.pn_disposition_is_failed(remote)),
+                undeliverable_here=bool(lib.pn_disposition_is_undeliverable(remote)),
+            )
+        else:
+            outcome = DeliveryOutcome(state)
+        callback(outcome)
+
+    def _died(self, condition: Condition | None = None) -> None:
+        # Outcomes that will never come: the owner fails or re-sends them (on_remote_close).
+        self._unsettled.clear()
+        super()._died(condition)
+
+    def drop_unsettled(self) -> list[Callable[[DeliveryOutcome], None]]:
+        """Forget every delivery still awaiting an outcome; return their callbacks."""
+        callbacks = list(self._unsettled.values())
+        self._unsettled.clear()
+        return callbacks
+
+
+class ReceiverLink(Link):
+    """Our side receives. Credit is granted only by :meth:`flow`."""
+
+    def __init__(self, engine: Engine, ptr: Any, name: str) -> None:
+        super().__init__(engine, ptr, name)
+        #: Set by the owner: called with each complete message (a copy) and its delivery.
+        self.on_message: Callable[[Delivery, bytes], None] | None = None
+        #: Set by the owner: called when a drain completes (the peer used or returned credit).
+        self.on_drained: Callable[[ReceiverLink], None] | None = None
+        self._draining = False
+
+    @property
+    def credit(self) -> int:
+        return int(lib.pn_link_credit(self._ptr)) if self.alive else 0
+
+    def flow(self, credit: int) -> None:
+        if credit > 0 and self.alive:
+            lib.pn_link_flow(self._ptr, credit)
+            self.engine.touch()
+
+    def drain(self) -> bool:
+        """Ask the peer to use or return all credit. False when there is none to drain."""
+        if not self.alive or lib.pn_link_credit(self._ptr) <= 0:
+            return False
+        self._draining = True
+        lib.pn_link_set_drain(self._ptr, True)
+        lib.pn_link_flow(self._ptr, 0)
+        self.engine.touch()
+        return True
+
+    def _on_flow(self) -> None:
+        if self._draining and lib.pn_link_credit(self._ptr) <= 0:
+            self._draining = False
+            lib.pn_link_set_drain(self._ptr, False)
+            callback = self.on_drained
+            if callback is not None:
+                callback(self)
+
+    def _on_delivery(self, delivery: Any) -> None:
+        if lib.pn_delivery_partial(delivery) or not lib.pn_delivery_readable(delivery):
+            if lib.pn_delivery_aborted(delivery):
+                lib.pn_delivery_settle(delivery)
+            return
+        if lib.pn_delivery_aborted(delivery):
+            lib.pn_delivery_settle(delivery)
+            return
+        ptr = self._ptr
+        size = lib.pn_delivery_pending(delivery)
+        buffer = bytearray(size)
+        got = lib.pn_link_recv(ptr, ffi.from_buffer(buffer), size)
+        lib.pn_link_advance(ptr)
+        payload = bytes(buffer) if got == size else bytes(buffer[: max(got, 0)])
+        remote_settled = bool(lib.pn_delivery_settled(delivery))
+        handle = Delivery(delivery, self, remote_settled)
+        if remote_settled:
+            lib.pn_delivery_settle(delivery)
+        self.engine.touch()
+        callback = self.on_message
+        if callback is not None:
+            callback(handle, payload)
+        elif not remote_settled:
+            handle.settle(RELEASED)
+
+
+def wrap_link(ptr: Any) -> proton.Link:
+    """proton's Python wrapper (a Sender or Receiver) for a raw link pointer."""
+    link: proton.Link = proton.Link.wrap(ptr)  # type: ignore[no-untyped-call]
+    return link
+
+
+def address_of(terminus: Any) -> str | None:
+    address = lib.pn_terminus_get_address(terminus)
+    return None if address == _NULL else ffi.string(address).decode("utf-8", "replace")

@@ -1,0 +1,332 @@
+"""Consuming over one receiver link: the :class:`~amqp1q.Receiver` half of the Proton adapter.
+
+Deliveries arrive against credit the facade grants (:meth:`ProtonReceiver.flow`) and wait in a
+buffer, still encoded; a delivery is decoded only when it is handed out. Settlement follows the
+broker's profile: a native outcome where the broker has one, else the emulation DESIGN
+describes (re-publish with the attempt counted, then accept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..._adapter import Incoming, Outcome, Settlement
+from ..._errors import DeliveryStale, QueueStateError
+from ..._job import RESERVED_HEADER_PREFIX, Headers, Job
+from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle
+from ._codec import AMQPDecodeError, decode_message
+from ._links import (
+    ACCEPTED,
+    MODIFIED,
+    REJECTED,
+    RELEASED,
+    Condition,
+    Delivery,
+    Link,
+    ReceiverLink,
+)
+
+if TYPE_CHECKING:
+    from .adapter import ProtonAdapter
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "DEAD_LETTER_DESCRIPTION_HEADER",
+    "DEAD_LETTER_REASON_HEADER",
+    "ProtonReceiver",
+    "to_incoming",
+]
+
+log = logging.getLogger("amqp1q.proton")
+
+ATTEMPT_HEADER = RESERVED_HEADER_PREFIX + "attempt"
+DEAD_LETTER_REASON_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-reason"
+DEAD_LETTER_DESCRIPTION_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-description"
+_DRAIN_TIMEOUT = 5.0
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class ProtonReceiver:
+    """One consumer's receiver link. Made by :meth:`ProtonAdapter.receiver`."""
+
+    def __init__(self, adapter: ProtonAdapter, *, auto_ack: bool) -> None:
+        self._adapter = adapter
+        self._auto_ack = auto_ack
+        self._link: ReceiverLink | None = None
+        self._buffer: deque[tuple[Delivery, bytes]] = deque()
+        self._event = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed = False
+        self._pending_credit = 0
+
+    async def open(self) -> None:
+        adapter = self._adapter
+        connection = adapter.connection
+        link = await connection.attach_receiver(adapter.address, settled=self._auto_ack)
+        link.on_message = self._on_message
+        link.on_remote_close = self._on_link_closed
+        link.on_drained = self._on_drained
+        self._link = link
+        if self._pending_credit:
+            link.flow(self._pending_credit)
+            self._pending_credit = 0
+
+    # -- credit -------------------------------------------------------------------------------
+
+    def flow(self, credit: int) -> None:
+        link = self._link
+        if self._closed or credit <= 0:
+            return
+        if link is None:
+            self._pending_credit += credit
+            return
+        link.flow(credit)
+
+    async def drain(self) -> None:
+        """Void the credit, wait (bounded) for the broker to confirm, release what is buffered."""
+        link = self._link
+        if link is not None and link.alive and link.drain():
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), _DRAIN_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.debug(
+                    "drain of %r unanswered after %.0f s", self._adapter.address, _DRAIN_TIMEOUT
+                )
+        self._release_buffered()
+
+    def _on_drained(self, _: ReceiverLink) -> None:
+        self._drained.set()
+
+    def _release_buffered(self) -> int:
+        released = 0
+        if not self._auto_ack:
+            while self._buffer:
+                delivery, _ = self._buffer.popleft()
+                delivery.settle(RELEASED)
+                released += 1
+        return released
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def _on_message(self, delivery: Delivery, payload: bytes) -> None:
+        self._buffer.append((delivery, payload))
+        self._event.set()
+
+    def _on_link_closed(self, _: Link, condition: Condition | None) -> None:
+        self._closed = True
+        self._buffer.clear()  # unsettled deliveries on a dead link: the broker redelivers them
+        self._event.set()
+        self._drained.set()
+        if condition is not None:
+            log.warning(
+                "the broker closed the receiver on %r: %s",
+                self._adapter.address,
+                condition,
+                extra={"queue": self._adapter.queue},
+            )
+
+    async def receive(self) -> Incoming | None:
+        if self._link is None:
+            raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
+        buffer = self._buffer
+        event = self._event
+        while not buffer:
+            if self._closed:
+                return None
+            event.clear()
+            await event.wait()
+        delivery, payload = buffer.popleft()
+        return to_incoming(payload, delivery)
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None:
+        delivery: Delivery = incoming.token
+        outcome = settlement.outcome
+        adapter = self._adapter
+        profile = adapter.profile
+        if outcome is Outcome.ACK:
+            self._apply(delivery, incoming, ACCEPTED)
+        elif outcome is Outcome.RELEASE:
+            self._apply(delivery, incoming, RELEASED)
+        elif outcome is Outcome.RETRY:
+            if settlement.delay:
+                return self._republish_then_accept(
+                    delivery, incoming, adapter.queue, incoming.attempt + 1, settlement.delay, None
+                )
+            if profile.supports_modified:
+                self._apply(delivery, incoming, MODIFIED, delivery_failed=True)
+            else:
+                return self._republish_then_accept(
+                    delivery, incoming, adapter.queue, incoming.attempt + 1, None, None
+                )
+        elif profile.dead_letter is DeadLetterStyle.REPUBLISH:
+            dlq = profile.dead_letter_queue(adapter.queue) or adapter.queue + ".dlq"
+            return self._republish_then_accept(
+                delivery, incoming, dlq, incoming.attempt, None, settlement
+            )
+        elif profile.dead_letter is DeadLetterStyle.REJECT_WITH_INFO:
+            reason = settlement.reason or "rejected"
+            info: dict[str, Any] = {"DeadLetterReason": reason}
+            if settlement.description:
+                info["DeadLetterErrorDescription"] = settlement.description
+            condition = Condition(DEAD_LETTER_CONDITION, reason, info)
+            self._apply(delivery, incoming, REJECTED, condition=condition)
+        else:
+            description = settlement.reason or "rejected"
+            if settlement.description:
+                description += f": {settlement.description}"
+            self._apply(
+                delivery, incoming, REJECTED, condition=Condition("amqp1q:rejected", description)
+            )
+        return None
+
+    def _apply(
+        self,
+        delivery: Delivery,
+        incoming: Incoming,
+        state: int,
+        *,
+        condition: Condition | None = None,
+        delivery_failed: bool = False,
+    ) -> None:
+        if not delivery.settle(state, condition=condition, delivery_failed=delivery_failed):
+            raise DeliveryStale(
+                "the link the job arrived on has closed; the broker redelivers it",
+                queue=self._adapter.queue,
+                address=self._adapter.address,
+                job_id=incoming.id,
+            )
+
+    async def _republish_then_accept(
+        self,
+        delivery: Delivery,
+        incoming: Incoming,
+        queue: str,
+        attempt: int,
+        delay: float | None,
+        dead_letter: Settlement | None,
+    ) -> None:
+        """Publish a copy first, then accept: a crash between gives a duplicate, never a loss."""
+        if not delivery.link.alive:
+            self._apply(delivery, incoming, ACCEPTED)  # raises DeliveryStale
+        extra: dict[str, Any] = {}
+        if dead_letter is not None:
+            extra[DEAD_LETTER_REASON_HEADER] = dead_letter.reason or "rejected"
+            if dead_letter.description:
+                extra[DEAD_LETTER_DESCRIPTION_HEADER] = dead_letter.description
+        job = Job(
+            incoming.name or "unnamed",
+            incoming.body,
+            id=incoming.id,
+            headers=incoming.headers,
+            priority=incoming.priority,
+            content_type=incoming.content_type,
+            delay=delay,
+        )
+        await self._adapter.republish(job, queue, attempt=attempt, extra_properties=extra)
+        self._apply(delivery, incoming, ACCEPTED)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed and self._link is None:
+            return
+        self._closed = True
+        self._release_buffered()
+        self._event.set()
+        link = self._link
+        if link is not None and link.alive:
+            link.close()
+        self._adapter.forget_receiver(self)
+
+
+def to_incoming(payload: bytes, delivery: Any) -> Incoming:
+    """Decode a delivery into what the facade hands out; undecodable input keeps its raw bytes."""
+    try:
+        message = decode_message(payload)
+    except AMQPDecodeError as exc:
+        return Incoming(
+            id="",
+            name="",
+            body=payload,
+            content_type=None,
+            headers=Headers(),
+            attempt=1,
+            token=delivery,
+            decode_error=f"not an AMQP message: {exc}",
+        )
+    props = message.application_properties or {}
+    headers: dict[str, str] = {}
+    attempt = 1
+    reason = description = None
+    decode_error = None
+    for key, value in props.items():
+        if not isinstance(key, str):
+            continue
+        if key.startswith(RESERVED_HEADER_PREFIX):
+            if key == ATTEMPT_HEADER and isinstance(value, int) and value > 0:
+                attempt = value
+            elif key == DEAD_LETTER_REASON_HEADER:
+                reason = str(value)
+            elif key == DEAD_LETTER_DESCRIPTION_HEADER:
+                description = str(value)
+            continue
+        if isinstance(value, str):
+            headers[key] = value
+        elif isinstance(value, (bool, int, float, uuid.UUID)):
+            headers[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        else:
+            decode_error = f"application property {key!r} is a {type(value).__name__}, not a string"
+    annotations: Mapping[Any, Any] = message.message_annotations or {}
+    if reason is None:
+        for key in ("DeadLetterReason",):
+            if isinstance(props.get(key), str):
+                reason = props[key]
+                description = props.get("DeadLetterErrorDescription")
+    delivery_count = message.delivery_count or 0
+    body: bytes
+    if message.body_kind == "data" or message.body_kind is None:
+        body = message.body or b""
+    else:
+        body = message.body or b""
+        if decode_error is None:
+            decode_error = f"the body is an AMQP {message.body_kind} section, not data"
+    return Incoming(
+        id=_message_id(message.message_id),
+        name=message.subject or "",
+        body=body,
+        content_type=str(message.content_type) if message.content_type is not None else None,
+        headers=Headers._trusted(headers),
+        attempt=attempt + delivery_count,
+        token=delivery,
+        priority=message.priority,
+        enqueued_at=_enqueued_at(annotations, message.creation_time),
+        dead_letter_reason=reason,
+        dead_letter_description=str(description) if description is not None else None,
+        decode_error=decode_error,
+    )
+
+
+def _message_id(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _enqueued_at(annotations: Mapping[Any, Any], creation_time: Any) -> datetime.datetime | None:
+    value = annotations.get("x-opt-enqueued-time", creation_time)
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, int) and value > 0:
+        return _EPOCH + datetime.timedelta(milliseconds=value)
+    return None

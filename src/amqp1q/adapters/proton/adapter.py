@@ -1,0 +1,354 @@
+"""``ProtonAdapter``: the :class:`~amqp1q.Adapter` for ``amqp://`` and ``amqps://`` URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from ..._adapter import SendResult
+from ..._errors import (
+    Amqp1qError,
+    ConnectionLost,
+    InvalidSetting,
+    JobRejected,
+    JobTooLarge,
+    QueueStateError,
+    UnsupportedFeature,
+)
+from ..._factory import AdapterOptions
+from ..._job import Job, Receipt
+from ..._settings import TLSConfig
+from ..._urls import AmqpEndpoint
+from ..._version import __version__
+from ._brokers import BrokerProfile, DelayPlan, detect, profile_named
+from ._client import ClientConnection, is_loopback, link_error
+from ._codec import encode_job
+from ._links import Condition
+from ._receiving import ProtonReceiver
+from ._sending import Sender
+from ._types import Symbol, Timestamp
+
+__all__ = ["ProtonAdapter"]
+
+log = logging.getLogger("amqp1q.proton")
+
+#: Messages in flight (sent, outcome unknown) per sender link.
+DEFAULT_WINDOW: Final = 1000
+CLOSE_TIMEOUT: Final = 5.0
+
+
+class ProtonAdapter:
+    """Jobs over AMQP 1.0 through python-qpid-proton's engine, on the running event loop."""
+
+    def __init__(
+        self,
+        endpoint: AmqpEndpoint,
+        options: AdapterOptions,
+        queue: str,
+        *,
+        dead_letters_of: str | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        self._endpoint = endpoint
+        self._options = options
+        self._queue = queue
+        self._dead_letters_of = dead_letters_of
+        self._window = window
+        self._connection: ClientConnection | None = None
+        self._profile: BrokerProfile | None = (
+            profile_named(options.broker) if options.broker else None
+        )
+        self._address: str | None = options.address if dead_letters_of is None else None
+        self._senders: dict[str, Sender] = {}
+        self._opening_senders: dict[str, asyncio.Future[Sender]] = {}
+        self._receivers: set[ProtonReceiver] = set()
+        if options.tls is not None and endpoint.scheme != "amqps":
+            raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
+        if options.routing_key is not None and options.exchange is None:
+            raise InvalidSetting("routing_key= needs exchange=", queue=queue)
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    @property
+    def address(self) -> str:
+        if self._address is not None:
+            return self._address
+        if self._profile is not None:
+            return self._profile.queue_address(self._queue)
+        return self._queue
+
+    @property
+    def display(self) -> str:
+        return self._endpoint.display
+
+    @property
+    def profile(self) -> BrokerProfile:
+        if self._profile is None:
+            raise QueueStateError(
+                "the broker is not known before the queue opens", queue=self._queue
+            )
+        return self._profile
+
+    @property
+    def connection(self) -> ClientConnection:
+        connection = self._connection
+        if connection is None:
+            raise QueueStateError("the queue is not open", queue=self._queue)
+        if connection.failure is not None:
+            raise connection.failure
+        return connection
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        endpoint = self._endpoint
+        options = self._options
+        user = endpoint.username
+        password = endpoint.password.reveal() if endpoint.password is not None else None
+        tls = options.tls if options.tls is not None else (TLSConfig() if endpoint.tls else None)
+        if tls is not None and tls.cert is not None and user is None:
+            mechanisms = "EXTERNAL"
+        elif user is not None:
+            mechanisms = "PLAIN"
+        else:
+            mechanisms = "ANONYMOUS"
+        if mechanisms == "PLAIN" and tls is None and not is_loopback(endpoint.host):
+            log.warning(
+                "sending a password to %s without TLS; use amqps:// outside a trusted network",
+                endpoint.display,
+            )
+        connection = ClientConnection(
+            host=endpoint.host,
+            port=endpoint.port,
+            ssl_context=_ssl_context(tls) if tls is not None else None,
+            server_hostname=(tls.server_hostname or endpoint.host) if tls is not None else None,
+            container_id=options.container_id or f"amqp1q-{uuid.uuid4()}",
+            user=user,
+            password=password,
+            mechanisms=mechanisms,
+            virtual_host=endpoint.host,
+            idle_timeout=60.0,
+            properties={"product": "amqp1q", "version": __version__},
+            queue=self._queue,
+        )
+        self._connection = connection
+        await connection.open()
+        if self._profile is None:
+            self._profile = detect(connection.remote_properties, endpoint.host)
+        profile = self._profile
+        if self._dead_letters_of is not None:
+            dlq = profile.dead_letter_queue(self._dead_letters_of)
+            if dlq is None:
+                raise UnsupportedFeature(
+                    f"{profile.product} has no dead-letter queue amqp1q knows how to read; "
+                    "consume it by its address with JobQueue.from_url(..., address=...)",
+                    queue=self._dead_letters_of,
+                )
+            self._queue = dlq
+        if self._address is None:
+            self._address = profile.queue_address(self._queue)
+        log.debug("connected to %s (%s)", endpoint.display, profile.product)
+
+    async def close(self) -> None:
+        for receiver in list(self._receivers):
+            await receiver.close()
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+        connection = self._connection
+        if connection is not None:
+            await connection.close(CLOSE_TIMEOUT)
+
+    # -- push -----------------------------------------------------------------------------------
+
+    async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(jobs)
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        target = self._push_address()
+        for index, job in enumerate(jobs):
+            try:
+                payload, address = self._encode(
+                    job, default_priority, target, attempt=1, extra=None
+                )
+                sender = await self._sender(address)
+                limit = sender.max_message_size
+                if limit and len(payload) > limit:
+                    raise JobTooLarge(
+                        f"the job encodes to {len(payload)} bytes; "
+                        f"the broker takes at most {limit} on this link",
+                        queue=self._queue,
+                        address=address,
+                        job_id=job.id,
+                    )
+                await sender.wait_for_room()
+                waiting.append((index, sender.send(payload)))
+            except Amqp1qError as exc:  # noqa: PERF203 - one job's error must not stop the rest
+                exc.job_id = exc.job_id or job.id
+                results[index] = _push_error(exc, job)
+        for index, future in waiting:
+            job = jobs[index]
+            try:
+                outcome = await future
+            except Amqp1qError as exc:
+                results[index] = _push_error(exc, job)
+                continue
+            if outcome.accepted:
+                results[index] = Receipt(job_id=job.id, queue=self._queue)
+            else:
+                results[index] = self._refusal(outcome.name, outcome.condition, job)
+        done: list[SendResult] = []
+        for result in results:
+            assert result is not None, "every job has a result by now"
+            done.append(result)
+        return done
+
+    async def republish(
+        self, job: Job, queue: str, *, attempt: int, extra_properties: Mapping[str, Any]
+    ) -> None:
+        """Publish ``job`` to ``queue`` (a retry or a dead-letter) and wait for acceptance."""
+        profile = self.profile
+        address = profile.queue_address(queue)
+        payload, address = self._encode(
+            job, job.priority or 0, address, attempt=attempt, extra=extra_properties
+        )
+        sender = await self._sender(address)
+        await sender.wait_for_room()
+        outcome = await sender.send(payload)
+        if not outcome.accepted:
+            raise self._refusal(outcome.name, outcome.condition, job)
+
+    def _push_address(self) -> str:
+        options = self._options
+        if options.exchange is not None and options.address is None:
+            return self.profile.exchange_address(
+                options.exchange, options.routing_key or self._queue
+            )
+        return self.address
+
+    def _encode(
+        self,
+        job: Job,
+        default_priority: int,
+        address: str,
+        *,
+        attempt: int,
+        extra: Mapping[str, Any] | None,
+    ) -> tuple[bytes, str]:
+        priority = default_priority if job.priority is None else job.priority
+        extra_properties: dict[str, Any] = dict(extra) if extra else {}
+        annotations: dict[Symbol, Any] | None = None
+        ttl: int | None = None
+        if job.delay:
+            plan = self.profile.plan_delay(self._queue, address, job.delay, int(time.time() * 1000))
+            address = plan.address
+            annotations = _annotations(plan)
+            ttl = plan.ttl_ms
+        payload = encode_job(
+            job,
+            priority=min(priority, 255),
+            attempt=attempt,
+            annotations=annotations,
+            extra_properties=extra_properties or None,
+            ttl=ttl,
+        )
+        return payload, address
+
+    async def _sender(self, address: str) -> Sender:
+        sender = self._senders.get(address)
+        if sender is not None and sender.alive:
+            return sender
+        opening = self._opening_senders.get(address)
+        if opening is not None:
+            return await asyncio.shield(opening)
+        future: asyncio.Future[Sender] = asyncio.get_running_loop().create_future()
+        self._opening_senders[address] = future
+        try:
+            link = await self.connection.attach_sender(address)
+            sender = Sender(link, window=self._window, on_dead=self._sender_died(address))
+            self._senders[address] = sender
+            future.set_result(sender)
+            return sender
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else ConnectionLost("cancelled"))
+            future.exception()
+            raise
+        finally:
+            del self._opening_senders[address]
+
+    def _sender_died(self, address: str) -> Any:
+        def error(condition: Condition | None) -> Amqp1qError:
+            connection = self._connection
+            if connection is not None and connection.failure is not None:
+                return connection.failure
+            return link_error(condition, queue=self._queue, address=address, what="sender")
+
+        return error
+
+    def _refusal(self, outcome: str, condition: Condition | None, job: Job) -> JobRejected:
+        profile = self._profile
+        hint = ""
+        if outcome == "released" and profile is not None and profile.name.startswith("rabbitmq"):
+            hint = " (RabbitMQ releases a message no queue would take: does the queue exist?)"
+        return JobRejected(
+            f"the broker answered {outcome}{hint}",
+            outcome=outcome,
+            queue=self._queue,
+            address=self.address,
+            job_id=job.id,
+            condition=condition.name if condition else None,
+            description=condition.description if condition else None,
+        )
+
+    # -- consume --------------------------------------------------------------------------------
+
+    def receiver(self, *, auto_ack: bool) -> ProtonReceiver:
+        receiver = ProtonReceiver(self, auto_ack=auto_ack)
+        self._receivers.add(receiver)
+        return receiver
+
+    def forget_receiver(self, receiver: ProtonReceiver) -> None:
+        self._receivers.discard(receiver)
+
+    def dead_letter_adapter(self) -> ProtonAdapter:
+        return ProtonAdapter(
+            self._endpoint,
+            self._options,
+            self._queue,
+            dead_letters_of=self._queue,
+            window=self._window,
+        )
+
+
+def _annotations(plan: DelayPlan) -> dict[Symbol, Any] | None:
+    if not plan.annotations:
+        return None
+    out: dict[Symbol, Any] = {}
+    for key, (kind, value) in plan.annotations.items():
+        out[Symbol(key)] = Timestamp(value) if kind == "timestamp" else int(value)
+    return out
+
+
+def _push_error(exc: Amqp1qError, job: Job) -> Amqp1qError:
+    if exc.job_id is None:
+        exc.job_id = job.id
+    return exc
+
+
+def _ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=tls.root_ca)
+    if tls.cert is not None:
+        context.load_cert_chain(tls.cert, tls.key)
+    if tls.insecure_skip_verify:
+        log.warning("TLS certificate verification is off (insecure_skip_verify=True)")
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
