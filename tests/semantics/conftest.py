@@ -6,13 +6,16 @@ adapter joins the suite by adding a :class:`Backend` subclass and its name to ``
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from amqp1q import JobQueue
+from amqp1q import ConnectFailed, JobQueue
+
+from ..conftest import unavailable
 
 
 class Backend:
@@ -43,7 +46,46 @@ class MemoryBackend(Backend):
         return JobQueue.from_url(f"memory://{self.run_id}/{name}", **settings)
 
 
-BACKENDS: dict[str, type[Backend]] = {"memory": MemoryBackend}
+RABBITMQ_URL = os.environ.get("AMQP1Q_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+RABBITMQ_MANAGEMENT_URL = os.environ.get(
+    "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+)
+
+
+class RabbitMQBackend(Backend):
+    """RabbitMQ 3.x over AMQP 1.0 through the Proton adapter; queues declared per test."""
+
+    name = "rabbitmq"
+    timing_slack = 0.1
+    _delays_ready = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
+
+        self.management = RabbitMQManagement(RABBITMQ_MANAGEMENT_URL)
+        self.queues: list[str] = []
+        try:
+            if not RabbitMQBackend._delays_ready:
+                self.management.setup_delays()
+                RabbitMQBackend._delays_ready = True
+        except ConnectFailed as exc:
+            unavailable(f"RabbitMQ is not reachable: {exc} (run scripts/brokers/rabbitmq.sh)")
+
+    async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
+        queue = self.queue_name(name)
+        if queue not in self.queues:
+            self.management.setup_job_queue(queue)
+            self.queues.append(queue)
+        return JobQueue.from_url(RABBITMQ_URL, queue=queue, **settings)
+
+    async def cleanup(self) -> None:
+        for queue in self.queues:
+            self.management.delete_queue(queue)
+            self.management.delete_queue(f"{queue}.dlq")
+
+
+BACKENDS: dict[str, type[Backend]] = {"memory": MemoryBackend, "rabbitmq": RabbitMQBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

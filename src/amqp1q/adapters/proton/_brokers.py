@@ -81,6 +81,11 @@ class BrokerProfile:
     queue_prefix: str = ""
     exchange_form: str | None = None  # e.g. "/exchange/{exchange}/{key}"
     supports_modified: bool = True
+    #: False where a drain request breaks the broker (RabbitMQ 3.10 classic queues crash the
+    #: link): pausing then holds what arrives and closing releases it, without a drain.
+    supports_drain: bool = True
+    #: False where ``delivery-count`` also counts releases (so it cannot be an attempt count).
+    counts_attempts: bool = True
     delay: DelayStyle = DelayStyle.NONE
     dead_letter: DeadLetterStyle = DeadLetterStyle.REJECT
     dead_letter_suffix: str | None = None
@@ -134,6 +139,7 @@ _PROFILES: Final = {
         queue_prefix="/amq/queue/",
         exchange_form="/exchange/{exchange}/{key}",
         supports_modified=False,
+        supports_drain=False,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
         dead_letter=DeadLetterStyle.REPUBLISH,
         dead_letter_suffix=".dlq",

@@ -264,11 +264,24 @@ class Engine:
         settled: bool = False,
         second_mode: bool = False,
         properties: Mapping[str, Any] | None = None,
+        own_session: bool = True,
     ) -> ReceiverLink:
-        """Begin attaching a receiver link; grant credit with :meth:`ReceiverLink.flow`."""
+        """Begin attaching a receiver link; grant credit with :meth:`ReceiverLink.flow`.
+
+        With ``own_session`` (the default) the link gets a session of its own, ended when the
+        link closes: brokers that tie unsettled deliveries to the session rather than the link
+        (RabbitMQ 3.x) then give back everything the closed receiver still held.
+        """
         name = name or f"amqp1q-receiver-{next(self._names)}"
-        ptr = lib.pn_receiver(self._ensure_session(), name.encode())
+        if own_session:
+            session = lib.pn_session(self._conn)
+            lib.pn_session_open(session)
+        else:
+            session = self._ensure_session()
+        ptr = lib.pn_receiver(session, name.encode())
         link = ReceiverLink(self, ptr, name)
+        if own_session:
+            link.own_session = session
         self._links[ptr] = link
         wrapper = wrap_link(ptr)
         wrapper.source.address = source

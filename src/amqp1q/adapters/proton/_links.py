@@ -174,6 +174,8 @@ class Link:
         self.alive = True
         self.remote_opened = False
         self.remote_condition: Condition | None = None
+        #: The session this link alone uses (ended with the link), if it has one.
+        self.own_session: Any = None
         #: Set by the owner: called once the peer attached (with a null terminus if it refused).
         self.on_remote_open: Callable[[Link], None] | None = None
         #: Set by the owner: called once the peer detached or closed the link (or it died).
@@ -224,7 +226,14 @@ class Link:
             return
         set_condition(lib.pn_link_condition(self._ptr), condition)
         lib.pn_link_close(self._ptr)
+        self._end_session()
         self.engine.touch()
+
+    def _end_session(self) -> None:
+        session = self.own_session
+        if session is not None:
+            self.own_session = None
+            lib.pn_session_close(session)
 
     def _remote_closed(self, condition: Condition | None) -> None:
         """The peer detached: answer, forget the link, tell the owner, free proton's half."""
@@ -232,6 +241,7 @@ class Link:
         ptr = self._ptr
         if lib.pn_link_state(ptr) & _LOCAL_CLOSED == 0:
             lib.pn_link_close(ptr)
+        self._end_session()
         self.engine.touch()
         self.engine._links.pop(ptr, None)
         self._died(condition)

@@ -63,6 +63,7 @@ class ProtonReceiver:
         self._event = asyncio.Event()
         self._drained = asyncio.Event()
         self._closed = False
+        self._holding = False
         self._pending_credit = 0
 
     async def open(self) -> None:
@@ -86,11 +87,26 @@ class ProtonReceiver:
         if link is None:
             self._pending_credit += credit
             return
+        if self._holding:
+            # After a drain-less pause the old credit still stands: top it up, never past it.
+            self._holding = False
+            self._event.set()
+            credit -= link.credit + len(self._buffer)
+            if credit <= 0:
+                return
         link.flow(credit)
 
     async def drain(self) -> None:
-        """Void the credit, wait (bounded) for the broker to confirm, release what is buffered."""
+        """Void the credit, wait (bounded) for the broker to confirm, release what is buffered.
+
+        Where the broker cannot drain (RabbitMQ 3.x), stop handing jobs out instead: what is
+        buffered, and what the standing credit still brings, waits for :meth:`flow` or is
+        released by :meth:`close`.
+        """
         link = self._link
+        if not self._adapter.profile.supports_drain:
+            self._holding = True
+            return
         if link is not None and link.alive and link.drain():
             self._drained.clear()
             try:
@@ -137,13 +153,15 @@ class ProtonReceiver:
             raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
         buffer = self._buffer
         event = self._event
-        while not buffer:
+        while not buffer or self._holding:
             if self._closed:
                 return None
             event.clear()
             await event.wait()
         delivery, payload = buffer.popleft()
-        return to_incoming(payload, delivery)
+        return to_incoming(
+            payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
+        )
 
     # -- settlement -----------------------------------------------------------------------------
 
@@ -248,7 +266,7 @@ class ProtonReceiver:
         self._adapter.forget_receiver(self)
 
 
-def to_incoming(payload: bytes, delivery: Any) -> Incoming:
+def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True) -> Incoming:
     """Decode a delivery into what the facade hands out; undecodable input keeps its raw bytes."""
     try:
         message = decode_message(payload)
@@ -291,7 +309,7 @@ def to_incoming(payload: bytes, delivery: Any) -> Incoming:
             if isinstance(props.get(key), str):
                 reason = props[key]
                 description = props.get("DeadLetterErrorDescription")
-    delivery_count = message.delivery_count or 0
+    delivery_count = (message.delivery_count or 0) if count_deliveries else 0
     body: bytes
     if message.body_kind == "data" or message.body_kind is None:
         body = message.body or b""

@@ -1,0 +1,133 @@
+"""Declare what amqp1q needs on RabbitMQ 3.x, through the management plugin's HTTP API.
+
+RabbitMQ 3.x's AMQP 1.0 plugin cannot declare a queue with arguments, so a job queue with
+priorities, its dead-letter queue and the delay exchanges are declared here instead (once,
+at deploy time, or by ``amqp1q setup-rabbitmq``):
+
+- ``QUEUE``: durable, ``x-max-priority`` (10 by default) so job priorities are honoured;
+- ``QUEUE.dlq``: where dead-lettered jobs go (amqp1q re-publishes them there, with the reason);
+- exchanges and queues ``amqp1q.delay.7`` ... ``amqp1q.delay.31``: a delayed job waits in the
+  queue for its delay's power-of-two bucket, with a per-message TTL, and expires back to its
+  queue through the default exchange.
+
+Everything is idempotent. Only the standard library is used (a blocking call made once, not
+on the hot path): call it before starting the event loop, or in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Final
+
+from ..._errors import ConnectFailed, InvalidSetting
+from ..._redact import redact
+from ._brokers import (
+    RABBITMQ_DELAY_EXCHANGE_PREFIX,
+    RABBITMQ_DELAY_MAX_BUCKET,
+    RABBITMQ_DELAY_MIN_BUCKET,
+)
+
+__all__ = ["DEFAULT_MANAGEMENT_URL", "RabbitMQManagement"]
+
+DEFAULT_MANAGEMENT_URL: Final = "http://guest:guest@127.0.0.1:15672"
+DEFAULT_MAX_PRIORITY: Final = 10
+
+
+class RabbitMQManagement:
+    """A small client of RabbitMQ's management HTTP API (``rabbitmq_management`` plugin)."""
+
+    def __init__(
+        self, url: str = DEFAULT_MANAGEMENT_URL, *, vhost: str = "/", timeout: float = 10.0
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidSetting(f"not a management URL: {redact(url)}")
+        self._base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
+        user = urllib.parse.unquote(parts.username or "guest")
+        password = urllib.parse.unquote(parts.password or "guest")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._auth = f"Basic {token}"
+        self._vhost = urllib.parse.quote(vhost, safe="")
+        self._timeout = timeout
+        self.display = redact(url)
+
+    # -- the job-queue set-up -------------------------------------------------------------------
+
+    def setup_job_queue(self, queue: str, *, max_priority: int = DEFAULT_MAX_PRIORITY) -> None:
+        """Declare ``queue`` (with priorities) and ``queue.dlq``."""
+        arguments: dict[str, Any] = {}
+        if max_priority:
+            arguments["x-max-priority"] = max_priority
+        self.declare_queue(queue, arguments=arguments)
+        self.declare_queue(f"{queue}.dlq")
+
+    def setup_delays(self) -> None:
+        """Declare the delay buckets every delayed push and delayed retry goes through."""
+        for bucket in range(RABBITMQ_DELAY_MIN_BUCKET, RABBITMQ_DELAY_MAX_BUCKET + 1):
+            name = f"{RABBITMQ_DELAY_EXCHANGE_PREFIX}{bucket}"
+            self.declare_exchange(name, "fanout")
+            # No routing key of its own: an expired message keeps its key, the target queue.
+            self.declare_queue(name, arguments={"x-dead-letter-exchange": ""})
+            self.bind(name, name, "")
+
+    # -- primitives -----------------------------------------------------------------------------
+
+    def declare_queue(
+        self, name: str, *, arguments: dict[str, Any] | None = None, durable: bool = True
+    ) -> None:
+        body = {"durable": durable, "auto_delete": False, "arguments": arguments or {}}
+        self._call("PUT", f"/queues/{self._vhost}/{_q(name)}", body)
+
+    def delete_queue(self, name: str) -> None:
+        self._call("DELETE", f"/queues/{self._vhost}/{_q(name)}", missing_ok=True)
+
+    def purge_queue(self, name: str) -> None:
+        self._call("DELETE", f"/queues/{self._vhost}/{_q(name)}/contents", missing_ok=True)
+
+    def declare_exchange(self, name: str, kind: str = "direct") -> None:
+        body = {"type": kind, "durable": True, "auto_delete": False, "arguments": {}}
+        self._call("PUT", f"/exchanges/{self._vhost}/{_q(name)}", body)
+
+    def bind(self, exchange: str, queue: str, routing_key: str) -> None:
+        path = f"/bindings/{self._vhost}/e/{_q(exchange)}/q/{_q(queue)}"
+        self._call("POST", path, {"routing_key": routing_key, "arguments": {}})
+
+    def queue_info(self, name: str) -> dict[str, Any] | None:
+        result = self._call("GET", f"/queues/{self._vhost}/{_q(name)}", missing_ok=True)
+        return result if isinstance(result, dict) else None
+
+    def overview(self) -> dict[str, Any]:
+        result = self._call("GET", "/overview")
+        return result if isinstance(result, dict) else {}
+
+    def _call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self._base + path, data=data, method=method)
+        request.add_header("Authorization", self._auth)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                text = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and missing_ok:
+                return None
+            detail = exc.read().decode("utf-8", "replace")[:300]
+            raise InvalidSetting(
+                f"RabbitMQ management API {method} {path}: HTTP {exc.code} {detail}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectFailed(
+                f"cannot reach RabbitMQ's management API at {self.display}: {reason} "
+                "(is the rabbitmq_management plugin enabled?)"
+            ) from None
+        return json.loads(text) if text else None
+
+
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
