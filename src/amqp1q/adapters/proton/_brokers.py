@@ -86,6 +86,9 @@ class BrokerProfile:
     supports_drain: bool = True
     #: False where ``delivery-count`` also counts releases (so it cannot be an attempt count).
     counts_attempts: bool = True
+    #: True where a sender attached to a missing queue is accepted and its messages dropped
+    #: (RabbitMQ 3.x routes them through the default exchange): probe with a receiver first.
+    probe_queues: bool = False
     delay: DelayStyle = DelayStyle.NONE
     dead_letter: DeadLetterStyle = DeadLetterStyle.REJECT
     dead_letter_suffix: str | None = None
@@ -140,6 +143,7 @@ _PROFILES: Final = {
         exchange_form="/exchange/{exchange}/{key}",
         supports_modified=False,
         supports_drain=False,
+        probe_queues=True,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
         dead_letter=DeadLetterStyle.REPUBLISH,
         dead_letter_suffix=".dlq",

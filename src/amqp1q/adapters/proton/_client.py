@@ -259,6 +259,8 @@ class ClientConnection:
                 err: Amqp1qError = TLSError(
                     f"TLS with {self.where} failed: {exc.reason or exc}", queue=self._queue
                 )
+            elif self.engine.sasl_refused:
+                err = self._transport_error(Condition("amqp:unauthorized-access", None))
             elif not self._opened.done():
                 err = ConnectFailed(
                     f"{self.where} closed the connection during the AMQP 1.0 handshake"

@@ -105,6 +105,7 @@ class Engine:
         if max_frame_size:
             transport.max_frame_size = max_frame_size
         transport.bind(connection)
+        self._sasl = transport._impl and lib.pn_sasl(transport._impl) if sasl else None
         self._connection = connection
         self._transport = transport
         self._collector = collector
@@ -220,6 +221,12 @@ class Engine:
         set_condition(lib.pn_connection_condition(self._conn), condition)
         lib.pn_connection_close(self._conn)
         self.touch()
+
+    @property
+    def sasl_refused(self) -> bool:
+        """True once the peer's SASL outcome said the credentials are wrong."""
+        sasl = self._sasl
+        return sasl is not None and lib.pn_sasl_outcome(sasl) == lib.PN_SASL_AUTH
 
     def _ensure_session(self) -> Any:
         if self._session is None:

@@ -272,7 +272,13 @@ class ProtonAdapter:
         future: asyncio.Future[Sender] = asyncio.get_running_loop().create_future()
         self._opening_senders[address] = future
         try:
-            link = await self.connection.attach_sender(address)
+            connection = self.connection
+            profile = self.profile
+            if profile.probe_queues and address.startswith(profile.queue_prefix):
+                # A receiver with no credit takes nothing, but is refused if the queue is missing.
+                probe = await connection.attach_receiver(address)
+                probe.close()
+            link = await connection.attach_sender(address)
             sender = Sender(link, window=self._window, on_dead=self._sender_died(address))
             self._senders[address] = sender
             future.set_result(sender)
