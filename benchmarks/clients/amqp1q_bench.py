@@ -17,7 +17,9 @@ import time
 from amqp1q import Job, JobQueue
 
 
-async def run(url: str, queue_name: str, n: int, prefetch: int, size: int, batch: int) -> dict[str, object]:
+async def run(
+    url: str, queue_name: str, n: int, prefetch: int, size: int, batch: int
+) -> dict[str, object]:
     payload = b"x" * size
     queue = JobQueue.from_url(url, queue=queue_name, prefetch=prefetch)
     async with queue:

@@ -198,6 +198,9 @@ class ClientConnection:
         pump = self._pump
         if pump is None or pump.lost:
             return
+        if not self.engine.remote_opened:  # the peer never answered: nothing to close politely
+            pump.abort()
+            return
         await pump.close(timeout)
 
     def abort(self) -> None:

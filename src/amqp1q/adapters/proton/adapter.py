@@ -40,6 +40,8 @@ log = logging.getLogger("amqp1q.proton")
 #: Messages in flight (sent, outcome unknown) per sender link.
 DEFAULT_WINDOW: Final = 1000
 CLOSE_TIMEOUT: Final = 5.0
+#: A long push_many gives the event loop a turn after this many jobs.
+_YIELD_EVERY: Final = 32
 
 
 class ProtonAdapter:
@@ -175,6 +177,9 @@ class ProtonAdapter:
         waiting: list[tuple[int, asyncio.Future[Any]]] = []
         target = self._push_address()
         for index, job in enumerate(jobs):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Let the loop write what is queued and read outcomes: a pipeline, not batches.
+                await asyncio.sleep(0)
             try:
                 payload, address = self._encode(
                     job, default_priority, target, attempt=1, extra=None
@@ -191,7 +196,7 @@ class ProtonAdapter:
                     )
                 await sender.wait_for_room()
                 waiting.append((index, sender.send(payload)))
-            except Amqp1qError as exc:  # noqa: PERF203 - one job's error must not stop the rest
+            except Amqp1qError as exc:
                 exc.job_id = exc.job_id or job.id
                 results[index] = _push_error(exc, job)
         for index, future in waiting:

@@ -1,0 +1,39 @@
+"""Integration tests: real peers over real sockets (RabbitMQ, Node's rhea, the embedded broker)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from amqp1q import ConnectFailed
+from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
+
+from ..conftest import unavailable
+
+RABBITMQ_URL = os.environ.get("AMQP1Q_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+RABBITMQ_MANAGEMENT_URL = os.environ.get(
+    "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+)
+
+
+@pytest.fixture
+def rabbitmq() -> RabbitMQManagement:
+    management = RabbitMQManagement(RABBITMQ_MANAGEMENT_URL)
+    try:
+        management.overview()
+    except ConnectFailed as exc:
+        unavailable(f"RabbitMQ is not reachable: {exc} (run scripts/brokers/rabbitmq.sh)")
+    return management
+
+
+@pytest.fixture
+def rabbitmq_queue(rabbitmq: RabbitMQManagement) -> Iterator[str]:
+    """A fresh job queue (with its .dlq) on RabbitMQ, deleted afterwards."""
+    name = f"amqp1q-it-{uuid.uuid4().hex[:12]}"
+    rabbitmq.setup_job_queue(name)
+    yield name
+    rabbitmq.delete_queue(name)
+    rabbitmq.delete_queue(f"{name}.dlq")
