@@ -85,7 +85,34 @@ class RabbitMQBackend(Backend):
             self.management.delete_queue(f"{queue}.dlq")
 
 
-BACKENDS: dict[str, type[Backend]] = {"memory": MemoryBackend, "rabbitmq": RabbitMQBackend}
+class EmbeddedBackend(Backend):
+    """The embedded broker (amqp1q.testing) through the Proton adapter, over real TCP."""
+
+    name = "embedded"
+    timing_slack = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        from amqp1q.testing import Broker
+
+        self.broker = Broker()
+        self._started = False
+
+    async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
+        if not self._started:
+            await self.broker.start()
+            self._started = True
+        return JobQueue.from_url(self.broker.url, queue=self.queue_name(name), **settings)
+
+    async def cleanup(self) -> None:
+        await self.broker.stop()
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "memory": MemoryBackend,
+    "rabbitmq": RabbitMQBackend,
+    "embedded": EmbeddedBackend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

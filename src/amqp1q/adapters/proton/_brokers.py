@@ -214,6 +214,6 @@ def detect(properties: Mapping[str, Any], host: str) -> BrokerProfile:
         base = _PROFILES["servicebus"]
     else:
         base = _PROFILES["generic"]
-    if version and base.name != "generic":
+    if version and base.name not in ("generic", "amqp1q"):
         return attrs.evolve(base, product=f"{base.product.split(' ')[0]} {version}")
     return base

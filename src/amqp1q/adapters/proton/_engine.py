@@ -212,7 +212,8 @@ class Engine:
         return user
 
     def open(self) -> None:
-        lib.pn_connection_open(self._conn)
+        # proton's wrapper copies properties and capabilities into the Open frame first.
+        self._connection.open()
         self.touch()
 
     def close(self, condition: Condition | None = None) -> None:

@@ -95,6 +95,10 @@ def set_condition(cond: Any, condition: Condition | None) -> None:
     lib.pn_condition_set_name(cond, condition.name.encode())
     if condition.description:
         lib.pn_condition_set_description(cond, condition.description.encode())
+    if condition.info:
+        data = proton.Data(lib.pn_condition_info(cond))
+        data.clear()
+        data.put_object({proton.symbol(str(k)): v for k, v in condition.info.items()})
 
 
 @attrs.frozen(slots=True)
@@ -275,6 +279,16 @@ class SenderLink(Link):
     def unsettled(self) -> int:
         return len(self._unsettled)
 
+    @property
+    def drain_requested(self) -> bool:
+        """The peer asked us to use all credit now, or give it back (:meth:`drained`)."""
+        return self.alive and bool(lib.pn_link_get_drain(self._ptr))
+
+    def drained(self) -> None:
+        """Give back unused credit after a drain request (nothing left to send)."""
+        if self.alive and lib.pn_link_drained(self._ptr) > 0:
+            self.engine.touch()
+
     def send(
         self,
         payload: bytes,
@@ -343,6 +357,10 @@ class ReceiverLink(Link):
     @property
     def credit(self) -> int:
         return int(lib.pn_link_credit(self._ptr)) if self.alive else 0
+
+    def set_max_message_size(self, size: int) -> None:
+        """Announce the largest message we take on this link (before opening it)."""
+        lib.pn_link_set_max_message_size(self._ptr, size)
 
     def flow(self, credit: int) -> None:
         if credit > 0 and self.alive:

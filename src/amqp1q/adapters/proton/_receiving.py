@@ -49,6 +49,8 @@ ATTEMPT_HEADER = RESERVED_HEADER_PREFIX + "attempt"
 DEAD_LETTER_REASON_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-reason"
 DEAD_LETTER_DESCRIPTION_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-description"
 _DRAIN_TIMEOUT = 5.0
+#: Where Service Bus (and the embedded broker) put a dead-lettered message's reason.
+_BROKER_DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 _YIELD_EVERY = 16
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -309,6 +311,8 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
     decode_error = None
     for key, value in props.items():
         if not isinstance(key, str):
+            continue
+        if key in _BROKER_DEAD_LETTER_KEYS:  # reported as job.dead_letter_reason/description
             continue
         if key.startswith(RESERVED_HEADER_PREFIX):
             if key == ATTEMPT_HEADER and isinstance(value, int) and value > 0:

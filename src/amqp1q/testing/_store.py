@@ -1,0 +1,232 @@
+"""The embedded broker's queues: in memory, by address, priority-ordered, with schedules.
+
+No I/O here. A :class:`BrokerQueue` holds ready messages in a heap ordered by priority (highest
+first) then arrival, scheduled messages in a heap by due time, and the deliveries out on links
+(``unacked``). Consumers register a callback that is offered messages while they have credit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import attrs
+
+__all__ = ["DEAD_LETTER_SUFFIX", "BrokerQueue", "Store", "Stored"]
+
+DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
+
+_sequence = itertools.count(1)
+
+
+@attrs.define(slots=True, eq=False)
+class Stored:
+    """One message in a queue: its bytes as received, and the broker's bookkeeping."""
+
+    payload: bytes
+    priority: int = 4
+    delivery_count: int = 0
+    #: Milliseconds since the epoch when it entered the queue.
+    enqueued_at: int = 0
+    #: Milliseconds since the epoch before which it is not delivered (scheduled).
+    due_at: int = 0
+    sequence: int = attrs.field(factory=lambda: next(_sequence))
+    #: Annotations the broker adds on delivery (on top of the message's own).
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    #: The application properties a dead-lettering added (reason, description).
+    dead_letter_info: dict[str, Any] | None = None
+    ever_delivered: bool = False
+
+
+#: Offered a message; returns True if it took it (it had credit), False otherwise.
+Consumer = Callable[["BrokerQueue", Stored], bool]
+
+
+class BrokerQueue:
+    """One address's messages."""
+
+    def __init__(self, name: str, store: Store) -> None:
+        self.name = name
+        self.store = store
+        self._ready: list[tuple[int, int, Stored]] = []
+        self._scheduled: list[tuple[int, int, Stored]] = []
+        self._consumers: list[Consumer] = []
+        self._next_consumer = 0
+        #: Messages out on a link, not yet settled, by sequence number.
+        self.unacked: dict[int, Stored] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<BrokerQueue {self.name!r} ready={len(self._ready)} "
+            f"scheduled={len(self._scheduled)} unacked={len(self.unacked)}>"
+        )
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    @property
+    def scheduled_count(self) -> int:
+        return len(self._scheduled)
+
+    def __len__(self) -> int:
+        """Every message the queue holds: ready, scheduled and out on links."""
+        return len(self._ready) + len(self._scheduled) + len(self.unacked)
+
+    def peek(self, count: int, from_sequence: int = 0) -> list[Stored]:
+        """Up to ``count`` messages in sequence order, ready or scheduled, without taking them."""
+        everything = [s for _, _, s in self._ready] + [s for _, _, s in self._scheduled]
+        everything += list(self.unacked.values())
+        everything.sort(key=lambda s: s.sequence)
+        return [s for s in everything if s.sequence >= from_sequence][:count]
+
+    def messages(self) -> Iterator[Stored]:
+        """Ready messages in delivery order (for tests and the management peek)."""
+        return iter([s for _, _, s in sorted(self._ready)])
+
+    # -- in -------------------------------------------------------------------------------------
+
+    def put(self, stored: Stored, now_ms: int) -> None:
+        if not stored.enqueued_at:
+            stored.enqueued_at = now_ms
+        if stored.due_at > now_ms:
+            heapq.heappush(self._scheduled, (stored.due_at, stored.sequence, stored))
+            self.store.schedule_changed(self)
+            return
+        heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+        self.dispatch()
+
+    def cancel_scheduled(self, sequence: int) -> bool:
+        for index, (_, seq, _) in enumerate(self._scheduled):
+            if seq == sequence:
+                self._scheduled.pop(index)
+                heapq.heapify(self._scheduled)
+                return True
+        return False
+
+    def next_due(self) -> int | None:
+        return self._scheduled[0][0] if self._scheduled else None
+
+    def promote_due(self, now_ms: int) -> None:
+        """Move scheduled messages whose time has come to the ready heap."""
+        moved = False
+        while self._scheduled and self._scheduled[0][0] <= now_ms:
+            _, _, stored = heapq.heappop(self._scheduled)
+            heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+            moved = True
+        if moved:
+            self.dispatch()
+
+    # -- out ------------------------------------------------------------------------------------
+
+    def subscribe(self, consumer: Consumer) -> None:
+        self._consumers.append(consumer)
+        self.dispatch()
+
+    def unsubscribe(self, consumer: Consumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+    def dispatch(self) -> None:
+        """Offer ready messages to consumers in turn while any of them has credit."""
+        consumers = self._consumers
+        ready = self._ready
+        while ready and consumers:
+            took = False
+            for _ in range(len(consumers)):
+                self._next_consumer = (self._next_consumer + 1) % len(consumers)
+                consumer = consumers[self._next_consumer]
+                stored = ready[0][2]
+                if consumer(self, stored):
+                    heapq.heappop(ready)
+                    took = True
+                    if not ready:
+                        return
+            if not took:
+                return
+
+    def take(self) -> Stored | None:
+        """Pop the next ready message (for pulls that are not credit-driven)."""
+        if not self._ready:
+            return None
+        return heapq.heappop(self._ready)[2]
+
+    def purge(self) -> int:
+        count = len(self._ready) + len(self._scheduled)
+        self._ready.clear()
+        self._scheduled.clear()
+        return count
+
+    # -- settlement -----------------------------------------------------------------------------
+
+    def delivered(self, stored: Stored) -> None:
+        stored.ever_delivered = True
+        self.unacked[stored.sequence] = stored
+
+    def accept(self, stored: Stored) -> None:
+        self.unacked.pop(stored.sequence, None)
+
+    def release(self, stored: Stored, *, count: bool, now_ms: int) -> None:
+        """Back to the queue, in its place; ``count`` adds one to its delivery count."""
+        if self.unacked.pop(stored.sequence, None) is None:
+            return
+        if count:
+            stored.delivery_count += 1
+        heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+        self.dispatch()
+
+    def dead_letter(self, stored: Stored, info: dict[str, Any] | None, now_ms: int) -> None:
+        self.unacked.pop(stored.sequence, None)
+        dead = self.store.queue(self.name + DEAD_LETTER_SUFFIX, create=True)
+        assert dead is not None
+        copy = Stored(
+            stored.payload,
+            priority=stored.priority,
+            delivery_count=stored.delivery_count,
+            annotations=dict(stored.annotations),
+            dead_letter_info=info,
+        )
+        dead.put(copy, now_ms)
+
+
+class Store:
+    """Every queue, by address. ``strict``: only declared queues (and their DLQs) exist."""
+
+    def __init__(
+        self,
+        *,
+        strict: bool = False,
+        on_schedule: Callable[[BrokerQueue], None] | None = None,
+    ) -> None:
+        self.strict = strict
+        self._queues: dict[str, BrokerQueue] = {}
+        self._on_schedule = on_schedule
+
+    def declare(self, name: str) -> BrokerQueue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = BrokerQueue(name, self)
+        return queue
+
+    def queue(self, name: str, *, create: bool | None = None) -> BrokerQueue | None:
+        """The queue at ``name``; created on first use unless strict (DLQs always exist)."""
+        queue = self._queues.get(name)
+        if queue is not None:
+            return queue
+        if create is None:
+            create = not self.strict
+        if not create and name.endswith(DEAD_LETTER_SUFFIX):
+            create = name[: -len(DEAD_LETTER_SUFFIX)] in self._queues
+        return self.declare(name) if create else None
+
+    @property
+    def queues(self) -> dict[str, BrokerQueue]:
+        return dict(self._queues)
+
+    def schedule_changed(self, queue: BrokerQueue) -> None:
+        if self._on_schedule is not None:
+            self._on_schedule(queue)
