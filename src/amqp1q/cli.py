@@ -1,4 +1,4 @@
-"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``.
+"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``, ``broker``.
 
 The queue URL comes from ``--url`` or the ``AMQP1Q_URL`` environment variable (better for
 connection strings with keys: a command line is visible to every user of the machine).
@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="push and consume jobs, printing throughput")
-    demo.add_argument("--url", default=None, help="queue URL (default: an in-process memory queue)")
+    demo.add_argument(
+        "--url",
+        default=None,
+        help="queue URL (default: the embedded AMQP 1.0 broker, in-process, over TCP)",
+    )
     demo.add_argument("--jobs", type=_positive, default=10_000, help="how many jobs (10000)")
     demo.add_argument("--size", type=_positive, default=1024, help="payload bytes (1024)")
     demo.add_argument("--prefetch", type=_positive, default=100, help="consumer prefetch (100)")
@@ -79,7 +83,27 @@ def _parser() -> argparse.ArgumentParser:
         help="what to do with each job once printed (ack)",
     )
     consume.set_defaults(run=_consume)
+    _broker_parser(commands)
     return parser
+
+
+def _broker_parser(commands: Any) -> None:
+    broker = commands.add_parser("broker", help="run the embedded AMQP 1.0 broker (for testing)")
+    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    broker.add_argument("--port", type=int, default=5673, help="port (5673; 0 picks a free one)")
+    broker.add_argument(
+        "--strict", action="store_true", help="only --queue queues exist; others: amqp:not-found"
+    )
+    broker.add_argument("--queue", action="append", default=[], help="declare a queue")
+    broker.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="check SASL PLAIN logins (default: any login is taken)",
+    )
+    broker.add_argument("--max-message-size", type=int, default=0, help="bytes (0: no limit)")
+    broker.set_defaults(run=_broker)
 
 
 def _url_argument(parser: argparse.ArgumentParser) -> None:
@@ -106,12 +130,21 @@ def _require_url(args: argparse.Namespace) -> str:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    url = args.url or "memory://amqp1q-demo/jobs"
+    if args.url:
+        return await _run_demo(args, args.url, "")
+    from .testing import Broker
+
+    async with Broker() as broker:
+        where = f" (the embedded broker on {broker.host}:{broker.port}, Proton adapter)"
+        return await _run_demo(args, f"{broker.url}/jobs", where)
+
+
+async def _run_demo(args: argparse.Namespace, url: str, where: str) -> int:
     out = sys.stdout
     queue = JobQueue.from_url(url, prefetch=args.prefetch)
     n = args.jobs
     payload = b"x" * args.size
-    print(f"amqp1q demo: {n:,} jobs of {args.size:,} bytes through {queue.url}", file=out)
+    print(f"amqp1q demo: {n:,} jobs of {args.size:,} bytes through {queue.url}{where}", file=out)
     async with queue:
         started = time.perf_counter()
         batch = 500
@@ -188,6 +221,33 @@ async def _push_jobs(url: str, jobs: list[Job]) -> int:
         receipts = await queue.push_many(jobs)
     for receipt in receipts:
         print(receipt.job_id)
+    return 0
+
+
+async def _broker(args: argparse.Namespace) -> int:
+    from .testing import Broker
+
+    users = {}
+    for item in args.user:
+        name, sep, password = item.partition(":")
+        if not sep or not name:
+            print(f"error: --user wants NAME:PASSWORD, got {redact(item)!r}", file=sys.stderr)
+            return 2
+        users[name] = password
+    broker = Broker(
+        host=args.host,
+        port=args.port,
+        users=users,
+        strict=args.strict,
+        queues=args.queue,
+        max_message_size=args.max_message_size,
+    )
+    await broker.start()
+    print(f"amqp1q broker listening on {broker.url} (Ctrl-C stops it)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await broker.stop()
     return 0
 
 

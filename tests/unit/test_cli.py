@@ -13,7 +13,7 @@ from amqp1q.cli import main
 
 
 def test_demo_reports_throughput(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--jobs", "2000", "--size", "64"]) == 0
+    assert main(["demo", "--url", "memory://demo/jobs", "--jobs", "2000", "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "2,000 jobs of 64 bytes" in out
     assert "pushed 2,000 jobs" in out
@@ -88,7 +88,7 @@ def test_usage_errors_exit_2(
 
 def test_python_dash_m_runs_the_cli() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "amqp1q", "demo", "--jobs", "100"],
+        [sys.executable, "-m", "amqp1q", "demo", "--url", "memory://d/jobs", "--jobs", "100"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,6 +15,8 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+import proton
+
 from .._version import __version__
 from ..adapters.proton._driver import Pump
 from ..adapters.proton._engine import Engine
@@ -370,8 +372,7 @@ class _Connection(asyncio.Protocol):
         broker = self.broker
         wrapper = link.wrapper
         if broker._take_refusal():
-            link.open()
-            link.close(Condition("amqp:resource-limit-exceeded", "refused by fault injection"))
+            _refuse(link, Condition("amqp:resource-limit-exceeded", "refused by fault injection"))
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
@@ -381,14 +382,14 @@ class _Connection(asyncio.Protocol):
         name = _queue_name(address)
         queue = broker.store.queue(name) if name else None
         if queue is None:
-            link.open()
-            link.close(
+            _refuse(
+                link,
                 Condition(
                     "amqp:not-found",
                     f"no queue {name!r} on this broker (strict mode)"
                     if name
                     else "an address is required",
-                )
+                ),
             )
             return
         if is_sender:
@@ -419,6 +420,15 @@ class _Connection(asyncio.Protocol):
         closed = getattr(role, "closed", None)
         if closed is not None:
             closed()
+
+
+def _refuse(link: Link, condition: Condition) -> None:
+    """Attach with a null terminus, then detach with the reason (the spec's way to refuse)."""
+    wrapper = link.wrapper
+    terminus = wrapper.source if isinstance(link, SenderLink) else wrapper.target
+    terminus.type = proton.Terminus.UNSPECIFIED
+    link.open()
+    link.close(condition)
 
 
 def _queue_name(address: str | None) -> str | None:

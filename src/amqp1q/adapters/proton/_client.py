@@ -184,6 +184,10 @@ class ClientConnection:
             raise
         link.on_remote_open = None
         link.on_remote_close = None
+        if not link.alive:  # attached and detached in the same read: the detach says why
+            raise self.failure or link_error(
+                link.remote_condition, queue=self._queue, address=address, what=what
+            )
         return link
 
     def _check(self) -> None:
