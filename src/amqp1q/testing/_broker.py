@@ -23,7 +23,7 @@ from ..adapters.proton._engine import Engine
 from ..adapters.proton._links import Condition, Link, ReceiverLink, SenderLink
 from ._links import Incoming, Outgoing, now_ms
 from ._sasl import SaslServer
-from ._store import BrokerQueue, Store
+from ._store import DEAD_LETTER_SUFFIX, BrokerQueue, Store
 
 __all__ = ["Broker"]
 
@@ -62,6 +62,7 @@ class Broker:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         lock_duration: float = DEFAULT_LOCK_DURATION,
         idle_timeout: float | None = None,
+        servicebus: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -84,6 +85,8 @@ class Broker:
         self.stats_delivered = 0
         # Service Bus emulation hooks (see amqp1q.testing._servicebus); None: plain broker.
         self.servicebus: Any = None
+        if servicebus:
+            self.enable_servicebus()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -142,6 +145,14 @@ class Broker:
             f"SharedAccessKey={key};UseDevelopmentEmulator=true"
         )
         return text + (f";EntityPath={queue}" if queue else "")
+
+    def enable_servicebus(self) -> None:
+        """Emulate Service Bus for azure-servicebus clients ($cbs, $management; see
+        :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`."""
+        from ._servicebus import ServiceBusEmulation
+
+        if self.servicebus is None:
+            self.servicebus = ServiceBusEmulation(self)
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -437,4 +448,7 @@ def _queue_name(address: str | None) -> str | None:
         return None
     if "://" in address:
         address = urllib.parse.urlsplit(address).path
-    return address.lstrip("/") or None
+    name = address.lstrip("/")
+    if name.lower().endswith(DEAD_LETTER_SUFFIX):  # Service Bus spells it /$DeadLetterQueue
+        name = name[: -len(DEAD_LETTER_SUFFIX)] + DEAD_LETTER_SUFFIX
+    return name or None

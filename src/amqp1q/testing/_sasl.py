@@ -74,11 +74,18 @@ class SaslServer:
             if len(self._input) < 8:
                 return
             header = bytes(self._input[:8])
-            del self._input[:8]
             self._header_seen = True
+            if header == AMQP_HEADER and self._anonymous:
+                # No SASL at all (rhea without a user does this): anonymous, straight to AMQP.
+                self.done = self.succeeded = True
+                self.leftover = bytes(self._input)
+                self._input.clear()
+                return
+            del self._input[:8]
             self._output += SASL_HEADER
             if header != SASL_HEADER:
-                self._fail("the client did not start SASL (a SASL layer is required)")
+                self.failure = f"protocol header {header!r} is not AMQP 1.0 with SASL"
+                self.done = True
                 return
             mechanisms = Array(0xA3, tuple(self.mechanisms))
             self._frame(_MECHANISMS, [mechanisms])

@@ -1,0 +1,402 @@
+"""Service Bus emulation for the embedded broker: enough for azure-servicebus's clients.
+
+Installed by ``Broker(servicebus=True)`` (or :meth:`Broker.enable_servicebus`); the broker then
+hands every link attach to :meth:`ServiceBusEmulation.attach` first. What it adds to the plain
+broker, as the SDK (7.x, pyamqp transport) speaks it:
+
+- ``$cbs``: claims-based security. The SDK attaches a sender and a receiver to ``$cbs`` and sends
+  ``put-token`` requests (no reply-to); the answer goes back on its ``$cbs`` receiver link, with
+  ``correlation-id`` = the request's ``message-id`` and ``status-code`` / ``status-description``
+  application properties. Any token is accepted unless the broker has ``users`` (key name ->
+  key): then the SAS token's signature must verify against the key its ``skn`` names, and a
+  connection must have put a valid token before it may attach to an entity.
+- ``QUEUE/$management`` (and ``QUEUE/$DeadLetterQueue/$management``): request/response with
+  ``statusCode`` / ``statusDescription`` (and ``errorCondition``) application properties and an
+  AMQP-value map body. Operations: ``com.microsoft:renew-lock``, ``schedule-message``,
+  ``cancel-scheduled-message`` and ``peek-message``.
+- Settlement echo: with receive-settle-mode ``second`` (PEEK_LOCK) the SDK sends its outcome
+  unsettled and waits until the broker settles the delivery *with the same outcome*
+  (``accepted``, ``modified``, ``rejected`` without an error); a settlement after the lock expired
+  is answered ``rejected`` with ``com.microsoft:message-lock-lost``.
+
+Entity links themselves stay the broker's (``Incoming`` / ``Outgoing`` in :mod:`._links`): they
+already unpack batches (message format 0x80013700), use 16-byte delivery tags as lock tokens
+(the SDK reads ``uuid.UUID(bytes_le=tag)``), stamp ``x-opt-enqueued-time``,
+``x-opt-sequence-number`` and ``x-opt-locked-until``, and expire locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import time
+import urllib.parse
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from cproton_ffi import ffi, lib
+
+from ..adapters.proton._codec import Message, decode_message, encode_message
+from ..adapters.proton._links import (
+    ACCEPTED,
+    MODIFIED,
+    REJECTED,
+    RELEASED,
+    Condition,
+    Delivery,
+    Link,
+    ReceiverLink,
+    SenderLink,
+    set_condition,
+)
+from ..adapters.proton._types import AMQPDecodeError, Array, Int, Symbol, Timestamp
+from ._links import now_ms, stamp, to_stored
+from ._store import BrokerQueue
+
+if TYPE_CHECKING:
+    from ._broker import Broker, _Connection
+
+__all__ = ["CBS_NODE", "MANAGEMENT_SUFFIX", "ServiceBusEmulation"]
+
+log = logging.getLogger("amqp1q.testing")
+
+CBS_NODE: Final = "$cbs"
+MANAGEMENT_SUFFIX: Final = "/$management"
+VENDOR: Final = "com.microsoft:"
+LOCK_LOST: Final = VENDOR + "message-lock-lost"
+MESSAGE_NOT_FOUND: Final = VENDOR + "message-not-found"
+#: Credit kept granted on request links ($cbs and $management senders).
+REQUEST_CREDIT: Final = 100
+_TERMINAL: Final = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
+
+
+class ServiceBusEmulation:
+    """The Service Bus nodes of one :class:`~amqp1q.testing.Broker` (see the module docstring)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        #: Per connection: the client's receiver links for node answers, by node address.
+        self._responders: weakref.WeakKeyDictionary[_Connection, dict[str, _Responder]] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Connections that put a valid token (only checked when the broker has ``users``).
+        self._authorized: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self.tokens_accepted = 0
+        self.tokens_refused = 0
+
+    # -- attach ---------------------------------------------------------------------------------
+
+    def attach(self, connection: _Connection, link: Link, address: str | None) -> bool:
+        """Take the link if it is a Service Bus node's; False leaves it to the broker."""
+        node = _node(address)
+        if node is None:
+            return self._entity(connection, link)
+        if isinstance(link, SenderLink):  # the client's receiver: answers go out here
+            link.wrapper.source.address = address or ""
+            link.open()
+            responder = _Responder(self, connection, node, link)
+            self._responders.setdefault(connection, {})[node] = responder
+            role: _Responder | _Requests = responder
+        else:
+            assert isinstance(link, ReceiverLink)
+            link.wrapper.target.address = address or ""
+            link.open()
+            role = _Requests(self, connection, node, link)
+        connection.links[link] = role
+        link.on_remote_close = _forget(connection)
+        return True
+
+    def _entity(self, connection: _Connection, link: Link) -> bool:
+        if self.broker.users and connection not in self._authorized:
+            link.open()
+            link.close(
+                Condition("amqp:unauthorized-access", "put a valid token on $cbs before attaching")
+            )
+            return True
+        if isinstance(link, SenderLink) and link.remote_rcv_settle_mode == 1:
+            _echo_outcomes(self.broker, link)
+        return False
+
+    def responder(self, connection: _Connection, node: str) -> _Responder | None:
+        return self._responders.get(connection, {}).get(node)
+
+    def _responder_gone(self, responder: _Responder) -> None:
+        nodes = self._responders.get(responder.connection)
+        if nodes is not None and nodes.get(responder.node) is responder:
+            del nodes[responder.node]
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def handle(self, connection: _Connection, node: str, request: Message) -> None:
+        props = _text_keys(request.application_properties)
+        operation = str(props.get("operation") or "")
+        if node == CBS_NODE:
+            reply = self._cbs(connection, operation, request)
+        else:
+            reply = self._management(node, operation, request)
+        status, description, body, condition = reply
+        target = request.reply_to or node
+        responder = self.responder(connection, _node(target) or node)
+        if responder is None:
+            log.info("no link to answer %s on %s", operation, node)
+            return
+        codes = ("status-code", "status-description") if node == CBS_NODE else _MGMT_FIELDS
+        app: dict[Any, Any] = {codes[0]: Int(status), codes[1]: description}
+        if condition is not None:
+            app["error-condition" if node == CBS_NODE else "errorCondition"] = Symbol(condition)
+        response = Message(
+            correlation_id=request.message_id,
+            to=request.reply_to,
+            application_properties=app,
+            body_kind="value",
+            body=body,
+        )
+        responder.send(encode_message(response))
+
+    def _cbs(self, connection: _Connection, operation: str, request: Message) -> _Reply:
+        if operation != "put-token":
+            return 400, f"unknown $cbs operation {operation!r}", None, "amqp:not-implemented"
+        token = request.body if request.body_kind == "value" else None
+        if isinstance(token, bytes):
+            token = token.decode("utf-8", "replace")
+        problem = self._check_token(token if isinstance(token, str) else "")
+        if problem is not None:
+            self.tokens_refused += 1
+            return 401, problem, None, None
+        self.tokens_accepted += 1
+        self._authorized.add(connection)
+        return 200, "OK", None, None
+
+    def _check_token(self, token: str) -> str | None:
+        """None if the token is acceptable: always without ``users``, else a valid signature."""
+        users = self.broker.users
+        if not users:
+            return None
+        if not token.startswith("SharedAccessSignature "):
+            return "not a SharedAccessSignature token"
+        fields = dict(urllib.parse.parse_qsl(token[len("SharedAccessSignature ") :]))
+        key = users.get(fields.get("skn", ""))
+        if key is None:
+            return f"unknown key name {fields.get('skn')!r}"
+        try:
+            expiry = int(fields.get("se", ""))
+        except ValueError:
+            return "no expiry (se) in the token"
+        if expiry < time.time():
+            return "the token has expired"
+        signed = f"{urllib.parse.quote_plus(fields.get('sr', ''))}\n{expiry}".encode()
+        digest = hmac.new(key.encode(), signed, hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.b64encode(digest).decode(), fields.get("sig", "")):
+            return "the signature does not match the key"
+        return None
+
+    def _management(self, node: str, operation: str, request: Message) -> _Reply:
+        queue = self._queue_of(node)
+        if queue is None:
+            return 404, f"no entity for {node!r}", None, "amqp:not-found"
+        handler = _OPERATIONS.get(operation)
+        if handler is None:
+            return 501, f"operation {operation!r} is not emulated", None, "amqp:not-implemented"
+        body = request.body if request.body_kind == "value" else None
+        try:
+            return handler(self, queue, _text_keys(body if isinstance(body, dict) else {}))
+        except (AMQPDecodeError, KeyError, TypeError, ValueError) as exc:
+            return 400, f"bad {operation} request: {exc}", None, VENDOR + "argument-error"
+
+    def _queue_of(self, node: str) -> BrokerQueue | None:
+        return self.broker.store.queue(node[: -len(MANAGEMENT_SUFFIX)])
+
+    # -- operations (each returns status, description, body, error condition) --------------------
+
+    def _renew_lock(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
+        expirations = []
+        for token in _items(body["lock-tokens"]):
+            until = self.broker.locks.renew(_lock_tag(token))
+            if until is None:
+                return 410, f"the lock {token} has expired or is unknown", None, LOCK_LOST
+            expirations.append(Timestamp(until))
+        return 200, "OK", {"expirations": Array(0x83, tuple(expirations))}, None
+
+    def _schedule(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
+        now = now_ms()
+        numbers = []
+        for entry in _items(body["messages"]):
+            payload = _text_keys(entry)["message"]
+            stored = to_stored(bytes(payload))
+            queue.put(stored, now)
+            numbers.append(stored.sequence)
+        self.broker.stats_received += len(numbers)
+        return 200, "OK", {"sequence-numbers": Array(0x81, tuple(numbers))}, None
+
+    def _cancel_scheduled(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
+        missing = [n for n in _items(body["sequence-numbers"]) if not queue.cancel_scheduled(n)]
+        self.broker._schedule(queue)
+        if missing:
+            return 404, f"no scheduled message {missing}", None, MESSAGE_NOT_FOUND
+        return 200, "OK", {}, None
+
+    def _peek(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
+        start = int(body.get("from-sequence-number") or 0)
+        count = int(body.get("message-count") or 1)
+        found = queue.peek(count, start)
+        if not found:
+            return 204, "No messages", None, MESSAGE_NOT_FOUND
+        messages = [{"message": stamp(stored, 0)} for stored in found]
+        return 200, "OK", {"messages": messages}, None
+
+
+_Reply = tuple[int, str, Any, "str | None"]
+_MGMT_FIELDS: Final = ("statusCode", "statusDescription")
+_OPERATIONS: Final[
+    dict[str, Callable[[ServiceBusEmulation, BrokerQueue, dict[str, Any]], _Reply]]
+] = {
+    VENDOR + "renew-lock": ServiceBusEmulation._renew_lock,
+    VENDOR + "schedule-message": ServiceBusEmulation._schedule,
+    VENDOR + "cancel-scheduled-message": ServiceBusEmulation._cancel_scheduled,
+    VENDOR + "peek-message": ServiceBusEmulation._peek,
+}
+
+
+class _Requests:
+    """The client's sender to a node: each message is a request, accepted and answered."""
+
+    def __init__(
+        self, emulation: ServiceBusEmulation, connection: _Connection, node: str, link: ReceiverLink
+    ) -> None:
+        self.emulation = emulation
+        self.connection = connection
+        self.node = node
+        self.link = link
+        link.on_message = self._on_message
+        link.flow(REQUEST_CREDIT)
+
+    def _on_message(self, delivery: Delivery, payload: bytes) -> None:
+        link = self.link
+        try:
+            request = decode_message(payload)
+        except AMQPDecodeError as exc:
+            delivery.settle(REJECTED, condition=Condition("amqp:decode-error", str(exc)))
+        else:
+            if not delivery.remote_settled:
+                delivery.settle(ACCEPTED)
+            self.emulation.handle(self.connection, self.node, request)
+        if link.credit < REQUEST_CREDIT // 2:
+            link.flow(REQUEST_CREDIT - link.credit)
+
+    def closed(self) -> None:
+        pass
+
+
+class _Responder:
+    """The client's receiver from a node: answers go out pre-settled, queued while no credit."""
+
+    def __init__(
+        self, emulation: ServiceBusEmulation, connection: _Connection, node: str, link: SenderLink
+    ) -> None:
+        self.emulation = emulation
+        self.connection = connection
+        self.node = node
+        self.link = link
+        self.pending: list[bytes] = []
+        link.on_flow = self._on_flow
+
+    def send(self, payload: bytes) -> None:
+        self.pending.append(payload)
+        self._on_flow(self.link)
+
+    def _on_flow(self, link: SenderLink) -> None:
+        while self.pending and link.alive and link.credit > 0:
+            link.send(self.pending.pop(0), None)
+
+    def closed(self) -> None:
+        self.pending.clear()
+        self.emulation._responder_gone(self)
+
+
+def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]:
+    def closed(link: Link, condition: Condition | None) -> None:
+        role = connection.links.pop(link, None)
+        if role is not None:
+            role.closed()
+
+    return closed
+
+
+def _echo_outcomes(broker: Broker, link: SenderLink) -> None:
+    """Settle each delivery with the outcome the client chose (rcv-settle-mode ``second``).
+
+    The Proton adapter's sender settles a delivery once the peer's outcome arrives, but with no
+    state of its own; the SDK then reports the settlement unconfirmed. This sets the local state
+    to the peer's first (``rejected`` without its error; ``rejected`` with
+    ``com.microsoft:message-lock-lost`` if the lock had already expired), then lets the link's
+    own handling run.
+    """
+    handle_delivery: Callable[[Any], None] = link._on_delivery
+
+    def on_delivery(delivery: Any) -> None:
+        state = lib.pn_delivery_remote_state(delivery)
+        if state in _TERMINAL and link.alive and lib.pn_delivery_local_state(delivery) == 0:
+            tag = lib.pn_delivery_tag(delivery)
+            if broker.locks.owner(bytes(ffi.buffer(tag.start, tag.size))) is None:
+                local = lib.pn_disposition_condition(lib.pn_delivery_local(delivery))
+                set_condition(local, Condition(LOCK_LOST, "the message's lock has expired"))
+                state = REJECTED
+            elif state == MODIFIED:
+                local = lib.pn_delivery_local(delivery)
+                remote = lib.pn_delivery_remote(delivery)
+                lib.pn_disposition_set_failed(local, lib.pn_disposition_is_failed(remote))
+                lib.pn_disposition_set_undeliverable(
+                    local, lib.pn_disposition_is_undeliverable(remote)
+                )
+            lib.pn_delivery_update(delivery, state)
+        handle_delivery(delivery)
+
+    link._on_delivery = on_delivery  # type: ignore[method-assign]
+
+
+def _node(address: str | None) -> str | None:
+    """``$cbs`` or ``QUEUE/$management`` (DLQ spelled the broker's way) for a node's address."""
+    from ._broker import _queue_name
+
+    name = _queue_name(address)
+    if name is None:
+        return None
+    if name.lower() == CBS_NODE:
+        return CBS_NODE
+    if name.lower().endswith(MANAGEMENT_SUFFIX):
+        entity = _queue_name(name[: -len(MANAGEMENT_SUFFIX)])
+        return None if entity is None else entity + MANAGEMENT_SUFFIX
+    return None
+
+
+def _lock_tag(token: Any) -> bytes:
+    """The delivery tag behind a lock token (the SDK reads tags as little-endian UUIDs)."""
+    if isinstance(token, uuid.UUID):
+        return token.bytes_le
+    if isinstance(token, (bytes, bytearray)) and len(token) == 16:
+        return bytes(token)
+    return uuid.UUID(str(token)).bytes_le
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, Array):
+        return list(value.items)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise TypeError(f"expected a list or an array, not {type(value).__name__}")
+
+
+def _text_keys(value: Any) -> dict[str, Any]:
+    """A map with its string, symbol or binary keys as plain text."""
+    if not isinstance(value, dict):
+        return {}
+    out = {}
+    for key, item in value.items():
+        if isinstance(key, (bytes, bytearray)):
+            key = key.decode("utf-8", "replace")
+        out[str(key)] = item
+    return out
