@@ -84,6 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     consume.set_defaults(run=_consume)
     _broker_parser(commands)
+    setup = commands.add_parser(
+        "setup-rabbitmq",
+        help="declare job queues, their .dlq queues and the delay exchanges on RabbitMQ 3.x",
+    )
+    setup.add_argument("--queue", action="append", required=True, help="a job queue (repeatable)")
+    setup.add_argument(
+        "--management-url",
+        default=os.environ.get(
+            "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+        ),
+        help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL or guest@localhost)",
+    )
+    setup.add_argument("--vhost", default="/")
+    setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
+    setup.set_defaults(run=_setup_rabbitmq)
     return parser
 
 
@@ -248,6 +263,18 @@ async def _broker(args: argparse.Namespace) -> int:
         await asyncio.Event().wait()
     finally:
         await broker.stop()
+    return 0
+
+
+async def _setup_rabbitmq(args: argparse.Namespace) -> int:
+    from .adapters.proton.rabbitmq_setup import RabbitMQManagement
+
+    management = RabbitMQManagement(args.management_url, vhost=args.vhost)
+    management.setup_delays()
+    for queue in args.queue:
+        management.setup_job_queue(queue, max_priority=args.max_priority)
+        print(f"declared {queue} (x-max-priority {args.max_priority}) and {queue}.dlq")
+    print(f"declared the delay exchanges on {management.display}")
     return 0
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from amqp1q import Job, JobQueue
+from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
+from amqp1q.cli import main
 
 
 def test_demo_runs_on_the_embedded_broker_by_default() -> None:
@@ -53,3 +56,17 @@ async def test_amqp1q_broker_serves_clients_and_checks_users() -> None:
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 10)
+
+
+def test_setup_rabbitmq_declares_queue_dlq_and_delays(rabbitmq: RabbitMQManagement) -> None:
+    name = f"amqp1q-cli-{uuid.uuid4().hex[:8]}"
+    try:
+        assert main(["setup-rabbitmq", "--queue", name, "--max-priority", "5"]) == 0
+        info = rabbitmq.queue_info(name)
+        assert info is not None
+        assert info["arguments"] == {"x-max-priority": 5}
+        assert rabbitmq.queue_info(f"{name}.dlq") is not None
+        assert rabbitmq.queue_info("amqp1q.delay.10") is not None
+    finally:
+        rabbitmq.delete_queue(name)
+        rabbitmq.delete_queue(f"{name}.dlq")

@@ -67,7 +67,7 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
         management = RabbitMQManagement()
         try:
             management.setup_job_queue(name)
-        except Exception as exc:  # noqa: BLE001 - any failure here means: no RabbitMQ
+        except Exception as exc:  # any failure here means: no RabbitMQ
             unavailable(f"RabbitMQ is not reachable: {exc}")
         try:
             yield Peer(RABBITMQ_URL, name, f"/amq/queue/{name}")

@@ -11,9 +11,10 @@ What is known of each, and tested how (see docs/brokers/):
   ``/exchange/X/K``. ``modified`` ends the session ("Unrecognised state"), so a retry is
   re-published with the attempt counted in ``x-amqp1q-attempt`` and the original accepted.
   No delay of its own: delays go through the ``amqp1q.delay.N`` exchanges that
-  ``amqp1q rabbitmq-setup`` declares (per-message TTL, then dead-lettered back to the queue).
+  ``amqp1q setup-rabbitmq`` declares (per-message TTL, then dead-lettered back to the queue).
   Dead-lettering re-publishes to ``Q.dlq`` with the reason, then accepts.
-- RabbitMQ 4.x: ``/queues/Q``, ``/exchanges/X/K``; ``modified`` is supported.
+- RabbitMQ 4.x: ``/queues/Q``, ``/exchanges/X/K``; ``modified`` counts deliveries on quorum
+  queues only, so retries are re-published as on 3.x.
 - ActiveMQ Artemis: plain names; delay by the ``x-opt-delivery-time`` annotation.
 - Qpid (Broker-J, C++ broker, Dispatch): plain names; no delay.
 - Azure Service Bus: plain entity names, ``x-opt-scheduled-enqueue-time``, dead-letter by a
@@ -153,7 +154,8 @@ _PROFILES: Final = {
         "RabbitMQ 4.x",
         queue_prefix="/queues/",
         exchange_form="/exchanges/{exchange}/{key}",
-        supports_modified=True,
+        # modified(delivery-failed) counts only on quorum queues: re-publish, as on 3.x.
+        supports_modified=False,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
         dead_letter=DeadLetterStyle.REPUBLISH,
         dead_letter_suffix=".dlq",
