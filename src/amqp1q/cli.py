@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(
             "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
         ),
-        help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL or guest@localhost)",
+        help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL, else local)",
     )
     setup.add_argument("--vhost", default="/")
     setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
