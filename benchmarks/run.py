@@ -42,9 +42,12 @@ HERE = Path(__file__).resolve().parent
 CLIENTS_DIR = HERE / "clients"
 REPO = HERE.parent
 
-CLIENTS = ["amqp1q", "proton-reactor", "aio-pika", "rhea"]
+CLIENTS = ["amqp1q", "proton-reactor", "aio-pika", "rhea", "amqp1q@embedded"]
+#: Clients that run against amqp1q's embedded broker (started by this driver), not RabbitMQ.
+EMBEDDED = {"amqp1q@embedded"}
 SCRIPTS = {
     "amqp1q": "amqp1q_bench.py",
+    "amqp1q@embedded": "amqp1q_bench.py",
     "proton-reactor": "proton_reactor.py",
     "aio-pika": "aio_pika_bench.py",
     "rhea": "rhea_bench.js",
@@ -54,6 +57,8 @@ DESCRIPTIONS = {
     "proton-reactor": "python-qpid-proton reactor (MessagingHandler), AMQP 1.0",
     "aio-pika": "aio-pika, publisher confirms, AMQP 0.9.1",
     "rhea": "rhea (Node.js), AMQP 1.0",
+    "amqp1q@embedded": "amqp1q as above, against amqp1q's embedded broker "
+    "(`amqp1q broker`, its own process) instead of RabbitMQ",
 }
 PY_DISTS = ("amqp1q", "python-qpid-proton", "aio-pika")
 METRICS = ["push_per_s", "consume_per_s", "push_cpu_us_per_job", "consume_cpu_us_per_job"]
@@ -122,7 +127,7 @@ def command(client: str, args: argparse.Namespace, queue: str) -> list[str]:
         *launcher,
         script,
         "--url",
-        args.url,
+        args.embedded_url if client in EMBEDDED else args.url,
         "--queue",
         queue,
         "--n",
@@ -140,10 +145,11 @@ def run_client(
     """One run of one client against a fresh queue; returns its JSON or raises RuntimeError."""
     queue = f"amqp1q-bench-{client}-{os.getpid()}-{round_no}"
     env = dict(os.environ)
-    if client == "amqp1q":  # measure this checkout even when amqp1q isn't installed
+    if client.startswith("amqp1q"):  # measure this checkout even when amqp1q isn't installed
         src = str(REPO / "src")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    mgmt.declare_queue(queue)
+    if client not in EMBEDDED:
+        mgmt.declare_queue(queue)
     try:
         started = time.perf_counter()
         try:
@@ -162,7 +168,8 @@ def run_client(
         took = time.perf_counter() - started
     finally:
         try:
-            mgmt.delete_queue(queue)
+            if client not in EMBEDDED:
+                mgmt.delete_queue(queue)
         except (OSError, urllib.error.URLError) as e:
             print(f"run.py: could not delete queue {queue}: {e}", file=sys.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -267,7 +274,7 @@ def render(
             f"| {fmt_cpu(o.median('consume_cpu_us_per_job'))} |"
         )
     base = next((o for o in outcomes if o.client == "amqp1q"), None)
-    others = [o for o in outcomes if o.client != "amqp1q"]
+    others = [o for o in outcomes if o.client != "amqp1q" and o.client not in EMBEDDED]
     if base is not None and not base.runs and others:
         rows += ["", "No ratios: amqp1q produced no result."]
     elif base is not None and others:
@@ -289,6 +296,57 @@ def render(
     rows += ["", "Clients:", ""]
     rows += [f"- {o.client}: {DESCRIPTIONS[o.client]}" for o in outcomes]
     return "\n".join(header), "\n".join(rows) + "\n"
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    clients: list[str],
+    skip: set[str],
+    outcomes: dict[str, Outcome],
+    mgmt: Management,
+) -> None:
+    for round_no in range(1, args.rounds + 1):
+        for client in clients:
+            if client in skip:
+                continue
+            label = f"round {round_no}/{args.rounds} {client:<15}"
+            try:
+                result = run_client(client, args, mgmt, round_no)
+            except (RuntimeError, OSError, urllib.error.URLError) as e:
+                outcomes[client].errors.append(str(e))
+                print(f"run.py: {label} FAILED: {e}", file=sys.stderr)
+                continue
+            outcomes[client].runs.append(result)
+            print(
+                f"run.py: {label} push {result['push_per_s']:>9,.0f}/s "
+                f"{result['push_cpu_us_per_job']:7.1f} µs/job   "
+                f"consume {result['consume_per_s']:>9,.0f}/s "
+                f"{result['consume_cpu_us_per_job']:7.1f} µs/job",
+                file=sys.stderr,
+            )
+
+
+def start_embedded_broker(
+    args: argparse.Namespace, outcomes: dict[str, Outcome]
+) -> subprocess.Popen[str] | None:
+    """``amqp1q broker --port 0`` in its own process (so it has a core, as RabbitMQ has)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [args.python, "-m", "amqp1q", "broker", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "listening on " not in line:
+        process.terminate()
+        for client in EMBEDDED & set(outcomes):
+            outcomes[client].errors.append(f"the embedded broker did not start: {line!r}")
+        return None
+    args.embedded_url = line.split("listening on ", 1)[1].split()[0]
+    return process
 
 
 def main() -> int:
@@ -340,26 +398,14 @@ def main() -> int:
             except (OSError, subprocess.SubprocessError) as e:
                 outcomes["rhea"].errors.append(f"npm ci failed: {e}")
     skip = {c for c, o in outcomes.items() if o.errors}
-
-    for round_no in range(1, args.rounds + 1):
-        for client in clients:
-            if client in skip:
-                continue
-            label = f"round {round_no}/{args.rounds} {client:<15}"
-            try:
-                result = run_client(client, args, mgmt, round_no)
-            except (RuntimeError, OSError, urllib.error.URLError) as e:
-                outcomes[client].errors.append(str(e))
-                print(f"run.py: {label} FAILED: {e}", file=sys.stderr)
-                continue
-            outcomes[client].runs.append(result)
-            print(
-                f"run.py: {label} push {result['push_per_s']:>9,.0f}/s "
-                f"{result['push_cpu_us_per_job']:7.1f} µs/job   "
-                f"consume {result['consume_per_s']:>9,.0f}/s "
-                f"{result['consume_cpu_us_per_job']:7.1f} µs/job",
-                file=sys.stderr,
-            )
+    broker = start_embedded_broker(args, outcomes) if EMBEDDED & set(clients) else None
+    skip |= {c for c, o in outcomes.items() if o.errors}
+    try:
+        run_rounds(args, clients, skip, outcomes, mgmt)
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=10)
 
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
