@@ -32,8 +32,8 @@ from ._types import (
     UInt,
     _encode_binary,
     _encode_map,
-    _encode_string,
     decode,
+    decode_fields,
     encode_into,
 )
 
@@ -134,45 +134,42 @@ def encode_job(
     ``priority`` overrides the job's own (the queue's default applies when both are unset);
     ``attempt`` > 1 is carried as the ``x-amqp1q-attempt`` application property.
     """
-    out = bytearray()
-    # header: [durable, priority, ttl]
+    # header: [durable, priority, ttl] -- a handful of shapes, cached
     if priority is None:
         priority = job.priority
-    fields = bytearray(b"\x41" if job.durable else b"\x42")
-    count = 1
-    if priority is not None or ttl is not None:
-        fields += b"\x40" if priority is None else b"\x50" + bytes((priority,))
-        count = 2
-    if ttl is not None:
+    if ttl is None:
+        header = _header_bytes(job.durable, priority)
+    else:
+        fields = (b"\x41" if job.durable else b"\x42") + (
+            b"\x40" if priority is None else b"\x50" + _BYTE[priority]
+        )
         fields += b"\x70" + ttl.to_bytes(4, "big")
-        count = 3
-    out += _HEADER_DURABLE
-    out += b"\xc0" + bytes((len(fields) + 1, count))
-    out += fields
+        header = _HEADER_DURABLE + b"\xc0" + _BYTE[len(fields) + 1] + b"\x03" + fields
+    parts = [header]
     if annotations:
-        out += _ANNOTATIONS
-        _encode_map(out, annotations)
+        section = bytearray(_ANNOTATIONS)
+        _encode_map(section, annotations)
+        parts.append(bytes(section))
     # properties: [message-id, user-id, to, subject, reply-to, correlation-id, content-type,
     #              content-encoding, absolute-expiry-time, creation-time]
-    fields = bytearray()
-    _encode_string(fields, job.id)
-    fields.append(0x40)
-    if to is None:
-        fields.append(0x40)
-    else:
-        _encode_string(fields, to)
-    _encode_string(fields, job.name)
-    fields += b"\x40\x40"
-    if job.content_type is None:
-        fields.append(0x40)
-    else:
-        fields += b"\xa3" + bytes((len(job.content_type),)) + job.content_type.encode("ascii")
-    fields += b"\x40\x40\x83"
     stamp = int(time.time() * 1000) if creation_time is None else creation_time
-    fields += stamp.to_bytes(8, "big", signed=True)
-    out += _PROPERTIES
-    _list_header(out, len(fields), 10)
-    out += fields
+    fields = b"".join(
+        (
+            _str(job.id),
+            b"\x40\x40" if to is None else b"\x40" + _str(to),
+            _str(job.name),
+            b"\x40\x40",
+            b"\x40" if job.content_type is None else _sym(job.content_type),
+            b"\x40\x40\x83",
+            stamp.to_bytes(8, "big", signed=True),
+        )
+    )
+    size = len(fields)
+    if size < 255:
+        parts.append(_PROPERTIES + b"\xc0" + _BYTE[size + 1] + b"\x0a")
+    else:
+        parts.append(_PROPERTIES + b"\xd0" + (size + 4).to_bytes(4, "big") + b"\x00\x00\x00\x0a")
+    parts.append(fields)
     # application-properties
     headers = job.headers
     if headers or attempt > 1 or extra_properties:
@@ -181,18 +178,49 @@ def encode_job(
             props[ATTEMPT_PROPERTY] = attempt
         if extra_properties:
             props.update(extra_properties)
-        out += _APP_PROPERTIES
-        _encode_map(out, props)
-    out += _DATA
-    _encode_binary(out, job.body)
-    return bytes(out)
-
-
-def _list_header(out: bytearray, size: int, count: int) -> None:
-    if size + 1 <= 255:
-        out += bytes((0xC0, size + 1, count))
+        section = bytearray(_APP_PROPERTIES)
+        _encode_map(section, props)
+        parts.append(bytes(section))
+    body = job.body
+    size = len(body)
+    if size < 256:
+        parts.append(_DATA + b"\xa0" + _BYTE[size])
     else:
-        out += b"\xd0" + (size + 4).to_bytes(4, "big") + count.to_bytes(4, "big")
+        parts.append(_DATA + b"\xb0" + size.to_bytes(4, "big"))
+    parts.append(body)
+    return b"".join(parts)
+
+
+_BYTE: Final = [bytes((i,)) for i in range(256)]
+_HEADERS: dict[tuple[bool, int | None], bytes] = {}
+
+
+def _header_bytes(durable: bool, priority: int | None) -> bytes:
+    key = (durable, priority)
+    header = _HEADERS.get(key)
+    if header is None:
+        fields = b"\x41" if durable else b"\x42"
+        if priority is not None:
+            fields += b"\x50" + _BYTE[priority]
+        count = b"\x02" if priority is not None else b"\x01"
+        header = _HEADERS[key] = _HEADER_DURABLE + b"\xc0" + _BYTE[len(fields) + 1] + count + fields
+    return header
+
+
+def _str(text: str) -> bytes:
+    data = text.encode("utf-8")
+    size = len(data)
+    if size < 256:
+        return b"\xa1" + _BYTE[size] + data
+    return b"\xb1" + size.to_bytes(4, "big") + data
+
+
+def _sym(text: str) -> bytes:
+    data = text.encode("ascii")
+    size = len(data)
+    if size < 256:
+        return b"\xa3" + _BYTE[size] + data
+    return b"\xb3" + size.to_bytes(4, "big") + data
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -232,12 +260,16 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
                     data_parts = []
                 data_parts.append(bytes(data[start:offset]))
                 continue
-            value, offset = decode(data, offset)
             if code == HEADER:
-                _header(message, _as_list(value, "header"))
-            elif code == PROPERTIES:
-                _properties(message, _as_list(value, "properties"))
-            elif code == APPLICATION_PROPERTIES:
+                fields, offset = decode_fields(data, offset)
+                _header(message, fields)
+                continue
+            if code == PROPERTIES:
+                fields, offset = decode_fields(data, offset)
+                _properties(message, fields)
+                continue
+            value, offset = decode(data, offset)
+            if code == APPLICATION_PROPERTIES:
                 message.application_properties = _as_map(value, "application-properties")
             elif code == MESSAGE_ANNOTATIONS:
                 message.message_annotations = _as_map(value, "message-annotations")
@@ -287,16 +319,14 @@ def _as_map(value: Any, what: str) -> dict[Any, Any]:
     return value
 
 
-def _field(fields: list[Any], index: int) -> Any:
-    return fields[index] if index < len(fields) else None
-
-
 def _header(message: Message, fields: list[Any]) -> None:
-    message.durable = _field(fields, 0)
-    message.priority = _field(fields, 1)
-    message.ttl = _field(fields, 2)
-    message.first_acquirer = _field(fields, 3)
-    message.delivery_count = _field(fields, 4)
+    (
+        message.durable,
+        message.priority,
+        message.ttl,
+        message.first_acquirer,
+        message.delivery_count,
+    ) = (fields + [None] * 5)[:5] if len(fields) < 5 else fields[:5]
 
 
 def _properties(message: Message, fields: list[Any]) -> None:
@@ -314,7 +344,7 @@ def _properties(message: Message, fields: list[Any]) -> None:
         message.group_id,
         message.group_sequence,
         message.reply_to_group_id,
-    ) = (fields + [None] * 13)[:13]
+    ) = (fields + [None] * 13)[:13] if len(fields) < 13 else fields[:13]
 
 
 # -- encoding any message -----------------------------------------------------------------------

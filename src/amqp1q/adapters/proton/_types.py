@@ -634,3 +634,61 @@ _READERS: Final[dict[int, Any]] = {
     0xE0: _array_reader(1),
     0xF0: _array_reader(4),
 }
+
+
+def decode_fields(data: Any, offset: int) -> tuple[list[Any], int]:
+    """A list at ``offset`` whose items are mostly null, boolean, string, symbol, small
+    unsigned or timestamp (the header and properties sections): those are read inline, the
+    rest through :func:`decode`. Values come back plain (``int``, ``str``), not wrapped."""
+    try:
+        code = data[offset]
+        if code == 0x45:
+            return [], offset + 1
+        if code == 0xC0:
+            size, count = data[offset + 1], data[offset + 2]
+            position = offset + 3
+            end = offset + 2 + size
+        elif code == 0xD0:
+            size, count = _unpack_II(data, offset + 1)
+            position = offset + 9
+            end = offset + 5 + size
+        else:
+            raise AMQPDecodeError(f"expected a list, found type code 0x{code:02x}")
+        if end > len(data):
+            raise AMQPDecodeError("truncated AMQP list")
+        items: list[Any] = []
+        append = items.append
+        for _ in range(count):
+            code = data[position]
+            if code == 0x40:
+                append(None)
+                position += 1
+            elif code == 0xA1 or code == 0xA3:
+                size = data[position + 1]
+                start = position + 2
+                position = start + size
+                text = bytes(data[start:position]).decode("utf-8")
+                append(text if code == 0xA1 else Symbol(text))
+            elif code == 0x41 or code == 0x42:
+                append(code == 0x41)
+                position += 1
+            elif code == 0x50 or code == 0x52 or code == 0x53:
+                append(data[position + 1])
+                position += 2
+            elif code == 0x43 or code == 0x44:
+                append(0)
+                position += 1
+            elif code == 0x83:
+                (value,) = _unpack_q(data, position + 1)
+                append(value)
+                position += 9
+            else:
+                value, position = decode(data, position)
+                append(value)
+        if position != end:
+            raise AMQPDecodeError("an AMQP list's size does not match its items")
+        return items, end
+    except (IndexError, struct.error) as exc:
+        raise AMQPDecodeError(f"truncated AMQP list at byte {offset}") from exc
+    except UnicodeDecodeError as exc:
+        raise AMQPDecodeError(f"bad UTF-8 in an AMQP string: {exc.reason}") from exc
