@@ -29,7 +29,7 @@ from ._settings import (
     check_priority,
     check_seconds,
 )
-from ._shield import CleanupTimeout, deadline, shielded
+from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._stats import Counters, QueueStats
 from ._urls import parse_url
 
@@ -206,6 +206,7 @@ class JobQueue:
             raise QueueStateError(
                 f"the queue is {self._state.value}; a JobQueue is opened once", queue=self.name
             )
+        prepare()
         try:
             async with deadline(self.connect_timeout):
                 await self._adapter.open()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["CleanupTimeout", "deadline", "shielded"]
+__all__ = ["CleanupTimeout", "deadline", "prepare", "shielded"]
 
 T = TypeVar("T")
 log = logging.getLogger("amqp1q")
@@ -32,6 +32,13 @@ else:  # pragma: no cover - Python 3.10
         """``asyncio.timeout`` for Python 3.10: raise ``TimeoutError`` after ``seconds``."""
         with anyio.fail_after(seconds):
             yield
+
+
+def prepare() -> None:
+    """Load anyio's backend for the running loop now (an import of tens of milliseconds),
+    not in the middle of the first shielded cleanup."""
+    with anyio.CancelScope():
+        pass
 
 
 class CleanupTimeout(TimeoutError):

@@ -21,6 +21,10 @@ __all__ = ["Pump", "open_pump"]
 
 log = logging.getLogger("amqp1q.proton")
 
+#: Bytes fed to the engine at a time, and how long one read may keep the loop (seconds).
+_SLICE = 8 * 1024
+_READ_BUDGET = 0.001
+
 
 class Pump(asyncio.Protocol):
     """Moves bytes between a socket and an engine; closes the socket once the engine is done."""
@@ -34,6 +38,7 @@ class Pump(asyncio.Protocol):
         self._flush_scheduled = False
         self._write_paused = False
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._backlog: list[bytes] = []
         self.lost = False
         self.done = asyncio.Event()
         engine.wakeup = self._schedule_flush
@@ -46,14 +51,54 @@ class Pump(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self._backlog:  # still working through an earlier read: keep the order
+            self._backlog.append(data)
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Feed the engine a slice at a time; past the time budget, pause reading and finish
+        in a later loop iteration, so one big read never blocks the loop for long."""
+        view = memoryview(data)
+        engine = self.engine
+        deadline = self._loop.time() + _READ_BUDGET
         self._receiving = True
         try:
-            self.engine.receive_data(data)
+            while view:
+                engine.receive_data(view[:_SLICE])
+                view = view[_SLICE:]
+                if view and self._loop.time() > deadline:
+                    self._backlog.append(bytes(view))
+                    if self._transport is not None:
+                        self._transport.pause_reading()
+                    self._loop.call_soon(self._feed_backlog)
+                    break
         finally:
             self._receiving = False
         self.flush()
 
+    def _feed_backlog(self) -> None:
+        if not self._backlog:
+            return
+        data = b"".join(self._backlog)
+        self._backlog.clear()
+        self._feed(data)
+        if not self._backlog and self._transport is not None and not self.lost:
+            self._transport.resume_reading()
+
+    def _feed_all(self) -> None:
+        """Before end of stream: whatever is still in the backlog, at once."""
+        if self._backlog:
+            data = b"".join(self._backlog)
+            self._backlog.clear()
+            self._receiving = True
+            try:
+                self.engine.receive_data(data)
+            finally:
+                self._receiving = False
+
     def eof_received(self) -> bool:
+        self._feed_all()
         self.engine.receive_eof()
         self.flush()
         return False
@@ -65,6 +110,7 @@ class Pump(asyncio.Protocol):
             self._tick_handle.cancel()
             self._tick_handle = None
         if not self.engine.finished:
+            self._feed_all()
             self.engine.receive_eof()
             self.engine.close_output()
             self.engine.process()

@@ -51,7 +51,7 @@ DEAD_LETTER_DESCRIPTION_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-descripti
 _DRAIN_TIMEOUT = 5.0
 #: Where Service Bus (and the embedded broker) put a dead-lettered message's reason.
 _BROKER_DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
-_YIELD_EVERY = 16
+_YIELD_EVERY = 8
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
