@@ -160,15 +160,21 @@ class Engine:
         if self._dirty:
             self.process()
         trans = self._trans
-        pending = lib.pn_transport_pending(trans)
-        if pending <= 0:
+        chunks = []
+        while True:
+            # proton hands its output over a buffer's worth at a time: take all of it.
+            pending = lib.pn_transport_pending(trans)
+            if pending <= 0:
+                break
+            buffer = bytearray(pending)
+            got = lib.pn_transport_peek(trans, ffi.from_buffer(buffer), pending)
+            if got < 0:
+                break
+            lib.pn_transport_pop(trans, pending)
+            chunks.append(buffer)
+        if not chunks:
             return b""
-        buffer = bytearray(pending)
-        got = lib.pn_transport_peek(trans, ffi.from_buffer(buffer), pending)
-        if got < 0:
-            return b""
-        lib.pn_transport_pop(trans, pending)
-        return bytes(buffer)
+        return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
 
     @property
     def output_closed(self) -> bool:
