@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as _ssl
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -46,7 +47,10 @@ class Broker:
     (name -> password) makes it check PLAIN logins (ANONYMOUS stays allowed unless
     ``anonymous=False``); ``strict`` answers ``amqp:not-found`` for queues not declared with
     :meth:`declare` (or ``queues=``); ``max_message_size`` is announced on every link that takes
-    messages and enforced; ``max_frame_size`` bounds incoming frames.
+    messages and enforced; ``max_frame_size`` bounds incoming frames; ``ssl`` (a server
+    :class:`ssl.SSLContext`) serves ``amqps://``, with SASL EXTERNAL for clients whose
+    certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``). ``servicebus=True``
+    emulates Service Bus for azure-servicebus clients (see :meth:`servicebus_connection_string`).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Broker:
         lock_duration: float = DEFAULT_LOCK_DURATION,
         idle_timeout: float | None = None,
         servicebus: bool = False,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -72,6 +77,7 @@ class Broker:
         self.max_frame_size = max_frame_size
         self.lock_duration_ms = int(lock_duration * 1000)
         self.idle_timeout = idle_timeout
+        self.ssl = ssl
         self.default_delay_ms = 0
         self.store = Store(strict=strict, on_schedule=self._schedule)
         for name in queues:
@@ -94,7 +100,9 @@ class Broker:
         if self._server is not None:
             return self
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("amqp1q broker listening on %s:%d", self.host, self.port)
         return self
@@ -127,8 +135,8 @@ class Broker:
 
     @property
     def url(self) -> str:
-        """``amqp://HOST:PORT`` (anonymous), for :meth:`JobQueue.from_url`."""
-        return f"amqp://{self.host}:{self.port}"
+        """``amqp://HOST:PORT`` (``amqps://`` with ``ssl=``), for :meth:`JobQueue.from_url`."""
+        return f"{'amqps' if self.ssl else 'amqp'}://{self.host}:{self.port}"
 
     def url_for(self, user: str) -> str:
         """``amqp://USER:PASSWORD@HOST:PORT`` for one of ``users``."""
@@ -281,6 +289,13 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.broker._connections.add(self)
+        subject = _certificate_subject(transport.get_extra_info("peercert"))
+        if subject is not None:
+            self.sasl = SaslServer(
+                anonymous=self.broker.anonymous,
+                authenticate=self.broker._authenticate,
+                external_user=subject,
+            )
 
     def data_received(self, data: bytes) -> None:
         if self.stalled:
@@ -431,6 +446,17 @@ class _Connection(asyncio.Protocol):
         closed = getattr(role, "closed", None)
         if closed is not None:
             closed()
+
+
+def _certificate_subject(cert: Any) -> str | None:
+    """The common name of a verified client certificate (``None`` without one)."""
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "unnamed"
 
 
 def _refuse(link: Link, condition: Condition) -> None:

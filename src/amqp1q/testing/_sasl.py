@@ -4,7 +4,8 @@ proton's server-side SASL without Cyrus offers no PLAIN, so the embedded broker 
 itself: feed it the client's bytes with :meth:`SaslServer.receive_data`, send what
 :meth:`SaslServer.data_to_send` returns, and once :attr:`SaslServer.done` hand
 :attr:`SaslServer.leftover` (the start of the AMQP layer) to a server :class:`Engine` made
-with ``sasl=False``. Mechanisms: ANONYMOUS and PLAIN.
+with ``sasl=False``. Mechanisms: ANONYMOUS, PLAIN, and EXTERNAL over TLS with a verified
+client certificate.
 """
 
 from __future__ import annotations
@@ -41,9 +42,17 @@ Authenticator = Callable[[str, str], bool]
 class SaslServer:
     """One connection's SASL exchange, server side."""
 
-    def __init__(self, *, anonymous: bool, authenticate: Authenticator | None) -> None:
+    def __init__(
+        self,
+        *,
+        anonymous: bool,
+        authenticate: Authenticator | None,
+        external_user: str | None = None,
+    ) -> None:
         self._anonymous = anonymous
         self._authenticate = authenticate
+        #: The identity TLS established (a verified client certificate): offers EXTERNAL.
+        self._external_user = external_user
         self._input = bytearray()
         self._output = bytearray()
         self._header_seen = False
@@ -59,6 +68,8 @@ class SaslServer:
     @property
     def mechanisms(self) -> list[str]:
         out = []
+        if self._external_user is not None:
+            out.append("EXTERNAL")
         if self._authenticate is not None:
             out.append("PLAIN")
         if self._anonymous:
@@ -120,7 +131,9 @@ class SaslServer:
         fields = performative.value if isinstance(performative.value, list) else []
         mechanism = fields[0] if fields else None
         response = fields[1] if len(fields) > 1 and isinstance(fields[1], bytes) else b""
-        if mechanism == "ANONYMOUS" and self._anonymous:
+        if mechanism == "EXTERNAL" and self._external_user is not None:
+            self._succeed(self._external_user, rest)
+        elif mechanism == "ANONYMOUS" and self._anonymous:
             self._succeed(None, rest)
         elif mechanism == "PLAIN" and self._authenticate is not None:
             parts = response.split(b"\x00")
