@@ -37,8 +37,7 @@ else:  # pragma: no cover - Python 3.10
 def prepare() -> None:
     """Load anyio's backend for the running loop now (an import of tens of milliseconds),
     not in the middle of the first shielded cleanup."""
-    with anyio.CancelScope():
-        pass
+    anyio.get_cancelled_exc_class()  # resolves (imports) the backend of the running loop
 
 
 class CleanupTimeout(TimeoutError):

@@ -49,8 +49,9 @@ class Broker:
     :meth:`declare` (or ``queues=``); ``max_message_size`` is announced on every link that takes
     messages and enforced; ``max_frame_size`` bounds incoming frames; ``ssl`` (a server
     :class:`ssl.SSLContext`) serves ``amqps://``, with SASL EXTERNAL for clients whose
-    certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``). ``servicebus=True``
-    emulates Service Bus for azure-servicebus clients (see :meth:`servicebus_connection_string`).
+    certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``);
+    ``servicebus=True`` emulates Service Bus for azure-servicebus clients (see
+    :meth:`servicebus_connection_string`).
     """
 
     def __init__(
