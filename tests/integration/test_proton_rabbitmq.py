@@ -150,3 +150,26 @@ async def test_event_loop_lag_stays_low_while_consuming_at_full_speed(
     p99 = lags[int(len(lags) * 0.99)]
     assert len(lags) > 50, "the sampler hardly ran: the loop was blocked"
     assert p99 < 0.010, f"event-loop lag p99 {p99 * 1000:.1f} ms over {len(lags)} samples"
+
+
+async def test_rabbitmq_never_sends_past_the_credit(rabbitmq_queue: str) -> None:
+    """RabbitMQ 3.x takes each flow frame as a fresh grant; amqp1q tops credit up only once it
+    is used up, so the broker never over-delivers (it did, by thousands, before)."""
+    n = 3000
+    async with JobQueue.from_url(RABBITMQ_URL, queue=rabbitmq_queue, prefetch=50) as queue:
+        for _ in range(0, n, 1000):
+            await queue.push_many([Job("credit", b"x" * 256) for _ in range(1000)])
+        most_buffered = 0
+        got = 0
+        async with queue.consume() as consumer:
+            receiver = consumer._receiver  # white box: the link's own counters
+            async for job in consumer:
+                most_buffered = max(most_buffered, len(receiver._buffer))
+                await job.ack()
+                got += 1
+                if got == n:
+                    break
+            assert receiver._over == 0
+            assert receiver._received <= receiver._told
+    assert got == n
+    assert most_buffered <= 50

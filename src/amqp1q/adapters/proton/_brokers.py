@@ -90,6 +90,9 @@ class BrokerProfile:
     #: True where a sender attached to a missing queue is accepted and its messages dropped
     #: (RabbitMQ 3.x routes them through the default exchange): probe with a receiver first.
     probe_queues: bool = False
+    #: True where a flow frame's link-credit is taken as a fresh grant, deliveries still in
+    #: flight not deducted (RabbitMQ 3.x): credit is then topped up only once used up.
+    fresh_credit: bool = False
     delay: DelayStyle = DelayStyle.NONE
     dead_letter: DeadLetterStyle = DeadLetterStyle.REJECT
     dead_letter_suffix: str | None = None
@@ -145,6 +148,7 @@ _PROFILES: Final = {
         supports_modified=False,
         supports_drain=False,
         probe_queues=True,
+        fresh_credit=True,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
         dead_letter=DeadLetterStyle.REPUBLISH,
         dead_letter_suffix=".dlq",

@@ -67,8 +67,13 @@ class ProtonReceiver:
         self._drained = asyncio.Event()
         self._closed = False
         self._holding = False
-        self._pending_credit = 0
         self._streak = 0
+        # Credit, counted here rather than read from proton: RabbitMQ 3.x echoes flow frames
+        # whose link-credit proton then adopts, and has been seen sending past the credit.
+        self._granted = 0  # credit the consumer granted, in all
+        self._told = 0  # credit told to the broker, in all
+        self._received = 0  # deliveries taken against that credit, in all
+        self._over = 0  # deliveries beyond the credit (released at once)
 
     async def open(self) -> None:
         adapter = self._adapter
@@ -78,34 +83,44 @@ class ProtonReceiver:
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
         self._link = link
-        if self._pending_credit:
-            link.flow(self._pending_credit)
-            self._pending_credit = 0
+        self._flush_credit(link, force=True)
 
     # -- credit -------------------------------------------------------------------------------
 
     def flow(self, credit: int) -> None:
-        link = self._link
         if self._closed or credit <= 0:
-            return
-        if link is None:
-            self._pending_credit += credit
             return
         if self._holding:
             # After a drain-less pause the old credit still stands: top it up, never past it.
             self._holding = False
             self._event.set()
-            credit = max(0, credit - (link.credit + len(self._buffer) + self._pending_credit))
-        # Batch small top-ups (one per ack) into one flow frame once half the window is used:
-        # each flow costs the broker real work (RabbitMQ 3.x turns it into a basic.credit).
-        self._pending_credit += credit
-        self._flow_pending(link)
+            standing = self._granted - self._received + len(self._buffer)
+            credit = max(0, credit - standing)
+        self._granted += credit
+        link = self._link
+        if link is not None:
+            self._flush_credit(link)
 
-    def _flow_pending(self, link: ReceiverLink) -> None:
-        pending = self._pending_credit
-        if pending and link.credit < pending:
-            self._pending_credit = 0
-            link.flow(pending)
+    def _flush_credit(self, link: ReceiverLink, *, force: bool = False) -> None:
+        """Tell the broker about new credit -- batched: once what it still holds falls below
+        what waits to be told (each flow costs RabbitMQ 3.x a basic.credit)."""
+        waiting = self._granted - self._told
+        if waiting <= 0:
+            return
+        at_broker = self._told - self._received
+        if self._adapter.profile.fresh_credit:
+            # RabbitMQ 3.x takes each flow as a fresh grant, not counting deliveries in flight:
+            # top it up only once its credit is used up, when nothing can be in flight.
+            due = at_broker <= 0
+        else:
+            due = at_broker < waiting  # half the window used: one flow frame per half window
+        if force or due:
+            self._told = self._granted
+            # Set proton's credit to what we mean, not add to it: proton adopts the link-credit
+            # of the broker's flow frames, which RabbitMQ 3.x sends late and out of date.
+            more = (self._told - self._received) - link.credit
+            if more > 0:
+                link.flow(more)
 
     async def drain(self) -> None:
         """Void the credit, wait (bounded) for the broker to confirm, release what is buffered.
@@ -118,7 +133,6 @@ class ProtonReceiver:
         if not self._adapter.profile.supports_drain:
             self._holding = True
             return
-        self._pending_credit = 0
         if link is not None and link.alive and link.drain():
             self._drained.clear()
             try:
@@ -127,6 +141,8 @@ class ProtonReceiver:
                 log.debug(
                     "drain of %r unanswered after %.0f s", self._adapter.address, _DRAIN_TIMEOUT
                 )
+        # The credit is void: start counting afresh (the consumer grants anew on resume).
+        self._granted = self._told = self._received
         self._release_buffered()
 
     def _on_drained(self, _: ReceiverLink) -> None:
@@ -144,10 +160,23 @@ class ProtonReceiver:
     # -- receiving ------------------------------------------------------------------------------
 
     def _on_message(self, delivery: Delivery, payload: bytes) -> None:
+        if self._received >= self._told and not delivery.remote_settled:
+            # Past the credit we gave (a broker bug): back it goes, the prefetch bound holds.
+            self._over += 1
+            if self._over in (1, 100, 10_000):
+                log.warning(
+                    "the broker sent %d deliveries past the credit on %r; released",
+                    self._over,
+                    self._adapter.address,
+                    extra={"queue": self._adapter.queue},
+                )
+            delivery.settle(RELEASED)
+            return
+        self._received += 1
         self._buffer.append((delivery, payload))
         self._event.set()
-        if self._pending_credit and not self._holding:
-            self._flow_pending(delivery.link)
+        if not self._holding:
+            self._flush_credit(delivery.link)
 
     def _on_link_closed(self, _: Link, condition: Condition | None) -> None:
         self._closed = True
