@@ -227,6 +227,7 @@ class ServiceBusEmulation:
         for entry in _items(body["messages"]):
             payload = _text_keys(entry)["message"]
             stored = to_stored(bytes(payload))
+            stored.enqueued_at = max(stored.due_at, now)  # Service Bus: enqueued when due
             queue.put(stored, now)
             numbers.append(stored.sequence)
         self.broker.stats_received += len(numbers)
@@ -320,7 +321,7 @@ class _Responder:
 def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]:
     def closed(link: Link, condition: Condition | None) -> None:
         role = connection.links.pop(link, None)
-        if role is not None:
+        if isinstance(role, (_Requests, _Responder)):
             role.closed()
 
     return closed
