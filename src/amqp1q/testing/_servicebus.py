@@ -38,8 +38,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from cproton_ffi import ffi, lib
-
 from ..adapters.proton._codec import Message, decode_message, encode_message
 from ..adapters.proton._links import (
     ACCEPTED,
@@ -51,7 +49,6 @@ from ..adapters.proton._links import (
     Link,
     ReceiverLink,
     SenderLink,
-    set_condition,
 )
 from ..adapters.proton._types import AMQPDecodeError, Array, Int, Symbol, Timestamp
 from ._links import now_ms, stamp, to_stored
@@ -328,35 +325,16 @@ def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]
 
 
 def _echo_outcomes(broker: Broker, link: SenderLink) -> None:
-    """Settle each delivery with the outcome the client chose (rcv-settle-mode ``second``).
+    """Settle each delivery with the outcome the client chose (rcv-settle-mode ``second``):
+    the SDK reports a settlement unconfirmed otherwise. A delivery whose lock has expired is
+    answered ``rejected`` with ``com.microsoft:message-lock-lost``."""
 
-    The Proton adapter's sender settles a delivery once the peer's outcome arrives, but with no
-    state of its own; the SDK then reports the settlement unconfirmed. This sets the local state
-    to the peer's first (``rejected`` without its error; ``rejected`` with
-    ``com.microsoft:message-lock-lost`` if the lock had already expired), then lets the link's
-    own handling run.
-    """
-    handle_delivery: Callable[[Any], None] = link._on_delivery
+    def refusal(tag: bytes) -> Condition | None:
+        if broker.locks.owner(tag) is None:
+            return Condition(LOCK_LOST, "the message's lock has expired")
+        return None
 
-    def on_delivery(delivery: Any) -> None:
-        state = lib.pn_delivery_remote_state(delivery)
-        if state in _TERMINAL and link.alive and lib.pn_delivery_local_state(delivery) == 0:
-            tag = lib.pn_delivery_tag(delivery)
-            if broker.locks.owner(bytes(ffi.buffer(tag.start, tag.size))) is None:
-                local = lib.pn_disposition_condition(lib.pn_delivery_local(delivery))
-                set_condition(local, Condition(LOCK_LOST, "the message's lock has expired"))
-                state = REJECTED
-            elif state == MODIFIED:
-                local = lib.pn_delivery_local(delivery)
-                remote = lib.pn_delivery_remote(delivery)
-                lib.pn_disposition_set_failed(local, lib.pn_disposition_is_failed(remote))
-                lib.pn_disposition_set_undeliverable(
-                    local, lib.pn_disposition_is_undeliverable(remote)
-                )
-            lib.pn_delivery_update(delivery, state)
-        handle_delivery(delivery)
-
-    link._on_delivery = on_delivery  # type: ignore[method-assign]
+    link.echo_outcomes = refusal
 
 
 def _node(address: str | None) -> str | None:

@@ -270,6 +270,10 @@ class SenderLink(Link):
         self._unsettled: dict[Any, Callable[[DeliveryOutcome], None]] = {}
         #: Set by the owner: called when the peer grants credit.
         self.on_flow: Callable[[SenderLink], None] | None = None
+        #: Settle with the peer's own outcome (a receiver in rcv-settle-mode ``second`` waits
+        #: for the sender to confirm it). Called with the delivery tag first: a condition it
+        #: returns turns the outcome into ``rejected`` with it (a lock that has expired).
+        self.echo_outcomes: Callable[[bytes], Condition | None] | None = None
 
     @property
     def credit(self) -> int:
@@ -313,6 +317,8 @@ class SenderLink(Link):
         state = lib.pn_delivery_remote_state(delivery)
         if state not in _TERMINAL and not lib.pn_delivery_settled(delivery):
             return  # "received" and the like: not an outcome
+        if self.echo_outcomes is not None and state in _TERMINAL:
+            self._echo(delivery, state)
         callback = self._unsettled.pop(delivery, None)
         lib.pn_delivery_settle(delivery)
         self.engine.touch()
@@ -330,6 +336,20 @@ class SenderLink(Link):
         else:
             outcome = DeliveryOutcome(state)
         callback(outcome)
+
+    def _echo(self, delivery: Any, state: int) -> None:
+        assert self.echo_outcomes is not None
+        tag = lib.pn_delivery_tag(delivery)
+        refusal = self.echo_outcomes(bytes(ffi.buffer(tag.start, tag.size)))
+        local = lib.pn_delivery_local(delivery)
+        if refusal is not None:
+            set_condition(lib.pn_disposition_condition(local), refusal)
+            state = REJECTED
+        elif state == MODIFIED:
+            remote = lib.pn_delivery_remote(delivery)
+            lib.pn_disposition_set_failed(local, lib.pn_disposition_is_failed(remote))
+            lib.pn_disposition_set_undeliverable(local, lib.pn_disposition_is_undeliverable(remote))
+        lib.pn_delivery_update(delivery, state)
 
     def _died(self, condition: Condition | None = None) -> None:
         # Outcomes that will never come: the owner fails or re-sends them (on_remote_close).
