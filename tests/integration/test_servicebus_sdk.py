@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from amqp1q import Job, JobQueue
+from amqp1q import AuthenticationFailed, Job, JobQueue
 from amqp1q.testing import Broker
 
 servicebus = pytest.importorskip("azure.servicebus")
@@ -293,3 +293,16 @@ async def test_a_prefetch_burst_over_16_kb_arrives_without_waiting_for_the_clien
             for message in messages:
                 await receiver.complete_message(message)
     assert len(broker.queue(queue)) == 0
+
+
+async def test_plain_amqp_clients_authenticate_with_the_sas_key_over_sasl_plain() -> None:
+    async with Broker(servicebus=True, users={"RootManageSharedAccessKey": "k3y"}) as broker:
+        good = f"amqp://RootManageSharedAccessKey:k3y@127.0.0.1:{broker.port}"
+        async with JobQueue.from_url(good, queue="sas") as queue:
+            await queue.push(Job("with-key", b""))
+        assert len(broker.queue("sas")) == 1
+        bad = JobQueue.from_url(
+            f"amqp://RootManageSharedAccessKey:wrong@127.0.0.1:{broker.port}", queue="sas"
+        )
+        with pytest.raises(AuthenticationFailed):
+            await bad.open()

@@ -108,7 +108,8 @@ class ServiceBusEmulation:
         return True
 
     def _entity(self, connection: _Connection, link: Link) -> bool:
-        if self.broker.users and connection not in self._authorized:
+        plain_key = connection.user is not None and connection.user in self.broker.users
+        if self.broker.users and connection not in self._authorized and not plain_key:
             link.open()
             link.close(
                 Condition("amqp:unauthorized-access", "put a valid token on $cbs before attaching")
