@@ -13,6 +13,7 @@ from amqp1q import (
     Job,
     JobQueue,
     JobTooLarge,
+    PushTimeout,
     QueueNotFound,
 )
 from amqp1q.adapters.proton._types import Described, ULong, encode
@@ -161,3 +162,16 @@ async def test_restart_keeps_queue_contents() -> None:
                 assert [j.payload for j in got] == [0, 1, 2]
                 for job in got:
                     await job.ack()
+
+
+async def test_a_stalled_broker_gives_push_timeout_and_close_does_not_hang() -> None:
+    async with Broker() as broker:
+        queue = JobQueue.from_url(broker.url, queue="q", close_timeout=1)
+        await queue.open()
+        await queue.push(Job("before", b""))
+        broker.stall()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PushTimeout):
+            await queue.push(Job("during", b""), timeout=1)
+        await queue.close()
+        assert asyncio.get_running_loop().time() - started < 5
