@@ -175,3 +175,14 @@ async def test_a_stalled_broker_gives_push_timeout_and_close_does_not_hang() -> 
             await queue.push(Job("during", b""), timeout=1)
         await queue.close()
         assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_heartbeats_keep_an_idle_connection_open() -> None:
+    # The broker drops a connection silent for 0.5 s; the client's ticks send empty frames.
+    async with Broker(idle_timeout=0.5) as broker:
+        async with JobQueue.from_url(broker.url, queue="idle") as queue:
+            await queue.push(Job("first", b""))
+            await asyncio.sleep(2.0)
+            assert broker.connection_count == 1
+            await queue.push(Job("after-idle", b""))
+        assert len(broker.queue("idle")) == 2
