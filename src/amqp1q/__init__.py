@@ -41,7 +41,7 @@ from ._errors import (
     UnsupportedFeature,
 )
 from ._job import Headers, Job, Receipt
-from ._policy import RetryPolicy
+from ._policy import ReconnectPolicy, RetryPolicy
 from ._queue import JobQueue
 from ._received import Processing, ReceivedJob
 from ._settings import TLSConfig
@@ -80,6 +80,7 @@ __all__ = [
     "Receipt",
     "ReceivedJob",
     "Receiver",
+    "ReconnectPolicy",
     "RetryPolicy",
     "Settlement",
     "SettlementError",

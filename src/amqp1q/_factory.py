@@ -6,6 +6,7 @@ import attrs
 
 from ._adapter import Adapter
 from ._errors import InvalidSetting, UnsupportedFeature
+from ._policy import ReconnectPolicy
 from ._settings import TLSConfig
 from ._urls import AmqpEndpoint, Endpoint, MemoryEndpoint, ServiceBusEndpoint
 
@@ -25,6 +26,8 @@ class AdapterOptions:
     broker: str | None = None
     connect_timeout: float = 10.0
     max_message_size: int | None = None
+    #: None: a lost connection is not re-dialled (the queue fails with ConnectionLost).
+    reconnect: ReconnectPolicy | None = attrs.field(factory=ReconnectPolicy)
 
     def given(self) -> list[str]:
         """Names of the network options set (those that mean nothing to ``memory://``)."""
@@ -77,6 +80,17 @@ def _proton_adapter(endpoint: AmqpEndpoint, options: AdapterOptions, name: str) 
 def _servicebus_adapter(
     endpoint: ServiceBusEndpoint, options: AdapterOptions, name: str
 ) -> Adapter:
-    raise UnsupportedFeature(
-        f"{endpoint.display}: the Service Bus adapter is not in this version yet", queue=name
-    )
+    unused = [
+        option
+        for option in ("tls", "exchange", "routing_key", "broker")
+        if getattr(options, option) is not None
+    ]
+    if unused:
+        raise UnsupportedFeature(
+            f"{endpoint.display}: Service Bus takes no {', '.join(unused)} "
+            "(TLS is always on outside the emulator; queues are entities, not exchanges)",
+            queue=name,
+        )
+    from .adapters.servicebus import ServiceBusAdapter
+
+    return ServiceBusAdapter(endpoint, name)

@@ -10,7 +10,7 @@ import attrs
 
 from ._errors import InvalidSetting
 
-__all__ = ["RetryPolicy"]
+__all__ = ["ReconnectPolicy", "RetryPolicy"]
 
 
 def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -65,3 +65,34 @@ class RetryPolicy:
     def exhausted(self, attempt: int) -> bool:
         """True when a failure on ``attempt`` should dead-letter the job rather than retry it."""
         return attempt >= self.max_attempts
+
+
+def _optional_positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _positive_int(_, attribute, value)
+
+
+@attrs.frozen(slots=True)
+class ReconnectPolicy:
+    """How a lost connection is re-dialled: exponential backoff with full jitter.
+
+    Attempt ``n`` waits a random time in ``[0, min(max_delay, initial_delay * multiplier **
+    (n - 1))]`` first. ``max_attempts=None`` retries forever. Links and consumers are
+    re-attached; pushes whose outcome was lost are re-sent with the same message-id when
+    ``resend_pushes`` (at-least-once; the broker may then hold a duplicate), or fail with
+    :class:`~amqp1q.ConnectionLost`. The *first* connect is not retried: it fails fast.
+    """
+
+    initial_delay: float = attrs.field(default=0.1, validator=_non_negative)
+    max_delay: float = attrs.field(default=5.0, validator=_non_negative)
+    multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
+    max_attempts: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    resend_pushes: bool = True
+
+    def backoff(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait before re-dial ``attempt`` (from 1)."""
+        try:
+            step = self.initial_delay * self.multiplier ** (max(attempt, 1) - 1)
+        except OverflowError:
+            step = self.max_delay
+        return (rng or random).uniform(0, min(self.max_delay, step))

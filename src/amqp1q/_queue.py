@@ -21,7 +21,7 @@ from ._errors import (
 )
 from ._factory import AdapterOptions, make_adapter
 from ._job import Job, Receipt
-from ._policy import RetryPolicy
+from ._policy import ReconnectPolicy, RetryPolicy
 from ._settings import (
     TLSConfig,
     check_bool,
@@ -121,6 +121,7 @@ class JobQueue:
         close_timeout: float = 10.0,
         settle_timeout: float = 10.0,
         max_message_size: int | None = None,
+        reconnect: ReconnectPolicy | bool = True,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -134,6 +135,8 @@ class JobQueue:
         ``address=`` is used verbatim. Without either, the URL path (or ``EntityPath``) is the
         queue. ``exchange``/``routing_key`` publish through a RabbitMQ exchange; ``broker``
         overrides broker detection (``"rabbitmq3"``, ``"rabbitmq4"``, ``"artemis"``, ...).
+        ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; ``True`` for the default, ``False``
+        for none) re-dials a lost connection and re-attaches consumers (``amqp://``).
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -151,6 +154,7 @@ class JobQueue:
                 if max_message_size is None
                 else check_positive_int("max_message_size", max_message_size)
             ),
+            reconnect=_reconnect_policy(reconnect),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(
@@ -197,6 +201,14 @@ class JobQueue:
     def stats(self) -> QueueStats:
         """Client-side counts since the queue was opened (see :class:`QueueStats`)."""
         return self._counters.snapshot()
+
+    def health(self) -> str:
+        """``unopened``, ``connected``, ``reconnecting`` (a lost connection is being
+        re-dialled), ``failed`` (re-dialling gave up) or ``closed`` -- for readiness probes."""
+        if self._state is not _State.OPEN:
+            return "unopened" if self._state is _State.UNOPENED else "closed"
+        state = getattr(self._adapter, "state", "connected")
+        return str(state)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -434,3 +446,13 @@ def _optional_str(name: str, value: object) -> str | None:
     if not isinstance(value, str) or not value:
         raise InvalidSetting(f"{name} must be a non-empty str, got {value!r}")
     return value
+
+
+def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
+    if isinstance(value, ReconnectPolicy):
+        return value
+    if value is True:
+        return ReconnectPolicy()
+    if value is False:
+        return None
+    raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")

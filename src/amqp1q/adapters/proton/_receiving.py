@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..._adapter import Incoming, Outcome, Settlement
-from ..._errors import DeliveryStale, QueueStateError
+from ..._errors import Amqp1qError, DeliveryStale, QueueStateError
 from ..._job import RESERVED_HEADER_PREFIX, Headers, Job
 from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle
 from ._codec import AMQPDecodeError, decode_message
@@ -67,6 +67,8 @@ class ProtonReceiver:
         self._drained = asyncio.Event()
         self._closed = False
         self._holding = False
+        self._opened = False
+        self._failure: Amqp1qError | None = None
         self._streak = 0
         # Credit, counted here rather than read from proton: RabbitMQ 3.x echoes flow frames
         # whose link-credit proton then adopts, and has been seen sending past the credit.
@@ -83,6 +85,7 @@ class ProtonReceiver:
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
         self._link = link
+        self._opened = True
         self._flush_credit(link, force=True)
 
     # -- credit -------------------------------------------------------------------------------
@@ -179,10 +182,20 @@ class ProtonReceiver:
             self._flush_credit(delivery.link)
 
     def _on_link_closed(self, _: Link, condition: Condition | None) -> None:
-        self._closed = True
-        self._buffer.clear()  # unsettled deliveries on a dead link: the broker redelivers them
-        self._event.set()
+        # Deliveries buffered on a dead link were never handed out: the broker redelivers them,
+        # and the credit they used is owed again.
+        self._received -= len(self._buffer)
+        self._buffer.clear()
+        self._link = None
         self._drained.set()
+        # Whether the connection is being re-dialled is known once this callback chain ends.
+        asyncio.get_running_loop().call_soon(self._after_link_closed, condition)
+
+    def _after_link_closed(self, condition: Condition | None) -> None:
+        if self._link is not None or (not self._closed and self._adapter.state == "reconnecting"):
+            return  # re-attached already, or will be
+        self._closed = True
+        self._event.set()
         if condition is not None:
             log.warning(
                 "the broker closed the receiver on %r: %s",
@@ -191,13 +204,37 @@ class ProtonReceiver:
                 extra={"queue": self._adapter.queue},
             )
 
+    async def reattach(self) -> None:
+        """After a reconnect: a new link, granted the credit the consumer still has out."""
+        if self._closed:
+            return
+        adapter = self._adapter
+        link = await adapter.connection.attach_receiver(adapter.address, settled=self._auto_ack)
+        link.on_message = self._on_message
+        link.on_remote_close = self._on_link_closed
+        link.on_drained = self._on_drained
+        self._link = link
+        self._told = self._received  # a new link starts with no credit
+        if not self._holding:
+            self._flush_credit(link, force=True)
+
+    def connection_failed(self, error: Amqp1qError) -> None:
+        """The supervisor gave up: the consumer's next receive raises ``error``."""
+        self._failure = error
+        self._closed = True
+        self._buffer.clear()
+        self._event.set()
+        self._drained.set()
+
     async def receive(self) -> Incoming | None:
-        if self._link is None:
+        if self._link is None and not self._opened:
             raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
         buffer = self._buffer
         event = self._event
         while not buffer or self._holding:
             if self._closed:
+                if self._failure is not None:
+                    raise self._failure
                 return None
             event.clear()
             self._streak = 0
@@ -308,6 +345,7 @@ class ProtonReceiver:
 
     async def close(self) -> None:
         if self._closed and self._link is None:
+            self._adapter.forget_receiver(self)
             return
         self._closed = True
         self._release_buffered()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -22,6 +23,7 @@ from ..._errors import (
 )
 from ..._factory import AdapterOptions
 from ..._job import Job, Receipt
+from ..._policy import ReconnectPolicy
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
@@ -69,6 +71,11 @@ class ProtonAdapter:
         self._senders: dict[str, Sender] = {}
         self._opening_senders: dict[str, asyncio.Future[Sender]] = {}
         self._receivers: set[ProtonReceiver] = set()
+        self._container_id = options.container_id or f"amqp1q-{uuid.uuid4()}"
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._gave_up: Amqp1qError | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
         if options.tls is not None and endpoint.scheme != "amqps":
             raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
         if options.routing_key is not None and options.exchange is None:
@@ -112,6 +119,28 @@ class ProtonAdapter:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        connection = self._new_connection()
+        self._connection = connection
+        await connection.open()
+        if self._profile is None:
+            self._profile = detect(connection.remote_properties, self._endpoint.host)
+        profile = self._profile
+        if self._dead_letters_of is not None:
+            dlq = profile.dead_letter_queue(self._dead_letters_of)
+            if dlq is None:
+                raise UnsupportedFeature(
+                    f"{profile.product} has no dead-letter queue amqp1q knows how to read; "
+                    "consume it by its address with JobQueue.from_url(..., address=...)",
+                    queue=self._dead_letters_of,
+                )
+            self._queue = dlq
+        if self._address is None:
+            self._address = profile.queue_address(self._queue)
+        self._watch(connection)
+        self._connected.set()
+        log.debug("connected to %s (%s)", self._endpoint.display, profile.product)
+
+    def _new_connection(self) -> ClientConnection:
         endpoint = self._endpoint
         options = self._options
         user = endpoint.username
@@ -128,12 +157,12 @@ class ProtonAdapter:
                 "sending a password to %s without TLS; use amqps:// outside a trusted network",
                 endpoint.display,
             )
-        connection = ClientConnection(
+        return ClientConnection(
             host=endpoint.host,
             port=endpoint.port,
             ssl_context=_ssl_context(tls) if tls is not None else None,
             server_hostname=(tls.server_hostname or endpoint.host) if tls is not None else None,
-            container_id=options.container_id or f"amqp1q-{uuid.uuid4()}",
+            container_id=self._container_id,
             user=user,
             password=password,
             mechanisms=mechanisms,
@@ -142,25 +171,106 @@ class ProtonAdapter:
             properties={"product": "amqp1q", "version": __version__},
             queue=self._queue,
         )
-        self._connection = connection
-        await connection.open()
-        if self._profile is None:
-            self._profile = detect(connection.remote_properties, endpoint.host)
-        profile = self._profile
-        if self._dead_letters_of is not None:
-            dlq = profile.dead_letter_queue(self._dead_letters_of)
-            if dlq is None:
-                raise UnsupportedFeature(
-                    f"{profile.product} has no dead-letter queue amqp1q knows how to read; "
-                    "consume it by its address with JobQueue.from_url(..., address=...)",
-                    queue=self._dead_letters_of,
+
+    # -- the supervisor: re-dial a lost connection ----------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``connected``, ``reconnecting``, ``failed`` or ``closed``."""
+        if self._closing:
+            return "closed"
+        if self._gave_up is not None:
+            return "failed"
+        return "connected" if self._connected.is_set() else "reconnecting"
+
+    def _watch(self, connection: ClientConnection) -> None:
+        connection.on_lost(self._lost)
+
+    def _lost(self, error: Amqp1qError) -> None:
+        self._connected.clear()
+        for sender in self._senders.values():
+            sender.fail(error)
+        self._senders.clear()
+        policy = self._options.reconnect
+        if self._closing or policy is None:
+            self._give_up(error)
+            return
+        log.warning(
+            "lost the connection to %s (%s); reconnecting",
+            self._endpoint.display,
+            error,
+            extra={"queue": self._queue},
+        )
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(policy))
+
+    async def _reconnect(self, policy: ReconnectPolicy) -> None:
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            if policy.max_attempts is not None and attempt > policy.max_attempts:
+                self._give_up(
+                    ConnectionLost(
+                        f"could not reconnect to {self._endpoint.display} "
+                        f"in {policy.max_attempts} attempts",
+                        queue=self._queue,
+                    )
                 )
-            self._queue = dlq
-        if self._address is None:
-            self._address = profile.queue_address(self._queue)
-        log.debug("connected to %s (%s)", endpoint.display, profile.product)
+                return
+            await asyncio.sleep(policy.backoff(attempt))
+            connection = self._new_connection()
+            try:
+                await asyncio.wait_for(connection.open(), self._options.connect_timeout)
+            except (Amqp1qError, asyncio.TimeoutError) as exc:
+                connection.abort()
+                log.info("reconnect attempt %d to %s failed: %s", attempt, self.display, exc)
+                continue
+            self._connection = connection
+            self._watch(connection)
+            try:
+                for receiver in list(self._receivers):
+                    await receiver.reattach()
+            except Amqp1qError as exc:
+                log.warning("re-attaching consumers after reconnect failed: %s", exc)
+                connection.abort()
+                continue
+            if connection.failure is not None:
+                continue
+            self._connected.set()
+            log.warning(
+                "reconnected to %s after %d attempt(s)",
+                self._endpoint.display,
+                attempt,
+                extra={"queue": self._queue},
+            )
+            return
+
+    def _give_up(self, error: Amqp1qError) -> None:
+        self._gave_up = error
+        self._connected.set()  # wake waiters: they find the failure
+        for receiver in list(self._receivers):
+            receiver.connection_failed(error)
+
+    async def wait_connected(self) -> ClientConnection:
+        """The live connection, once there is one (raise if the supervisor gave up)."""
+        while True:
+            await self._connected.wait()
+            if self._gave_up is not None:
+                raise self._gave_up
+            if self._closing:
+                raise QueueStateError("the queue is closed", queue=self._queue)
+            connection = self._connection
+            if connection is not None and connection.failure is None:
+                return connection
+            self._connected.clear()
 
     async def close(self) -> None:
+        self._closing = True
+        self._connected.set()
+        task = self._reconnecting
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for receiver in list(self._receivers):
             await receiver.close()
         for sender in self._senders.values():
@@ -174,7 +284,7 @@ class ProtonAdapter:
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(jobs)
-        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        waiting: list[tuple[int, bytes, str, asyncio.Future[Any]]] = []
         target = self._push_address()
         for index, job in enumerate(jobs):
             if index % _YIELD_EVERY == _YIELD_EVERY - 1:
@@ -184,25 +294,14 @@ class ProtonAdapter:
                 payload, address = self._encode(
                     job, default_priority, target, attempt=1, extra=None
                 )
-                sender = await self._sender(address)
-                limit = sender.max_message_size
-                if limit and len(payload) > limit:
-                    raise JobTooLarge(
-                        f"the job encodes to {len(payload)} bytes; "
-                        f"the broker takes at most {limit} on this link",
-                        queue=self._queue,
-                        address=address,
-                        job_id=job.id,
-                    )
-                await sender.wait_for_room()
-                waiting.append((index, sender.send(payload)))
+                waiting.append((index, payload, address, await self._send_one(payload, address)))
             except Amqp1qError as exc:
                 exc.job_id = exc.job_id or job.id
                 results[index] = _push_error(exc, job)
-        for index, future in waiting:
+        for index, payload, address, future in waiting:
             job = jobs[index]
             try:
-                outcome = await future
+                outcome = await self._outcome(future, payload, address)
             except Amqp1qError as exc:
                 results[index] = _push_error(exc, job)
                 continue
@@ -215,6 +314,52 @@ class ProtonAdapter:
             assert result is not None, "every job has a result by now"
             done.append(result)
         return done
+
+    async def _send_one(self, payload: bytes, address: str) -> asyncio.Future[Any]:
+        """Hand ``payload`` to the sender for ``address``; its future resolves with the outcome.
+        Waits out a reconnect (the facade's push timeout bounds the wait)."""
+        while True:
+            try:
+                sender = await self._sender(address)
+                limit = sender.max_message_size
+                if limit and len(payload) > limit:
+                    raise JobTooLarge(
+                        f"the job encodes to {len(payload)} bytes; "
+                        f"the broker takes at most {limit} on this link",
+                        queue=self._queue,
+                        address=address,
+                    )
+                await sender.wait_for_room()
+                return sender.send(payload)
+            except ConnectionLost:  # noqa: PERF203 - the retry loop itself
+                if not self._may_resend():
+                    raise
+
+    async def _outcome(self, future: asyncio.Future[Any], payload: bytes, address: str) -> Any:
+        """The broker's outcome; if the connection died first, the same bytes (same
+        message-id) go again once it is back -- at-least-once, as the policy allows."""
+        while True:
+            try:
+                return await future
+            except ConnectionLost:  # noqa: PERF203 - the retry loop itself
+                if not self._may_resend():
+                    raise
+                future = await self._send_one(payload, address)
+
+    def _may_resend(self) -> bool:
+        """Only for a connection that dropped (a link the broker refused is not retried)."""
+        policy = self._options.reconnect
+        connection = self._connection
+        dropped = not self._connected.is_set() or (
+            connection is not None and connection.failure is not None
+        )
+        return (
+            dropped
+            and policy is not None
+            and policy.resend_pushes
+            and self._gave_up is None
+            and not self._closing
+        )
 
     async def republish(
         self, job: Job, queue: str, *, attempt: int, extra_properties: Mapping[str, Any]
@@ -277,7 +422,7 @@ class ProtonAdapter:
         future: asyncio.Future[Sender] = asyncio.get_running_loop().create_future()
         self._opening_senders[address] = future
         try:
-            connection = self.connection
+            connection = await self.wait_connected()
             profile = self.profile
             if profile.probe_queues and address.startswith(profile.queue_prefix):
                 # A receiver with no credit takes nothing, but is refused if the queue is missing.
