@@ -24,6 +24,8 @@ class Backend:
     name = "abstract"
     #: Retry delays and ``delay`` are honoured to within this many seconds.
     timing_slack = 0.05
+    #: The broker orders jobs by priority (Azure Service Bus has no priority).
+    supports_priority = True
 
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:12]
@@ -108,16 +110,60 @@ class EmbeddedBackend(Backend):
         await self.broker.stop()
 
 
+class ServiceBusBackend(Backend):
+    """The embedded broker emulating Service Bus, through the Service Bus adapter (the Azure
+    SDK over real TCP, ``UseDevelopmentEmulator=true``); one broker per test."""
+
+    name = "servicebus"
+    timing_slack = 0.05
+    supports_priority = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        pytest.importorskip("azure.servicebus", reason="needs amqp1q[azure]")
+        from amqp1q.testing import Broker
+
+        self.broker = Broker(servicebus=True)
+        self._started = False
+
+    async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
+        if not self._started:
+            await self.broker.start()
+            self._started = True
+        url = self.broker.servicebus_connection_string(self.queue_name(name))
+        return JobQueue.from_url(url, **settings)
+
+    async def cleanup(self) -> None:
+        await self.broker.stop()
+
+
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "rabbitmq": RabbitMQBackend,
     "embedded": EmbeddedBackend,
+    "servicebus": ServiceBusBackend,
+}
+
+#: Tests that need a capability some backends lack: test name -> (Backend flag, why it is off).
+REQUIRES: dict[str, tuple[str, str]] = {
+    "test_higher_priority_first_fifo_within": (
+        "supports_priority",
+        "the broker has no message priority",
+    ),
+    "test_queue_default_priority_applies_to_jobs_without_one": (
+        "supports_priority",
+        "the broker has no message priority",
+    ),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    instance = BACKENDS[request.param]()
+    cls = BACKENDS[request.param]
+    needed = REQUIRES.get(request.function.__name__)
+    if needed is not None and not getattr(cls, needed[0]):
+        pytest.skip(f"{cls.name}: {needed[1]} ({needed[0]} = False)")
+    instance = cls()
     try:
         yield instance
     finally:

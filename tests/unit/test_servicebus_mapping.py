@@ -1,0 +1,132 @@
+"""Job <-> ServiceBusMessage mapping of the Service Bus adapter, without a network."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+pytest.importorskip("azure.servicebus")
+
+from azure.servicebus import ServiceBusMessage
+
+from amqp1q import InvalidSetting, Job, JobQueue, UnsupportedFeature
+from amqp1q.adapters.servicebus import (
+    ATTEMPT_PROPERTY,
+    ServiceBusAdapter,
+    to_incoming,
+    to_message,
+)
+
+CONNECTION_STRING = (
+    "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=Root;SharedAccessKey=s3cret;"
+    "UseDevelopmentEmulator=true;EntityPath=jobs"
+)
+
+
+def test_a_job_becomes_a_message_with_id_subject_and_properties() -> None:
+    job = Job("resize", {"w": 640}, headers={"tenant": "acme", "traceparent": "00-ab-cd-01"})
+    message = to_message(job)
+    assert message.message_id == job.id
+    assert message.subject == "resize"
+    assert message.content_type == "application/json"
+    assert message.application_properties == {"tenant": "acme", "traceparent": "00-ab-cd-01"}
+    assert b"".join(message.body) == b'{"w":640}'
+    assert message.scheduled_enqueue_time_utc is None
+
+
+def test_attempt_rides_in_a_reserved_property_only_after_the_first() -> None:
+    assert to_message(Job("x")).application_properties is None
+    message = to_message(Job("x"), attempt=3)
+    assert message.application_properties == {ATTEMPT_PROPERTY: 3}
+
+
+def test_a_scheduled_message_carries_its_enqueue_time() -> None:
+    due = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert to_message(Job("x"), scheduled_at=due).scheduled_enqueue_time_utc == due
+
+
+def test_round_trip_keeps_name_id_body_headers_and_counts_the_attempt() -> None:
+    job = Job("send", b"\x00raw\xff", headers={"k": "v", "Diagnostic-Id": "00-1-2-01"})
+    incoming = to_incoming(to_message(job, attempt=2))
+    assert (incoming.id, incoming.name, incoming.body) == (job.id, "send", b"\x00raw\xff")
+    assert dict(incoming.headers) == {"k": "v", "Diagnostic-Id": "00-1-2-01"}
+    assert incoming.attempt == 2
+    assert incoming.decode_error is None
+
+
+def test_sdk_bytes_are_decoded_to_text_and_broker_fields_taken_out() -> None:
+    token = uuid.uuid4()
+    message = ServiceBusMessage(
+        b"body",
+        message_id="m-1",
+        subject="job",
+        application_properties={
+            b"tenant": b"acme",
+            b"count": 7,
+            b"flag": True,
+            b"id": token,
+            b"DeadLetterReason": b"bad",
+            b"DeadLetterErrorDescription": b"field x",
+            ATTEMPT_PROPERTY.encode(): 4,
+            b"x-amqp1q-other": b"ignored",
+        },
+    )
+    incoming = to_incoming(message)
+    assert dict(incoming.headers) == {
+        "tenant": "acme",
+        "count": "7",
+        "flag": "true",
+        "id": str(token),
+    }
+    assert (incoming.dead_letter_reason, incoming.dead_letter_description) == ("bad", "field x")
+    assert incoming.attempt == 4
+    assert incoming.priority is None
+
+
+def test_a_property_with_no_text_form_is_reported_not_dropped_silently() -> None:
+    message = ServiceBusMessage(b"x", application_properties={b"blob": b"\xff\xfe"})
+    incoming = to_incoming(message)
+    assert "blob" not in incoming.headers
+    assert incoming.decode_error is not None
+    assert "blob" in incoming.decode_error
+
+
+def test_from_url_picks_the_service_bus_adapter_and_hides_the_key() -> None:
+    queue = JobQueue.from_url(CONNECTION_STRING)
+    assert isinstance(queue.adapter, ServiceBusAdapter)
+    assert queue.name == "jobs"
+    assert "s3cret" not in queue.url
+    assert "s3cret" not in repr(queue)
+    assert JobQueue.from_url(CONNECTION_STRING, queue="other").name == "other"
+
+
+def test_network_settings_that_mean_nothing_to_service_bus_are_refused() -> None:
+    with pytest.raises(UnsupportedFeature, match="exchange"):
+        JobQueue.from_url(CONNECTION_STRING, exchange="x")
+
+
+def test_the_adapter_needs_a_queue_and_a_way_to_connect() -> None:
+    with pytest.raises(InvalidSetting):
+        ServiceBusAdapter()
+    with pytest.raises(InvalidSetting, match="queue"):
+        ServiceBusAdapter.from_connection_string(CONNECTION_STRING.replace(";EntityPath=jobs", ""))
+    with pytest.raises(InvalidSetting, match="credential"):
+        ServiceBusAdapter.from_credential("ns.servicebus.windows.net", object(), "jobs")
+
+
+def test_importing_without_the_extra_names_it() -> None:
+    code = (
+        "import sys; sys.modules['azure.servicebus'] = None\n"
+        "try:\n"
+        "    import amqp1q.adapters.servicebus\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert 'pip install "amqp1q[azure]"' in out
