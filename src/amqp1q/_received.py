@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
-from ._errors import PayloadError
+from ._errors import LockLost, PayloadError
 from ._job import Headers, Job
 from ._payload import decode_payload
 
@@ -174,13 +175,20 @@ class ReceivedJob:
 class Processing:
     """The context manager :meth:`ReceivedJob.process` returns."""
 
-    __slots__ = ("_job", "_reraise")
+    __slots__ = ("_guard", "_job", "_reraise")
 
     def __init__(self, job: ReceivedJob, reraise: bool) -> None:
         self._job = job
         self._reraise = reraise
+        self._guard: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> ReceivedJob:
+        # An adapter whose deliveries can be lost while in hand (a Service Bus lock that could
+        # not be renewed) offers a guard: it cancels the block and raises LockLost.
+        guard = getattr(self._job._incoming.token, "guard", None)
+        if callable(guard):
+            self._guard = guard()
+            await self._guard.__aenter__()
         return self._job
 
     async def __aexit__(
@@ -191,6 +199,16 @@ class Processing:
     ) -> bool:
         job = self._job
         consumer = job._consumer
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            try:
+                await guard.__aexit__(exc_type, exc, tb)
+            except LockLost:
+                # Nothing can be settled any more: the broker takes the job back by itself.
+                if not job.settled:
+                    job._mark(Outcome.RELEASE)
+                    consumer._left_hand()
+                raise
         if exc is None:
             if not job.settled:
                 await consumer.settle(job, ACK)

@@ -28,7 +28,7 @@ servicebus = pytest.importorskip("azure.servicebus")
 from azure.core.credentials import AccessToken  # noqa: E402
 from azure.servicebus.aio import ServiceBusClient  # noqa: E402
 
-from amqp1q.adapters.servicebus import ServiceBusAdapter, lock_scope  # noqa: E402
+from amqp1q.adapters.servicebus import ServiceBusAdapter  # noqa: E402
 
 pytestmark = [pytest.mark.anyio]
 
@@ -282,7 +282,7 @@ async def test_a_handler_running_three_lock_durations_completes_without_lock_los
             async with queue.consume() as consumer:
                 job = await consumer.receive(timeout=5)
                 assert job is not None
-                async with job.process(reraise=True), lock_scope(job):
+                async with job.process(reraise=True):
                     await anyio.sleep(3.0)  # three times the lock duration
                 assert job.outcome is Outcome.ACK
                 assert await consumer.receive(timeout=1.5) is None  # not redelivered
@@ -301,7 +301,7 @@ async def test_a_refused_renewal_cancels_the_handler_with_lock_lost_and_the_job_
                 broker.locks.clear()  # the broker forgets every lock: renewals are refused
                 started = time.monotonic()
                 with pytest.raises(LockLost) as info:
-                    async with job.process(), lock_scope(job):
+                    async with job.process():  # cancelled when the lock is lost
                         await anyio.sleep(30)
                 assert time.monotonic() - started < 5
                 assert info.value.job_id == pushed.job_id

@@ -34,6 +34,7 @@ import math
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Protocol
 
 import anyio
@@ -901,6 +902,10 @@ class _Delivery:
         self.scopes: set[anyio.CancelScope] = set()
         self.incoming: Incoming | None = None
 
+    def guard(self) -> AbstractAsyncContextManager[None]:
+        """For ``job.process()``: cancel the handler and raise LockLost if the lock is lost."""
+        return lock_scope(self.incoming)
+
     def locked_until(self, until: datetime.datetime | None, now: float) -> None:
         """Note the lock's end (broker time) and when to renew it: at half its span."""
         if until is None:
@@ -1290,7 +1295,7 @@ async def lock_scope(job: Any) -> AsyncIterator[None]:
 
     ::
 
-        async with job.process(), lock_scope(job):
+        async with job.process():          # job.process() does this by itself
             await handle(job)
 
     If renewing the lock fails (or the job outlives ``max_lock_renewal``), the block is
