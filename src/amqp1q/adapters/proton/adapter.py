@@ -42,6 +42,11 @@ log = logging.getLogger("amqp1q.proton")
 #: Messages in flight (sent, outcome unknown) per sender link.
 DEFAULT_WINDOW: Final = 1000
 CLOSE_TIMEOUT: Final = 5.0
+#: Link or connection conditions that say "not your fault": the outcome of what was in flight is
+#: unknown, and it is sent again once the link is back.
+_FORCED: Final = frozenset(
+    {None, "amqp:connection:forced", "amqp:link:detach-forced", "amqp:internal-error"}
+)
 #: A long push_many gives the event loop a turn after this many jobs.
 _YIELD_EVERY: Final = 32
 
@@ -331,8 +336,8 @@ class ProtonAdapter:
                     )
                 await sender.wait_for_room()
                 return sender.send(payload)
-            except ConnectionLost:  # noqa: PERF203 - the retry loop itself
-                if not self._may_resend():
+            except ConnectionLost as exc:  # noqa: PERF203 - the retry loop itself
+                if not self._may_resend(exc):
                     raise
 
     async def _outcome(self, future: asyncio.Future[Any], payload: bytes, address: str) -> Any:
@@ -341,18 +346,22 @@ class ProtonAdapter:
         while True:
             try:
                 return await future
-            except ConnectionLost:  # noqa: PERF203 - the retry loop itself
-                if not self._may_resend():
+            except ConnectionLost as exc:  # noqa: PERF203 - the retry loop itself
+                if not self._may_resend(exc):
                     raise
                 future = await self._send_one(payload, address)
 
-    def _may_resend(self) -> bool:
-        """Only for a connection that dropped (a link the broker refused is not retried)."""
+    def _may_resend(self, error: ConnectionLost) -> bool:
+        """For a connection that dropped, or a link the broker closed without blaming the
+        message (RabbitMQ detaches links first when it stops); not for a refused attach or a
+        link closed over what was sent."""
         policy = self._options.reconnect
         connection = self._connection
         dropped = not self._connected.is_set() or (
             connection is not None and connection.failure is not None
         )
+        if error.condition in _FORCED:
+            dropped = True
         return (
             dropped
             and policy is not None
