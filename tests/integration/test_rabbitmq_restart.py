@@ -59,6 +59,7 @@ async def test_stop_app_and_start_app_mid_run_lose_nothing(rabbitmq_queue: str) 
     push_errors = 0
     kinds: set[str] = set()
     before = asyncio.all_tasks()
+    two_thousand = asyncio.Event()
 
     async with JobQueue.from_url(
         RABBITMQ_URL, queue=rabbitmq_queue, prefetch=100, reconnect=policy, push_timeout=60
@@ -81,6 +82,8 @@ async def test_stop_app_and_start_app_mid_run_lose_nothing(rabbitmq_queue: str) 
                 async for job in consumer:
                     consumed.append(job.id)
                     consumed_at.append(time.monotonic())
+                    if len(consumed) == 2000:
+                        two_thousand.set()
                     try:
                         await job.ack()
                     except Amqp1qError:
@@ -90,8 +93,7 @@ async def test_stop_app_and_start_app_mid_run_lose_nothing(rabbitmq_queue: str) 
 
         producer = asyncio.create_task(produce())
         consumer = asyncio.create_task(consume())
-        while len(consumed) < 2000:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(two_thousand.wait(), 60)
         await _rabbitmqctl("stop_app")
         await asyncio.sleep(1.0)
         await _rabbitmqctl("start_app")
