@@ -406,7 +406,15 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
     if message.body_kind == "data" or message.body_kind is None:
         body = message.body or b""
     else:
-        body = message.body or b""
+        # An amqp-value or amqp-sequence body (a foreign producer): kept as bytes a handler can
+        # look at -- binary as is, text as UTF-8, anything else as its repr -- and flagged.
+        value = message.body
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            body = bytes(value)
+        elif isinstance(value, str):
+            body = value.encode("utf-8")
+        else:
+            body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
     return Incoming(
