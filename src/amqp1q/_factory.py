@@ -26,6 +26,8 @@ class AdapterOptions:
     broker: str | None = None
     connect_timeout: float = 10.0
     max_message_size: int | None = None
+    #: Service Bus has no priority: push prioritised jobs anyway, dropping it.
+    ignore_priority: bool = False
     #: None: a lost connection is not re-dialled (the queue fails with ConnectionLost).
     reconnect: ReconnectPolicy | None = attrs.field(factory=ReconnectPolicy)
 
@@ -93,4 +95,4 @@ def _servicebus_adapter(
         )
     from .adapters.servicebus import ServiceBusAdapter
 
-    return ServiceBusAdapter(endpoint, name)
+    return ServiceBusAdapter(endpoint, name, ignore_priority=options.ignore_priority)

@@ -122,6 +122,7 @@ class JobQueue:
         settle_timeout: float = 10.0,
         max_message_size: int | None = None,
         reconnect: ReconnectPolicy | bool = True,
+        ignore_priority: bool = False,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -137,6 +138,8 @@ class JobQueue:
         overrides broker detection (``"rabbitmq3"``, ``"rabbitmq4"``, ``"artemis"``, ...).
         ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; ``True`` for the default, ``False``
         for none) re-dials a lost connection and re-attaches consumers (``amqp://``).
+        ``ignore_priority`` lets jobs with a priority go to a broker without priorities (Azure
+        Service Bus), the priority dropped; otherwise they fail with UnsupportedFeature.
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -155,6 +158,7 @@ class JobQueue:
                 else check_positive_int("max_message_size", max_message_size)
             ),
             reconnect=_reconnect_policy(reconnect),
+            ignore_priority=bool(ignore_priority),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(

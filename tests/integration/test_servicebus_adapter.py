@@ -103,7 +103,10 @@ async def test_priority_is_refused_unless_ignored(broker: Broker) -> None:
     )
     async with JobQueue(adapter, priority=7) as queue:
         await queue.push(Job("p", "dropped priority"))
-    assert len(broker.queue(name)) == 2
+    url = broker.servicebus_connection_string(name)
+    async with JobQueue.from_url(url, ignore_priority=True) as queue:
+        await queue.push(Job("p", "dropped too", priority=9))
+    assert len(broker.queue(name)) == 3
 
 
 async def test_a_delayed_job_is_scheduled_and_arrives_no_earlier(broker: Broker) -> None:

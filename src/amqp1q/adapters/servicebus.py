@@ -643,7 +643,7 @@ class ServiceBusAdapter:
         if priority and not self.ignore_priority:
             return UnsupportedFeature(
                 f"Azure Service Bus has no message priority (the job asks for {priority}); "
-                "push without one, or pass ignore_priority=True to ServiceBusAdapter to drop it",
+                "push without one, or pass ignore_priority=True to JobQueue.from_url to drop it",
                 queue=self.queue,
                 job_id=job.id,
             )
