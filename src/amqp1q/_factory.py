@@ -26,6 +26,8 @@ class AdapterOptions:
     broker: str | None = None
     connect_timeout: float = 10.0
     max_message_size: int | None = None
+    #: Send a SASL PLAIN password over plaintext to a host that is not loopback.
+    allow_plaintext_password: bool = False
     #: Service Bus has no priority: push prioritised jobs anyway, dropping it.
     ignore_priority: bool = False
     #: None: a lost connection is not re-dialled (the queue fails with ConnectionLost).

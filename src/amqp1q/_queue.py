@@ -123,6 +123,7 @@ class JobQueue:
         max_message_size: int | None = None,
         reconnect: ReconnectPolicy | bool = True,
         ignore_priority: bool = False,
+        allow_plaintext_password: bool = False,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -140,6 +141,8 @@ class JobQueue:
         for none) re-dials a lost connection and re-attaches consumers (``amqp://``).
         ``ignore_priority`` lets jobs with a priority go to a broker without priorities (Azure
         Service Bus), the priority dropped; otherwise they fail with UnsupportedFeature.
+        A password is not sent over plaintext ``amqp://`` to a host that is not loopback
+        unless ``allow_plaintext_password=True`` (InvalidSetting at open otherwise).
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -159,6 +162,7 @@ class JobQueue:
             ),
             reconnect=_reconnect_policy(reconnect),
             ignore_priority=bool(ignore_priority),
+            allow_plaintext_password=bool(allow_plaintext_password),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(

@@ -158,8 +158,14 @@ class ProtonAdapter:
         else:
             mechanisms = "ANONYMOUS"
         if mechanisms == "PLAIN" and tls is None and not is_loopback(endpoint.host):
+            if not options.allow_plaintext_password:
+                raise InvalidSetting(
+                    f"refusing to send a password to {endpoint.display} without TLS: use "
+                    "amqps://, or pass allow_plaintext_password=True on a trusted network",
+                    queue=self._queue,
+                )
             log.warning(
-                "sending a password to %s without TLS; use amqps:// outside a trusted network",
+                "sending a password to %s without TLS (allow_plaintext_password=True)",
                 endpoint.display,
             )
         return ClientConnection(
