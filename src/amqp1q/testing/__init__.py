@@ -7,6 +7,7 @@
 """
 
 from ._broker import Broker
+from ._proxy import FaultProxy
 from ._store import DEAD_LETTER_SUFFIX, BrokerQueue, Stored
 
-__all__ = ["DEAD_LETTER_SUFFIX", "Broker", "BrokerQueue", "Stored"]
+__all__ = ["DEAD_LETTER_SUFFIX", "Broker", "BrokerQueue", "FaultProxy", "Stored"]

@@ -327,6 +327,12 @@ def _header(message: Message, fields: list[Any]) -> None:
         message.first_acquirer,
         message.delivery_count,
     ) = (fields + [None] * 5)[:5] if len(fields) < 5 else fields[:5]
+    for value in (message.priority, message.ttl, message.delivery_count):
+        # Unsigned integers: receivers add and compare them (a "3" would raise TypeError there).
+        if value is not None and (type(value) is bool or not isinstance(value, int) or value < 0):
+            raise AMQPDecodeError(
+                f"a header field is not an unsigned integer (a {type(value).__name__})"
+            )
 
 
 def _properties(message: Message, fields: list[Any]) -> None:

@@ -415,6 +415,8 @@ def decode(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Any, 
         raise AMQPDecodeError(f"truncated AMQP value at byte {offset}") from exc
     except UnicodeDecodeError as exc:
         raise AMQPDecodeError(f"bad UTF-8 in an AMQP string: {exc.reason}") from exc
+    except RecursionError:
+        raise AMQPDecodeError(f"AMQP value nested too deeply at byte {offset}") from None
 
 
 def decode_all(data: bytes | bytearray | memoryview) -> list[Any]:
@@ -515,7 +517,7 @@ def _read_char(data: Any, offset: int) -> tuple[Any, int]:
     (value,) = _unpack_I(data, offset)
     try:
         return Char(chr(value)), offset + 4
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # past U+10FFFF; OverflowError from 2**31 up
         raise AMQPDecodeError(f"char U+{value:X} is not a code point") from exc
 
 
@@ -563,6 +565,8 @@ def _array_reader(width: int) -> Any:
             size, count = _unpack_II(data, offset)
         end = offset + width + size
         _need(data, end)
+        if count > size:  # even items of no bytes (null, true...) count: work stays linear
+            raise AMQPDecodeError("an AMQP array counts more items than it has bytes")
         position = offset + 2 * width
         code = data[position]
         descriptor = None
@@ -574,6 +578,8 @@ def _array_reader(width: int) -> Any:
         for _ in range(count):
             value, position = _element(data, code, position)
             items.append(Described(descriptor, value) if descriptor is not None else value)
+        if position != end:
+            raise AMQPDecodeError("an AMQP array's size does not match its items")
         return Array(code, tuple(items)), end
 
     return read

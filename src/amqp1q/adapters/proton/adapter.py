@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -81,6 +82,8 @@ class ProtonAdapter:
         self._closing = False
         self._gave_up: Amqp1qError | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        #: The last few connection failures: a push failed by one of them may go again.
+        self._failures: deque[Amqp1qError] = deque(maxlen=8)
         if options.tls is not None and endpoint.scheme != "amqps":
             raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
         if options.routing_key is not None and options.exchange is None:
@@ -198,6 +201,7 @@ class ProtonAdapter:
         connection.on_lost(self._lost)
 
     def _lost(self, error: Amqp1qError) -> None:
+        self._failures.append(error)
         self._connected.clear()
         for sender in self._senders.values():
             sender.fail(error)
@@ -366,8 +370,8 @@ class ProtonAdapter:
         dropped = not self._connected.is_set() or (
             connection is not None and connection.failure is not None
         )
-        if error.condition in _FORCED:
-            dropped = True
+        if error.condition in _FORCED or any(error is lost for lost in self._failures):
+            dropped = True  # (that connection may be back already: the error is what says so)
         return (
             dropped
             and policy is not None

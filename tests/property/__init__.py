@@ -1,0 +1,1 @@
+"""Property-based tests (hypothesis): invariants over generated and damaged input."""
