@@ -104,15 +104,26 @@ class Headers(Mapping[str, str]):
         return dict(self._data)
 
 
+def _encodable(text: str, what: str, encoding: str = "utf-8") -> None:
+    """Text that cannot go on the wire (a lone surrogate; non-ASCII in a symbol) is refused
+    here, when the job is made, not at push time."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"{what} {text!r} cannot be encoded as {encoding}: {exc.reason}") from None
+
+
 def _check_header(key: object, value: object) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidJob(f"header names must be non-empty str, got {key!r}")
+    _encodable(key, "header name")
     if key.startswith(RESERVED_HEADER_PREFIX):
         raise InvalidJob(
             f"header {key!r}: names starting with {RESERVED_HEADER_PREFIX!r} are reserved"
         )
     if not isinstance(value, str):
         raise InvalidJob(f"header {key!r}: values must be str, not {type(value).__name__}")
+    _encodable(value, f"header {key!r}: the value")
 
 
 _EMPTY: Final = Headers()
@@ -131,6 +142,7 @@ def _to_seconds(value: float | datetime.timedelta | None) -> float | None:
 def _check_name(_: Any, __: Any, value: str) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidJob(f"a job name must be a non-empty str, got {value!r}")
+    _encodable(value, "the job name")
 
 
 def _check_id(_: Any, __: Any, value: str) -> None:
@@ -138,6 +150,7 @@ def _check_id(_: Any, __: Any, value: str) -> None:
         raise InvalidJob(
             f"a job id must be a str of 1 to {MAX_ID_LENGTH} characters, got {value!r}"
         )
+    _encodable(value, "the job id")
 
 
 def _check_priority(_: Any, __: Any, value: int | None) -> None:
@@ -197,6 +210,10 @@ class Job:
     body: bytes = attrs.field(init=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.content_type is not None:
+            if not isinstance(self.content_type, str):
+                raise InvalidJob(f"content_type must be a str, got {self.content_type!r}")
+            _encodable(self.content_type, "the content type", "ascii")  # an AMQP symbol
         body, content_type = encode_payload(self.payload, self.content_type)
         object.__setattr__(self, "body", body)
         object.__setattr__(self, "content_type", content_type)

@@ -35,13 +35,14 @@ def encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
             f"not {type(payload).__name__}; only JSON payloads are serialised by amqp1q"
         )
     try:
-        text = _dumps(payload)
+        return _dumps(payload).encode("utf-8"), content_type or JSON
+    except UnicodeEncodeError as exc:  # a lone surrogate in a string: not valid UTF-8
+        raise PayloadError(f"the payload has text UTF-8 cannot encode: {exc.reason}") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(
             f"the payload cannot be serialised as JSON: {exc} "
             "(pass bytes, or JSON-compatible values: dict, list, str, int, float, bool, None)"
         ) from None
-    return text.encode("utf-8"), content_type or JSON
 
 
 def decode_payload(body: bytes, content_type: str | None) -> Any:

@@ -143,11 +143,6 @@ async def test_a_refused_password(
     assert_no_secret(capture, capfd, error, queue=queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Broker._authenticate: users[user] raises KeyError for a user it does not know "
-    "(in the protocol callback), so the client sees ConnectFailed, not AuthenticationFailed",
-)
 async def test_an_unknown_user(
     broker: Broker, capture: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:

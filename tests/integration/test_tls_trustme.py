@@ -96,11 +96,6 @@ async def test_a_wrong_host_name_is_tls_error(
         assert "certificate" in str(error).lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the TLSError keeps ssl's reason (CERTIFICATE_VERIFY_FAILED) but not its "
-    "verify_message ('Hostname mismatch...'), and its hint suggests root_ca",
-)
 async def test_a_host_name_mismatch_is_named_in_the_error(ca: trustme.CA, ca_file: Path) -> None:
     async with Broker(ssl=_server(ca.issue_cert("other.example"))) as broker:
         error = await _refused(broker.url, TLSConfig(root_ca=ca_file))
@@ -179,11 +174,6 @@ async def test_a_client_certificate_from_an_unknown_ca_is_refused(
         assert broker.connection_count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the broker's TLS 1.3 alert (bad or missing client certificate) arrives after the "
-    "handshake and surfaces as ConnectFailed 'Expected SASL protocol header', not TLSError",
-)
 async def test_a_refused_client_certificate_is_tls_error(ca: trustme.CA, ca_file: Path) -> None:
     context = _server(ca.issue_cert("127.0.0.1"), client_ca=ca)
     context.verify_mode = ssl.CERT_REQUIRED

@@ -227,7 +227,7 @@ class Broker:
             return True  # not a key name: a client that authorizes by $cbs token instead
         # A SAS key name and its key over PLAIN (as AMQP clients reach Service Bus); the
         # emulation lets such a connection attach without a $cbs token.
-        return self.users[user] == password
+        return self.users.get(user) == password
 
 
 class _Locks:

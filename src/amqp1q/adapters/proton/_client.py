@@ -243,6 +243,21 @@ class ClientConnection:
                 condition=name,
                 description=description,
             )
+        if (
+            not self._opened.done()
+            and self._ssl_context is not None
+            and description
+            and "protocol header" in description.lower()
+        ):
+            # TLS 1.3: a broker that refuses the client's certificate says so after the
+            # handshake, by closing the stream before any AMQP byte.
+            return TLSError(
+                f"the broker at {self.where} closed the TLS connection before AMQP began "
+                "(does it require a client certificate it trusts? set tls cert and key)",
+                queue=self._queue,
+                condition=name,
+                description=description,
+            )
         if not self._opened.done():
             hint = ""
             if self._ssl_context is None and description and "header" in description.lower():
@@ -302,8 +317,16 @@ def _tls_hint(exc: ssl.SSLError) -> str:
     text = f"{exc.reason} {exc}".lower()
     if "wrong version number" in text or "record layer" in text or "unexpected eof" in text:
         return " (is this a plaintext port? use amqp://)"
-    if "certificate verify failed" in text:
+    verify = getattr(exc, "verify_message", None)
+    if verify and "mismatch" in str(verify).lower():
         return (
-            " (the broker's certificate did not verify; set tls root_ca, or insecure_skip_verify)"
+            f": {verify} (the certificate was issued for another hostname or IP address; "
+            "connect by a name it covers, or set tls server_hostname)"
+        )
+    if "certificate verify failed" in text:
+        detail = f": {verify}" if verify else ""
+        return (
+            f"{detail} (the broker's certificate did not verify; set tls root_ca, "
+            "or insecure_skip_verify)"
         )
     return ""

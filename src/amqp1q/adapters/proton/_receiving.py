@@ -417,9 +417,14 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
             body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
+    subject: Any = message.subject  # a str when well-formed; the decoder checks nothing
+    if subject is not None and not isinstance(subject, str):
+        if decode_error is None:
+            decode_error = f"the subject is a {type(subject).__name__}, not a string"
+        subject = None
     return Incoming(
         id=_message_id(message.message_id),
-        name=message.subject or "",
+        name=subject or "",
         body=body,
         content_type=str(message.content_type) if message.content_type is not None else None,
         headers=Headers._trusted(headers),
@@ -446,5 +451,8 @@ def _enqueued_at(annotations: Mapping[Any, Any], creation_time: Any) -> datetime
     if isinstance(value, datetime.datetime):
         return value
     if isinstance(value, int) and value > 0:
-        return _EPOCH + datetime.timedelta(milliseconds=value)
+        try:
+            return _EPOCH + datetime.timedelta(milliseconds=value)
+        except OverflowError:  # past year 9999: not a time anyone meant
+            return None
     return None
