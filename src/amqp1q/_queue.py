@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 
+from . import _tracing
 from ._adapter import Adapter, SendResult
 from ._consumer import Consumer
 from ._errors import (
@@ -370,6 +371,38 @@ class JobQueue:
                 )
         if not jobs:
             return []
+        spans = None
+        if _tracing.active():
+            jobs, spans = self._traced(jobs)
+        try:
+            results = await self._send_now(jobs, timeout)
+        except BaseException as exc:
+            if spans is not None:
+                for span in spans:
+                    _tracing.end_span(span, exc)
+            raise
+        if spans is not None:
+            for span, result in zip(spans, results, strict=True):
+                _tracing.end_span(span, result if isinstance(result, Amqp1qError) else None)
+        return results
+
+    def _traced(self, jobs: list[Job]) -> tuple[list[Job], list[Any]]:
+        """A producer span per job, its context put in the job's headers."""
+        system, server = self._tracing_facts()
+        spans = []
+        traced = []
+        for job in jobs:
+            span = _tracing.producer_span(self.name, system, job.id, server, len(jobs))
+            spans.append(span)
+            carrier = _tracing.traced_headers(span)
+            traced.append(job.evolve(headers=job.headers.with_(**carrier)) if carrier else job)
+        return traced, spans
+
+    def _tracing_facts(self) -> tuple[str, tuple[str, int] | None]:
+        adapter = self._adapter
+        return str(getattr(adapter, "messaging_system", "amqp1q")), getattr(adapter, "server", None)
+
+    async def _send_now(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
         limit = self.push_timeout if timeout is None else check_seconds("timeout", timeout)
         counters = self._counters
         self._pushing += 1

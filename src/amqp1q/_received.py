@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import _tracing
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
 from ._errors import LockLost, PayloadError
 from ._job import Headers, Job
@@ -175,14 +176,19 @@ class ReceivedJob:
 class Processing:
     """The context manager :meth:`ReceivedJob.process` returns."""
 
-    __slots__ = ("_guard", "_job", "_reraise")
+    __slots__ = ("_guard", "_job", "_reraise", "_span")
 
     def __init__(self, job: ReceivedJob, reraise: bool) -> None:
         self._job = job
         self._reraise = reraise
         self._guard: AbstractAsyncContextManager[Any] | None = None
+        self._span: tuple[Any, object] | None = None
 
     async def __aenter__(self) -> ReceivedJob:
+        if _tracing.active():
+            job = self._job
+            system, server = job._consumer._queue._tracing_facts()
+            self._span = _tracing.consumer_span(job.queue, system, job.id, job.headers, server)
         # An adapter whose deliveries can be lost while in hand (a Service Bus lock that could
         # not be renewed) offers a guard: it cancels the block and raises LockLost.
         guard = getattr(self._job._incoming.token, "guard", None)
@@ -192,6 +198,20 @@ class Processing:
         return self._job
 
     async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        span, self._span = self._span, None
+        try:
+            return await self._exit(exc_type, exc, tb)
+        finally:
+            if span is not None:
+                failed = exc if isinstance(exc, Exception) else None
+                _tracing.end_span(span[0], failed, span[1])
+
+    async def _exit(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

@@ -108,6 +108,19 @@ class ProtonAdapter:
         return self._endpoint.display
 
     @property
+    def server(self) -> tuple[str, int]:
+        """``(host, port)`` of the broker, for tracing."""
+        return self._endpoint.host, self._endpoint.port
+
+    @property
+    def messaging_system(self) -> str:
+        """The OpenTelemetry ``messaging.system`` value for this broker."""
+        name = self._profile.name if self._profile is not None else "generic"
+        if name.startswith("rabbitmq"):
+            return "rabbitmq"
+        return {"servicebus": "servicebus", "artemis": "activemq"}.get(name, "amqp")
+
+    @property
     def profile(self) -> BrokerProfile:
         if self._profile is None:
             raise QueueStateError(

@@ -1,0 +1,93 @@
+"""OpenTelemetry: a pushed and consumed job gives a producer span and a process span in one
+trace, with the messaging attributes; the context crosses the wire in the job's properties.
+
+The SDK's tracer provider is given to amqp1q for the test only (setting the global provider
+would change every later test in the process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from amqp1q import Job, JobQueue, _tracing
+from amqp1q.testing import Broker
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
+    monkeypatch.setattr(_tracing, "active", lambda: True)
+    yield exporter
+    provider.shutdown()
+
+
+async def test_push_and_process_share_one_trace(spans: InMemorySpanExporter) -> None:
+    async with Broker() as broker:
+        async with JobQueue.from_url(broker.url, queue="traced") as queue:
+            receipt = await queue.push(Job("email.send", {"to": "a@b.c"}, headers={"t": "x"}))
+            async with queue.consume() as consumer:
+                job = await asyncio.wait_for(consumer.receive(), 5)
+                assert job is not None
+                async with job.process():
+                    inner = trace.get_current_span()  # the handler runs inside the span
+                    assert inner.get_span_context().is_valid
+                assert job.headers["t"] == "x"
+                assert "traceparent" in job.headers
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    send, process = finished["send traced"], finished["process traced"]
+    assert send.kind is SpanKind.PRODUCER
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == send.context.trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    for span, operation in ((send, "send"), (process, "process")):
+        attributes = span.attributes or {}
+        assert attributes["messaging.system"] == "amqp"
+        assert attributes["messaging.destination.name"] == "traced"
+        assert attributes["messaging.operation.type"] == operation
+        assert attributes["messaging.operation.name"] == operation
+        assert attributes["messaging.message.id"] == receipt.job_id
+        assert attributes["server.address"] == "127.0.0.1"
+        assert attributes["server.port"] == broker.port
+
+
+async def test_a_failing_handler_marks_its_span_as_an_error(spans: InMemorySpanExporter) -> None:
+    async with Broker() as broker:
+        async with JobQueue.from_url(broker.url, queue="traced") as queue:
+            await queue.push_many([Job("a", 1), Job("b", 2)])
+            async with queue.consume() as consumer:
+                job = await asyncio.wait_for(consumer.receive(), 5)
+                assert job is not None
+                async with job.process():
+                    raise RuntimeError("boom")
+    finished = spans.get_finished_spans()
+    sends = [span for span in finished if span.name == "send traced"]
+    assert len(sends) == 2
+    assert all((s.attributes or {})["messaging.batch.message_count"] == 2 for s in sends)
+    process = next(span for span in finished if span.name == "process traced")
+    assert process.status.status_code is StatusCode.ERROR
+    assert "boom" in (process.status.description or "")
+
+
+async def test_without_an_sdk_jobs_go_out_untouched() -> None:
+    assert not _tracing.active()
+    async with Broker() as broker:
+        async with JobQueue.from_url(broker.url, queue="plain") as queue:
+            await queue.push(Job("n", b"", headers={"k": "v"}))
+            async with queue.consume() as consumer:
+                job = await asyncio.wait_for(consumer.receive(), 5)
+                assert job is not None
+                assert dict(job.headers) == {"k": "v"}
+                await job.ack()
