@@ -47,6 +47,7 @@ from ._received import Processing, ReceivedJob
 from ._settings import TLSConfig
 from ._stats import QueueStats
 from ._version import __version__
+from .worker import Registry
 
 __all__ = [
     "Adapter",
@@ -81,6 +82,7 @@ __all__ = [
     "ReceivedJob",
     "Receiver",
     "ReconnectPolicy",
+    "Registry",
     "RetryPolicy",
     "Settlement",
     "SettlementError",

@@ -1,4 +1,4 @@
-"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``, ``broker``.
+"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``, ``worker``, ``broker``.
 
 The queue URL comes from ``--url`` or the ``AMQP1Q_URL`` environment variable (better for
 connection strings with keys: a command line is visible to every user of the machine).
@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="what to do with each job once printed (ack)",
     )
     consume.set_defaults(run=_consume)
+    _worker_parser(commands)
     _broker_parser(commands)
     setup = commands.add_parser(
         "setup-rabbitmq",
@@ -100,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
     setup.set_defaults(run=_setup_rabbitmq)
     return parser
+
+
+def _worker_parser(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="run a Registry's handlers on a queue's jobs")
+    worker.add_argument("registry", metavar="MODULE:ATTR", help="e.g. myapp.jobs:registry")
+    _url_argument(worker)
+    worker.add_argument("--queue", default=None, help="the queue (default: the URL's path)")
+    worker.add_argument("--concurrency", type=_positive, default=32, help="handlers at once (32)")
+    worker.add_argument("--job-timeout", type=_seconds, default=None, help="seconds per job")
+    worker.add_argument("--grace", type=_seconds, default=30.0, help="drain seconds on stop (30)")
+    worker.add_argument(
+        "--prefetch", type=_positive, default=None, help="consumer credit (--concurrency)"
+    )
+    worker.set_defaults(run=_worker)
 
 
 def _broker_parser(commands: Any) -> None:
@@ -131,6 +146,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
     return value
 
 
@@ -237,6 +259,20 @@ async def _push_jobs(url: str, jobs: list[Job]) -> int:
     for receipt in receipts:
         print(receipt.job_id)
     return 0
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from .worker import serve
+
+    return await serve(
+        args.registry,
+        _require_url(args),
+        queue=args.queue,
+        concurrency=args.concurrency,
+        job_timeout=args.job_timeout,
+        grace=args.grace,
+        prefetch=args.prefetch,
+    )
 
 
 async def _broker(args: argparse.Namespace) -> int:
