@@ -9,6 +9,7 @@ import random
 import pytest
 
 from amqp1q import Amqp1qError, Job, JobQueue, ReconnectPolicy
+from amqp1q.adapters.proton._codec import decode_message
 from amqp1q.testing import Broker, FaultProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -42,15 +43,18 @@ async def test_fifty_cuts_lose_nothing_and_hang_nothing() -> None:
 
             async def consume() -> None:
                 async with queue.consume() as consumer:
-                    async for job in consumer:
+                    # The condition is checked after each job and each idle second: the last
+                    # job may arrive before the producer has seen its own last receipt.
+                    while not (all_pushed.is_set() and consumed >= pushed):
+                        job = await consumer.receive(timeout=1.0)
+                        if job is None:
+                            continue
                         consumed.add(job.id)
                         try:
                             await job.ack()
                         except Amqp1qError:
                             pass  # its link died: the broker redelivers it
-                        if all_pushed.is_set() and consumed >= pushed:
-                            all_consumed.set()
-                            return
+                    all_consumed.set()
 
             tasks = [asyncio.create_task(produce()), asyncio.create_task(consume())]
             # Cuts at random moments spread over the run: one per ~1/60 of the progress.
@@ -68,6 +72,10 @@ async def test_fifty_cuts_lose_nothing_and_hang_nothing() -> None:
     assert cuts == CUTS, f"only {cuts} cuts landed before the run ended"
     assert len(pushed) == N
     assert consumed >= pushed, f"{len(pushed - consumed)} jobs lost"
-    assert len(broker.queue("chaos")) == 0
+    # What is left can only be duplicates (a push re-sent after a cut that had been accepted).
+    left = [
+        decode_message(stored.payload).message_id for stored in broker.queue("chaos").messages()
+    ]
+    assert set(left) <= consumed
     leftover = [t for t in asyncio.all_tasks() - before if not t.done()]
     assert leftover == [asyncio.current_task()] or not leftover, leftover
