@@ -26,6 +26,9 @@ class AdapterOptions:
     broker: str | None = None
     connect_timeout: float = 10.0
     max_message_size: int | None = None
+    #: How jobs are written: ``"amqp1q"`` (DESIGN section 3) or ``"roadrunner"`` (the
+    #: RoadRunner amqp1 driver's JSON envelope). Both are read whatever this says.
+    wire_format: str = "amqp1q"
     #: Send a SASL PLAIN password over plaintext to a host that is not loopback.
     allow_plaintext_password: bool = False
     #: Service Bus has no priority: push prioritised jobs anyway, dropping it.
@@ -89,6 +92,8 @@ def _servicebus_adapter(
         for option in ("tls", "exchange", "routing_key", "broker")
         if getattr(options, option) is not None
     ]
+    if options.wire_format != "amqp1q":
+        unused.append(f"wire_format={options.wire_format!r}")
     if unused:
         raise UnsupportedFeature(
             f"{endpoint.display}: Service Bus takes no {', '.join(unused)} "

@@ -125,6 +125,7 @@ class JobQueue:
         reconnect: ReconnectPolicy | bool = True,
         ignore_priority: bool = False,
         allow_plaintext_password: bool = False,
+        wire_format: str = "amqp1q",
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -144,6 +145,8 @@ class JobQueue:
         Service Bus), the priority dropped; otherwise they fail with UnsupportedFeature.
         A password is not sent over plaintext ``amqp://`` to a host that is not loopback
         unless ``allow_plaintext_password=True`` (InvalidSetting at open otherwise).
+        ``wire_format="roadrunner"`` writes jobs in the RoadRunner ``amqp1`` driver's envelope,
+        so PHP RoadRunner workers can consume them (``amqp://`` only; both formats are read).
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -164,6 +167,7 @@ class JobQueue:
             reconnect=_reconnect_policy(reconnect),
             ignore_priority=bool(ignore_priority),
             allow_plaintext_password=bool(allow_plaintext_password),
+            wire_format=_wire_format(wire_format),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(
@@ -497,3 +501,9 @@ def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
     if value is False:
         return None
     raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")
+
+
+def _wire_format(value: str) -> str:
+    if value not in ("amqp1q", "roadrunner"):
+        raise InvalidSetting(f'wire_format must be "amqp1q" or "roadrunner", got {value!r}')
+    return value

@@ -31,6 +31,7 @@ from ._links import (
     Link,
     ReceiverLink,
 )
+from ._roadrunner import parse_envelope
 
 if TYPE_CHECKING:
     from .adapter import ProtonAdapter
@@ -417,6 +418,20 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
             body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
+    if (
+        message.message_id is None
+        and message.subject is None
+        and message.body_kind == "data"
+        and decode_error is None
+    ):
+        envelope = parse_envelope(body)
+        if envelope is not None:  # a RoadRunner amqp1 job (see _roadrunner)
+            headers.pop("x-delay", None)
+            headers.update(envelope.headers)
+            message.message_id = envelope.id or None
+            message.subject = envelope.name
+            message.priority = envelope.priority if envelope.priority is not None else None
+            body = envelope.body
     subject: Any = message.subject  # a str when well-formed; the decoder checks nothing
     if subject is not None and not isinstance(subject, str):
         if decode_error is None:

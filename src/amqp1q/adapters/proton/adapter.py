@@ -30,9 +30,10 @@ from ..._urls import AmqpEndpoint
 from ..._version import __version__
 from ._brokers import BrokerProfile, DelayPlan, detect, profile_named
 from ._client import ClientConnection, is_loopback, link_error
-from ._codec import encode_job
+from ._codec import ATTEMPT_PROPERTY, Message, encode_job, encode_message
 from ._links import Condition
 from ._receiving import ProtonReceiver
+from ._roadrunner import ROADRUNNER, encode_envelope
 from ._sending import Sender
 from ._types import Symbol, Timestamp
 
@@ -434,6 +435,10 @@ class ProtonAdapter:
             address = plan.address
             annotations = _annotations(plan)
             ttl = plan.ttl_ms
+        if self._options.wire_format == ROADRUNNER:
+            return self._encode_roadrunner(
+                job, attempt, extra_properties, annotations, ttl
+            ), address
         payload = encode_job(
             job,
             priority=min(priority, 255),
@@ -443,6 +448,31 @@ class ProtonAdapter:
             ttl=ttl,
         )
         return payload, address
+
+    def _encode_roadrunner(
+        self,
+        job: Job,
+        attempt: int,
+        extra: dict[str, Any],
+        annotations: dict[Symbol, Any] | None,
+        ttl: int | None,
+    ) -> bytes:
+        """The RoadRunner ``amqp1`` driver's envelope (see ``_roadrunner``), durable."""
+        properties: dict[str, Any] = dict(job.headers.items())
+        if job.delay:
+            properties["x-delay"] = int(job.delay * 1000)
+        if attempt > 1:
+            properties[ATTEMPT_PROPERTY] = attempt
+        properties.update(extra)
+        message = Message(
+            durable=job.durable,
+            ttl=ttl,
+            message_annotations=dict(annotations) if annotations else None,
+            application_properties=properties or None,
+            body_kind="data",
+            body=encode_envelope(job, self._queue),
+        )
+        return encode_message(message)
 
     async def _sender(self, address: str) -> Sender:
         sender = self._senders.get(address)

@@ -1,0 +1,106 @@
+"""The RoadRunner ``amqp1`` driver's message envelope, so PHP workers and amqp1q share a queue.
+
+RoadRunner writes one data section holding JSON::
+
+    {"header": {"rr_id": ID, "rr_job": NAME, "rr_pipeline": PIPELINE,
+                "rr_headers": {"key": ["value", ...]}, "rr_delay": SECONDS,
+                "rr_priority": N, "rr_auto_ack": false},
+     "body": "PAYLOAD AS A STRING"}
+
+with no message-id, subject or content-type; application-properties carry the first value of
+each header, and a delay also ``x-delay`` (milliseconds). An earlier RoadRunner spelled the keys
+``id``, ``job``, ``pipeline``, ``headers``, ``priority``, ``auto_ack``; and it writes
+``rr_headers`` base64-encoded (a Go byte slice in JSON). Reading accepts all of these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ..._job import Job
+
+__all__ = ["ROADRUNNER", "Envelope", "encode_envelope", "parse_envelope"]
+
+ROADRUNNER: Final = "roadrunner"
+
+
+def encode_envelope(job: Job, pipeline: str) -> bytes:
+    """The JSON envelope RoadRunner's consumer reads, for ``job``."""
+    header: dict[str, Any] = {
+        "rr_id": job.id,
+        "rr_job": job.name,
+        "rr_pipeline": pipeline,
+        "rr_headers": {key: [value] for key, value in job.headers.items()},
+        "rr_delay": int(job.delay or 0),
+        "rr_priority": job.priority or 0,
+        "rr_auto_ack": False,
+    }
+    body = job.body.decode("utf-8", "replace")
+    return json.dumps({"header": header, "body": body}, separators=(",", ":")).encode("utf-8")
+
+
+class Envelope:
+    """What a RoadRunner envelope says about its job."""
+
+    __slots__ = ("body", "headers", "id", "name", "priority")
+
+    def __init__(
+        self, name: str, id: str, body: bytes, headers: dict[str, str], priority: int | None
+    ) -> None:
+        self.name = name
+        self.id = id
+        self.body = body
+        self.headers = headers
+        self.priority = priority
+
+
+def parse_envelope(body: bytes) -> Envelope | None:
+    """The envelope in ``body``, or ``None`` if ``body`` is not one."""
+    if not body.startswith(b"{"):
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or set(document) - {"header", "body"}:
+        return None
+    header = document.get("header")
+    if not isinstance(header, dict):
+        return None
+    name = header.get("rr_job", header.get("job"))
+    if not isinstance(name, str) or not name:
+        return None
+    job_id = header.get("rr_id", header.get("id"))
+    payload = document.get("body", "")
+    data = payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload).encode()
+    priority = header.get("rr_priority", header.get("priority"))
+    return Envelope(
+        name,
+        str(job_id) if job_id is not None else "",
+        data,
+        _headers(header.get("rr_headers", header.get("headers"))),
+        priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
+    )
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if isinstance(value, str):  # base64 of JSON: how RoadRunner writes a Go []byte
+        try:
+            value = json.loads(base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError):
+            return {}
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, str] = {}
+    for key, values in value.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(values, list) and values:
+            out[key] = str(values[0])
+        elif isinstance(values, str):
+            out[key] = values
+    return out
