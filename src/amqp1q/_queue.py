@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -214,6 +214,14 @@ class JobQueue:
     def stats(self) -> QueueStats:
         """Client-side counts since the queue was opened (see :class:`QueueStats`)."""
         return self._counters.snapshot()
+
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with the new :meth:`health` when the connection is lost
+        (``reconnecting``), comes back (``connected``) or is given up (``failed``). For
+        backends without a supervisor (memory, Service Bus) it is never called."""
+        listeners = getattr(self._adapter, "state_listeners", None)
+        if listeners is not None:
+            listeners.append(listener)
 
     def health(self) -> str:
         """``unopened``, ``connected``, ``reconnecting`` (a lost connection is being

@@ -57,6 +57,8 @@ async def test_a_push_during_an_outage_goes_through_once_the_broker_is_back() ->
         async with JobQueue.from_url(broker.url, queue="q", reconnect=FAST) as queue:
             await queue.push(Job("before", b""))
             assert queue.health() == "connected"
+            states: list[str] = []
+            queue.on_state_change(states.append)
             await broker.stop()
             pushing = asyncio.create_task(queue.push(Job("during", b""), timeout=10))
             await asyncio.sleep(0.5)
@@ -66,6 +68,7 @@ async def test_a_push_during_an_outage_goes_through_once_the_broker_is_back() ->
             receipt = await asyncio.wait_for(pushing, 10)
             assert receipt.job_id
             assert queue.health() == "connected"
+            assert states == ["reconnecting", "connected"]
         assert len(broker.queue("q")) == 2
 
 

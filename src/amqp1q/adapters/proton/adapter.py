@@ -9,7 +9,7 @@ import ssl
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ..._adapter import SendResult
@@ -85,6 +85,8 @@ class ProtonAdapter:
         self._reconnecting: asyncio.Task[None] | None = None
         #: The last few connection failures: a push failed by one of them may go again.
         self._failures: deque[Amqp1qError] = deque(maxlen=8)
+        #: Called with the new :attr:`state` on each change (``JobQueue.on_state_change``).
+        self.state_listeners: list[Callable[[str], None]] = []
         if options.tls is not None and endpoint.scheme != "amqps":
             raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
         if options.routing_key is not None and options.exchange is None:
@@ -231,6 +233,15 @@ class ProtonAdapter:
             extra={"queue": self._queue},
         )
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(policy))
+        self._announce()
+
+    def _announce(self) -> None:
+        state = self.state
+        for listener in list(self.state_listeners):
+            try:
+                listener(state)
+            except Exception:  # noqa: PERF203 - a listener's bug must not stop the supervisor
+                log.exception("a state listener failed")
 
     async def _reconnect(self, policy: ReconnectPolicy) -> None:
         attempt = 0
@@ -265,6 +276,7 @@ class ProtonAdapter:
             if connection.failure is not None:
                 continue
             self._connected.set()
+            self._announce()
             log.warning(
                 "reconnected to %s after %d attempt(s)",
                 self._endpoint.display,
@@ -278,6 +290,7 @@ class ProtonAdapter:
         self._connected.set()  # wake waiters: they find the failure
         for receiver in list(self._receivers):
             receiver.connection_failed(error)
+        self._announce()
 
     async def wait_connected(self) -> ClientConnection:
         """The live connection, once there is one (raise if the supervisor gave up)."""
