@@ -1,0 +1,276 @@
+"""``JobService``: named :class:`~amqp1q.JobQueue` objects and background workers for a web app.
+
+::
+
+    service = JobService()
+    service.add_queue("emails", JobQueue.from_url(url, queue="emails"))
+    service.add_worker("emails", registry, concurrency=8)
+
+    app = FastAPI(lifespan=service.lifespan)                    # FastAPI / Starlette
+
+    @app.post("/signup")
+    async def signup(queue: JobQueue = Depends(service.queue("emails"))) -> None:
+        await queue.push(Job("send_email", {...}))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return service.health()
+
+    app = web.Application(); app.cleanup_ctx.append(service.aiohttp_ctx)   # aiohttp
+
+``async with service.running():`` opens every queue and starts the workers; on exit the workers
+stop taking jobs, running handlers get ``grace`` seconds (then are cancelled, their jobs
+released back to the broker), and the queues are closed. Neither FastAPI nor aiohttp is
+imported by this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from .._errors import InvalidSetting
+from .._queue import JobQueue
+from .._settings import check_positive_int, check_seconds
+from ..worker import Registry, run_worker
+
+__all__ = ["JobService"]
+
+log = logging.getLogger("amqp1q.integrations.web")
+
+_HEALTHY = "connected"
+
+
+class _WorkerSpec:
+    def __init__(
+        self,
+        queue: str,
+        registry: Registry,
+        concurrency: int,
+        job_timeout: float | None,
+        prefetch: int | None,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.concurrency = concurrency
+        self.job_timeout = job_timeout
+        self.prefetch = prefetch
+        self.task: asyncio.Task[int] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.queue}#{id(self):x}"
+
+    def state(self) -> str:
+        """``idle`` (not started), ``running``, ``stopped`` or ``failed``."""
+        task = self.task
+        if task is None:
+            return "idle"
+        if not task.done():
+            return "running"
+        if task.cancelled() or task.exception() is not None:
+            return "failed"
+        return "stopped"
+
+
+class JobService:
+    """Named job queues and the workers consuming them, tied to a web app's lifetime.
+
+    ``grace`` (30 s) is the default time running handlers get to finish when the service stops;
+    ``margin`` (5 s) is added on top before stragglers are cancelled outright, so stopping the
+    service never hangs.
+
+    A worker shares its :class:`~amqp1q.JobQueue` with request handlers that push to it; like
+    :func:`~amqp1q.worker.run_worker`, it closes that queue when it ends. Give the worker a
+    queue of its own (``add_queue("emails-worker", ...)``) to keep pushing through a worker
+    failure.
+    """
+
+    def __init__(self, *, grace: float = 30.0, margin: float = 5.0) -> None:
+        self.grace = check_seconds("grace", grace, allow_zero=True)
+        self.margin = check_seconds("margin", margin, allow_zero=True)
+        self._queues: dict[str, JobQueue] = {}
+        self._workers: list[_WorkerSpec] = []
+        self._stop: asyncio.Event | None = None
+        self._running = False
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def add_queue(self, name: str, queue: JobQueue) -> JobQueue:
+        """Register ``queue`` under ``name`` (unique) and return it."""
+        if not isinstance(name, str) or not name:
+            raise InvalidSetting(f"a queue's name must be a non-empty str, got {name!r}")
+        if not isinstance(queue, JobQueue):
+            raise InvalidSetting(f"queue must be a JobQueue, not {type(queue).__name__}")
+        if name in self._queues:
+            raise InvalidSetting(f"the service already has a queue named {name!r}")
+        if self._running:
+            raise InvalidSetting("queues are added before the service starts")
+        self._queues[name] = queue
+        return queue
+
+    def add_worker(
+        self,
+        name: str,
+        registry: Registry,
+        *,
+        concurrency: int = 32,
+        job_timeout: float | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        """Run a worker (:func:`~amqp1q.worker.run_worker`) on the queue ``name`` while the
+        service runs."""
+        if name not in self._queues:
+            raise InvalidSetting(f"no queue named {name!r}; call add_queue() first")
+        if not isinstance(registry, Registry):
+            raise InvalidSetting(f"registry must be a Registry, not {type(registry).__name__}")
+        if self._running:
+            raise InvalidSetting("workers are added before the service starts")
+        concurrency = check_positive_int("concurrency", concurrency)
+        if prefetch is not None:
+            prefetch = check_positive_int("prefetch", prefetch)
+        if job_timeout is not None:
+            job_timeout = check_seconds("job_timeout", job_timeout)
+        self._workers.append(_WorkerSpec(name, registry, concurrency, job_timeout, prefetch))
+
+    # -- access ---------------------------------------------------------------------------------
+
+    @property
+    def queues(self) -> Mapping[str, JobQueue]:
+        """The queues by name (a copy)."""
+        return dict(self._queues)
+
+    def get(self, name: str) -> JobQueue:
+        """The queue named ``name``; :class:`KeyError` if there is none."""
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise KeyError(f"the service has no queue named {name!r}") from None
+
+    def queue(self, name: str) -> Callable[[], Awaitable[JobQueue]]:
+        """A dependency giving the queue ``name``: ``Depends(service.queue("emails"))``."""
+        queue = self.get(name)
+
+        async def dependency() -> JobQueue:
+            return queue
+
+        dependency.__name__ = f"amqp1q_queue_{name}"
+        return dependency
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded", "queues": {name: health}, "workers": {...}}``.
+
+        ``ok`` when every queue is ``connected`` and every worker is running.
+        """
+        queues = {name: queue.health() for name, queue in self._queues.items()}
+        workers: dict[str, list[str]] = {}
+        for spec in self._workers:
+            workers.setdefault(spec.queue, []).append(spec.state())
+        healthy = all(state == _HEALTHY for state in queues.values()) and all(
+            state == "running" for states in workers.values() for state in states
+        )
+        return {
+            "status": "ok" if healthy else "degraded",
+            "queues": queues,
+            "workers": workers,
+        }
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self, grace: float | None = None) -> AsyncIterator[JobService]:
+        """Open every queue and start the workers; on exit drain the workers, close the queues.
+
+        A service runs once at a time. If a queue cannot be opened, those opened are closed
+        and the error propagates.
+        """
+        if self._running:
+            raise InvalidSetting("the service is already running")
+        grace = self.grace if grace is None else check_seconds("grace", grace, allow_zero=True)
+        self._running = True
+        stop = asyncio.Event()
+        self._stop = stop
+        opened: list[JobQueue] = []
+        try:
+            for queue in self._queues.values():
+                if not queue.is_open:
+                    await queue.open()
+                opened.append(queue)
+            for spec in self._workers:
+                spec.task = asyncio.create_task(
+                    run_worker(
+                        spec.registry,
+                        self._queues[spec.queue],
+                        concurrency=spec.concurrency,
+                        job_timeout=spec.job_timeout,
+                        stop=stop,
+                        grace=grace,
+                        prefetch=spec.prefetch,
+                    ),
+                    name=f"amqp1q worker {spec.label}",
+                )
+                spec.task.add_done_callback(self._worker_done(spec, stop))
+            log.info(
+                "job service started: %d queue(s), %d worker(s)",
+                len(self._queues),
+                len(self._workers),
+            )
+            yield self
+        finally:
+            try:
+                await self._shutdown(stop, grace, opened)
+            finally:
+                self._running = False
+                self._stop = None
+
+    def _worker_done(self, spec: _WorkerSpec, stop: asyncio.Event) -> Callable[[Any], None]:
+        def done(task: asyncio.Task[int]) -> None:
+            if task.cancelled():
+                if not stop.is_set():
+                    log.warning("the worker on %r was cancelled", spec.queue)
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("the worker on %r failed", spec.queue, exc_info=exc)
+            elif not stop.is_set():
+                log.warning("the worker on %r ended by itself (code %d)", spec.queue, task.result())
+
+        return done
+
+    async def _shutdown(self, stop: asyncio.Event, grace: float, opened: list[JobQueue]) -> None:
+        stop.set()
+        tasks = [spec.task for spec in self._workers if spec.task is not None]
+        if tasks:
+            log.info("job service stopping: draining %d worker(s), up to %g s", len(tasks), grace)
+            _, late = await asyncio.wait(tasks, timeout=grace + self.margin)
+            if late:
+                log.warning("%d worker(s) did not stop in time; cancelled", len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=max(self.margin, 1.0))
+        results = await asyncio.gather(*(queue.close() for queue in opened), return_exceptions=True)
+        for queue, result in zip(opened, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("closing %s failed", queue.url, exc_info=result)
+        log.info("job service stopped")
+
+    @property
+    def stopping(self) -> bool:
+        """True once the running service has been asked to stop (or when it is not running)."""
+        return self._stop is None or self._stop.is_set()
+
+    # -- frameworks -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """For ``FastAPI(lifespan=service.lifespan)`` (or Starlette's ``lifespan=``)."""
+        async with self.running():
+            yield
+
+    async def aiohttp_ctx(self, app: Any) -> AsyncIterator[None]:
+        """For ``app.cleanup_ctx.append(service.aiohttp_ctx)`` (aiohttp)."""
+        async with self.running():
+            yield
