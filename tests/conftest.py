@@ -13,6 +13,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
+#: The RabbitMQ the broker tests use (scripts/brokers/rabbitmq.sh sets it up).
+RABBITMQ_URL = os.environ.get("AMQP1Q_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+RABBITMQ_MANAGEMENT_URL = os.environ.get(
+    "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+)
+
 
 @pytest.fixture
 def anyio_backend() -> str:

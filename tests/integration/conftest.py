@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -11,12 +10,7 @@ import pytest
 from amqp1q import ConnectFailed
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 
-from ..conftest import unavailable
-
-RABBITMQ_URL = os.environ.get("AMQP1Q_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
-RABBITMQ_MANAGEMENT_URL = os.environ.get(
-    "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
-)
+from ..conftest import RABBITMQ_MANAGEMENT_URL, unavailable
 
 
 @pytest.fixture

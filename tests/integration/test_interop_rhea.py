@@ -15,11 +15,9 @@ from typing import Any
 import pytest
 
 from amqp1q import Job, JobQueue
-from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.testing import Broker
 
-from ..conftest import unavailable
-from .conftest import RABBITMQ_URL
+from ..conftest import RABBITMQ_URL, unavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -64,16 +62,8 @@ class Peer:
 async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
     name = f"amqp1q-rhea-{request.node.name[-40:].strip('[]').replace('[', '-')}"
     if request.param == "rabbitmq":
-        management = RabbitMQManagement()
-        try:
-            management.setup_job_queue(name)
-        except Exception as exc:  # any failure here means: no RabbitMQ
-            unavailable(f"RabbitMQ is not reachable: {exc}")
-        try:
-            yield Peer(RABBITMQ_URL, name, f"/amq/queue/{name}")
-        finally:
-            management.delete_queue(name)
-            management.delete_queue(f"{name}.dlq")
+        queue = request.getfixturevalue("rabbitmq_queue")  # declared, deleted afterwards
+        yield Peer(RABBITMQ_URL, queue, f"/amq/queue/{queue}")
     else:
         async with Broker() as broker:
             yield Peer(broker.url, name, name)

@@ -18,7 +18,7 @@ from amqp1q import (
     TLSError,
 )
 
-from .conftest import RABBITMQ_URL
+from ..conftest import RABBITMQ_URL
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq]
 

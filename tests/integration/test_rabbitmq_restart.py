@@ -14,8 +14,7 @@ import pytest
 
 from amqp1q import Amqp1qError, Job, JobQueue, ReconnectPolicy
 
-from ..conftest import unavailable
-from .conftest import RABBITMQ_URL
+from ..conftest import RABBITMQ_URL, unavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from amqp1q import Job, JobQueue
-from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.testing import Broker
 
-from ..conftest import unavailable
-from .conftest import RABBITMQ_URL
+from ..conftest import RABBITMQ_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -40,17 +38,8 @@ async def target(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str
         async with Broker() as broker:
             yield broker.url, name
         return
-    management = RabbitMQManagement()
-    try:
-        management.setup_job_queue(name)
-        management.purge_queue(name)
-    except Exception as exc:
-        unavailable(f"RabbitMQ is not reachable: {exc}")
-    try:
-        yield RABBITMQ_URL, name
-    finally:
-        management.delete_queue(name)
-        management.delete_queue(f"{name}.dlq")
+    queue = request.getfixturevalue("rabbitmq_queue")  # declared, deleted afterwards
+    yield RABBITMQ_URL, queue
 
 
 async def test_jobs_of_a_killed_consumer_are_redelivered(target: tuple[str, str]) -> None:

@@ -16,7 +16,7 @@ from amqp1q import Job, JobQueue, ReceivedJob, Registry, RetryPolicy
 from amqp1q.testing import Broker
 from amqp1q.worker import NO_HANDLER, run_worker
 
-from .conftest import RABBITMQ_URL
+from ..conftest import RABBITMQ_URL
 
 pytestmark = pytest.mark.anyio
 

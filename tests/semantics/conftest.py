@@ -6,7 +6,6 @@ adapter joins the suite by adding a :class:`Backend` subclass and its name to ``
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from amqp1q import ConnectFailed, JobQueue
 
-from ..conftest import unavailable
+from ..conftest import RABBITMQ_MANAGEMENT_URL, RABBITMQ_URL, unavailable
 
 
 class Backend:
@@ -46,12 +45,6 @@ class MemoryBackend(Backend):
 
     async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
         return JobQueue.from_url(f"memory://{self.run_id}/{name}", **settings)
-
-
-RABBITMQ_URL = os.environ.get("AMQP1Q_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
-RABBITMQ_MANAGEMENT_URL = os.environ.get(
-    "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
-)
 
 
 class RabbitMQBackend(Backend):

@@ -79,15 +79,20 @@ class ProtonReceiver:
         self._over = 0  # deliveries beyond the credit (released at once)
 
     async def open(self) -> None:
+        await self._attach()
+        self._opened = True
+
+    async def _attach(self) -> None:
+        """A new link, granted the credit the consumer has out (a new link starts with none)."""
         adapter = self._adapter
-        connection = adapter.connection
-        link = await connection.attach_receiver(adapter.address, settled=self._auto_ack)
+        link = await adapter.connection.attach_receiver(adapter.address, settled=self._auto_ack)
         link.on_message = self._on_message
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
         self._link = link
-        self._opened = True
-        self._flush_credit(link, force=True)
+        self._told = self._received
+        if not self._holding:
+            self._flush_credit(link, force=True)
 
     # -- credit -------------------------------------------------------------------------------
 
@@ -207,17 +212,8 @@ class ProtonReceiver:
 
     async def reattach(self) -> None:
         """After a reconnect: a new link, granted the credit the consumer still has out."""
-        if self._closed:
-            return
-        adapter = self._adapter
-        link = await adapter.connection.attach_receiver(adapter.address, settled=self._auto_ack)
-        link.on_message = self._on_message
-        link.on_remote_close = self._on_link_closed
-        link.on_drained = self._on_drained
-        self._link = link
-        self._told = self._received  # a new link starts with no credit
-        if not self._holding:
-            self._flush_credit(link, force=True)
+        if not self._closed:
+            await self._attach()
 
     def connection_failed(self, error: Amqp1qError) -> None:
         """The supervisor gave up: the consumer's next receive raises ``error``."""
