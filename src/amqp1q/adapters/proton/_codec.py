@@ -24,6 +24,7 @@ import attrs
 
 from ..._job import Job
 from ._types import (
+    _BYTE,
     AMQPDecodeError,
     Described,
     Symbol,
@@ -35,6 +36,8 @@ from ._types import (
     decode,
     decode_fields,
     encode_into,
+    string_bytes,
+    symbol_bytes,
 )
 
 __all__ = [
@@ -155,11 +158,11 @@ def encode_job(
     stamp = int(time.time() * 1000) if creation_time is None else creation_time
     fields = b"".join(
         (
-            _str(job.id),
-            b"\x40\x40" if to is None else b"\x40" + _str(to),
-            _str(job.name),
+            string_bytes(job.id),
+            b"\x40\x40" if to is None else b"\x40" + string_bytes(to),
+            string_bytes(job.name),
             b"\x40\x40",
-            b"\x40" if job.content_type is None else _sym(job.content_type),
+            b"\x40" if job.content_type is None else symbol_bytes(job.content_type),
             b"\x40\x40\x83",
             stamp.to_bytes(8, "big", signed=True),
         )
@@ -191,7 +194,6 @@ def encode_job(
     return b"".join(parts)
 
 
-_BYTE: Final = [bytes((i,)) for i in range(256)]
 _HEADERS: dict[tuple[bool, int | None], bytes] = {}
 
 
@@ -205,22 +207,6 @@ def _header_bytes(durable: bool, priority: int | None) -> bytes:
         count = b"\x02" if priority is not None else b"\x01"
         header = _HEADERS[key] = _HEADER_DURABLE + b"\xc0" + _BYTE[len(fields) + 1] + count + fields
     return header
-
-
-def _str(text: str) -> bytes:
-    data = text.encode("utf-8")
-    size = len(data)
-    if size < 256:
-        return b"\xa1" + _BYTE[size] + data
-    return b"\xb1" + size.to_bytes(4, "big") + data
-
-
-def _sym(text: str) -> bytes:
-    data = text.encode("ascii")
-    size = len(data)
-    if size < 256:
-        return b"\xa3" + _BYTE[size] + data
-    return b"\xb3" + size.to_bytes(4, "big") + data
 
 
 # -- decoding ------------------------------------------------------------------------------------

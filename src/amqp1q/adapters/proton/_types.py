@@ -42,6 +42,8 @@ __all__ = [
     "decode_all",
     "encode",
     "encode_into",
+    "string_bytes",
+    "symbol_bytes",
 ]
 
 
@@ -283,12 +285,32 @@ def _encode_binary(out: bytearray, value: bytes | bytearray | memoryview) -> Non
     _encode_variable(out, 0xA0, 0xB0, bytes(value))
 
 
+_BYTE: Final = [bytes((i,)) for i in range(256)]
+
+
+def _variable_bytes(small: bytes, large: bytes, data: bytes) -> bytes:
+    size = len(data)
+    if size < 256:
+        return small + _BYTE[size] + data
+    return large + _pack_I(size) + data
+
+
+def string_bytes(text: str) -> bytes:
+    """The encoding of an AMQP ``string`` (str8 or str32)."""
+    return _variable_bytes(b"\xa1", b"\xb1", text.encode("utf-8"))
+
+
+def symbol_bytes(text: str) -> bytes:
+    """The encoding of an AMQP ``symbol`` (sym8 or sym32)."""
+    return _variable_bytes(b"\xa3", b"\xb3", text.encode("ascii"))
+
+
 def _encode_string(out: bytearray, value: str) -> None:
-    _encode_variable(out, 0xA1, 0xB1, value.encode("utf-8"))
+    out += string_bytes(value)
 
 
 def _encode_symbol(out: bytearray, value: str) -> None:
-    _encode_variable(out, 0xA3, 0xB3, value.encode("ascii"))
+    out += symbol_bytes(value)
 
 
 def _compound(out: bytearray, small: int, large: int, count: int, body: bytearray) -> None:
