@@ -185,6 +185,10 @@ class ConnectFailed(Amqp1qConnectionError):
 class ConnectionLost(Amqp1qConnectionError):
     """An established connection dropped (or the broker closed it with an error)."""
 
+    #: Set by the adapter on the error its connection failed with (as opposed to one link
+    #: closed on a live connection): what was in flight may go again once it is back.
+    _connection_dropped = False
+
 
 class AuthenticationFailed(Amqp1qConnectionError):
     """The broker refused the credentials (SASL outcome not ok)."""

@@ -382,15 +382,17 @@ class Engine:
             condition = condition_of(lib.pn_connection_remote_condition(self._conn))
             if condition is not None:
                 self.error = condition
+            # The connection's failure is recorded before its links die with it: their owners
+            # then know at once that the connection, not the link, is what ended.
+            self.handler.on_remote_close(self, condition)
             self._all_links_died()
             self.close()
-            self.handler.on_remote_close(self, condition)
         elif kind == lib.PN_TRANSPORT_ERROR:
             condition = condition_of(lib.pn_transport_condition(self._trans))
             if self.error is None:
                 self.error = condition
-            self._all_links_died()
             self.handler.on_transport_error(self, condition)
+            self._all_links_died()
         elif kind == lib.PN_TRANSPORT_CLOSED:
             self.closed = True
             self._all_links_died()

@@ -4,6 +4,12 @@ Deliveries arrive against credit the facade grants (:meth:`ProtonReceiver.flow`)
 buffer, still encoded; a delivery is decoded only when it is handed out. Settlement follows the
 broker's profile: a native outcome where the broker has one, else the emulation DESIGN
 describes (re-publish with the attempt counted, then accept).
+
+Accepts are coalesced: an ack waits (at most ``_ACK_DELAY`` seconds, at most ``_ACK_BATCH``
+acks) to go out with the others as one disposition range. Each disposition frame costs
+RabbitMQ 3.x about as much as several deliveries, so this raised its delivery rate by about a
+fifth (docs/benchmarks.md). An ack still waiting when its link dies is lost exactly like one
+written to a socket that then dies: the broker redelivers that job (at-least-once).
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ _DRAIN_TIMEOUT = 5.0
 #: Where Service Bus (and the embedded broker) put a dead-lettered message's reason.
 _BROKER_DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 _YIELD_EVERY = 8
+#: Accepts go out together once this many wait, or this many seconds after the first.
+_ACK_BATCH = 64
+_ACK_DELAY = 0.001
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -66,11 +75,14 @@ class ProtonReceiver:
         self._buffer: deque[tuple[Delivery, bytes]] = deque()
         self._event = asyncio.Event()
         self._drained = asyncio.Event()
+        self._detached = asyncio.Event()
         self._closed = False
         self._holding = False
         self._opened = False
         self._failure: Amqp1qError | None = None
         self._streak = 0
+        self._acks: list[Delivery] = []  # accepted, not yet handed to proton
+        self._ack_timer: asyncio.TimerHandle | None = None
         # Credit, counted here rather than read from proton: RabbitMQ 3.x echoes flow frames
         # whose link-credit proton then adopts, and has been seen sending past the credit.
         self._granted = 0  # credit the consumer granted, in all
@@ -89,6 +101,7 @@ class ProtonReceiver:
         link.on_message = self._on_message
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
+        self._detached.clear()
         self._link = link
         self._told = self._received
         if not self._holding:
@@ -194,12 +207,10 @@ class ProtonReceiver:
         self._buffer.clear()
         self._link = None
         self._drained.set()
-        # Whether the connection is being re-dialled is known once this callback chain ends.
-        asyncio.get_running_loop().call_soon(self._after_link_closed, condition)
-
-    def _after_link_closed(self, condition: Condition | None) -> None:
-        if self._link is not None or (not self._closed and self._adapter.state == "reconnecting"):
-            return  # re-attached already, or will be
+        self._detached.set()
+        # A dropped connection is recorded (and being re-dialled) before its links die.
+        if not self._closed and self._adapter.state == "reconnecting":
+            return  # re-attached once it is back
         self._closed = True
         self._event.set()
         if condition is not None:
@@ -257,7 +268,14 @@ class ProtonReceiver:
         adapter = self._adapter
         profile = adapter.profile
         if outcome is Outcome.ACK:
-            self._apply(delivery, incoming, ACCEPTED)
+            if not delivery.link.alive:
+                self._apply(delivery, incoming, ACCEPTED)  # raises DeliveryStale
+            acks = self._acks
+            acks.append(delivery)
+            if len(acks) >= _ACK_BATCH:
+                self.flush_acks()
+            elif self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(_ACK_DELAY, self.flush_acks)
         elif outcome is Outcome.RELEASE:
             self._apply(delivery, incoming, RELEASED)
         elif outcome is Outcome.RETRY:
@@ -291,6 +309,18 @@ class ProtonReceiver:
                 delivery, incoming, REJECTED, condition=Condition("amqp1q:rejected", description)
             )
         return None
+
+    def flush_acks(self) -> None:
+        """Hand the waiting accepts to proton (one disposition range where they are contiguous)."""
+        timer = self._ack_timer
+        if timer is not None:
+            timer.cancel()
+            self._ack_timer = None
+        acks = self._acks
+        if acks:
+            self._acks = []
+            for delivery in acks:
+                delivery.settle(ACCEPTED)  # False if its link died meanwhile: redelivered
 
     def _apply(
         self,
@@ -345,11 +375,19 @@ class ProtonReceiver:
             self._adapter.forget_receiver(self)
             return
         self._closed = True
+        self.flush_acks()
         self._release_buffered()
         self._event.set()
         link = self._link
         if link is not None and link.alive:
             link.close()
+            # The detach handshake: once answered, the broker has had the acks sent before it.
+            try:
+                await asyncio.wait_for(self._detached.wait(), _DRAIN_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.debug(
+                    "detach of %r unanswered after %.0f s", self._adapter.address, _DRAIN_TIMEOUT
+                )
         self._adapter.forget_receiver(self)
 
 

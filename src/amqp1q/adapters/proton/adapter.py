@@ -8,7 +8,6 @@ import logging
 import ssl
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -83,8 +82,6 @@ class ProtonAdapter:
         self._closing = False
         self._gave_up: Amqp1qError | None = None
         self._reconnecting: asyncio.Task[None] | None = None
-        #: The last few connection failures: a push failed by one of them may go again.
-        self._failures: deque[Amqp1qError] = deque(maxlen=8)
         #: Called with the new :attr:`state` on each change (``JobQueue.on_state_change``).
         self.state_listeners: list[Callable[[str], None]] = []
         if options.tls is not None and endpoint.scheme != "amqps":
@@ -217,7 +214,8 @@ class ProtonAdapter:
         connection.on_lost(self._lost)
 
     def _lost(self, error: Amqp1qError) -> None:
-        self._failures.append(error)
+        if isinstance(error, ConnectionLost):
+            error._connection_dropped = True
         self._connected.clear()
         for sender in self._senders.values():
             sender.fail(error)
@@ -397,7 +395,7 @@ class ProtonAdapter:
         dropped = not self._connected.is_set() or (
             connection is not None and connection.failure is not None
         )
-        if error.condition in _FORCED or any(error is lost for lost in self._failures):
+        if error.condition in _FORCED or error._connection_dropped:
             dropped = True  # (that connection may be back already: the error is what says so)
         return (
             dropped
