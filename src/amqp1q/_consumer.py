@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from . import _metrics
 from ._adapter import RELEASE, Outcome, Receiver, Settlement
 from ._errors import AlreadySettled, QueueStateError
 from ._received import ReceivedJob, _clip
@@ -154,6 +155,8 @@ class Consumer:
         self._granted -= 1
         job = ReceivedJob(incoming, self)
         self._queue._counters.consumed += 1
+        if _metrics.active():
+            _metrics.consumed(self._queue)
         if self.auto_ack:
             self._top_up()
         else:
@@ -237,7 +240,10 @@ class Consumer:
 
     # -- settlement (called by ReceivedJob) -----------------------------------------------------
 
-    async def settle(self, job: ReceivedJob, settlement: Settlement) -> None:
+    async def settle(
+        self, job: ReceivedJob, settlement: Settlement, *, by_policy: bool = False
+    ) -> None:
+        """Settle ``job`` once (``by_policy``: the retry policy chose the outcome, for metrics)."""
         if job._outcome is not None:
             if self.auto_ack:
                 raise AlreadySettled(
@@ -251,13 +257,20 @@ class Consumer:
                 job_id=job.id,
             )
         job._mark(settlement.outcome)
+        started = _metrics.start()
         try:
             pending = self._receiver.settle(job._incoming, settlement)
             if pending is not None:
                 await shielded(_wait(pending), self._queue.settle_timeout, f"settling job {job.id}")
+        except BaseException as exc:
+            if started is not None:
+                _metrics.settled(self._queue, settlement.outcome, by_policy, started, exc)
+            raise
         finally:
             self._left_hand()
         self._queue._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
+        if started is not None:
+            _metrics.settled(self._queue, settlement.outcome, by_policy, started, None)
 
     def _left_hand(self) -> None:
         """A job in hand was settled (or its settlement failed): it is no longer ours."""
@@ -318,7 +331,7 @@ class Consumer:
                 exc_info=exc,
                 extra=context,
             )
-        await self.settle(job, settlement)
+        await self.settle(job, settlement, by_policy=True)
 
     async def release_on_cancel(self, job: ReceivedJob) -> None:
         """The handler was cancelled: put the job back (never lose or dead-letter it)."""

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 
-from . import _tracing
+from . import _metrics, _tracing
 from ._adapter import Adapter, SendResult
 from ._consumer import Consumer
 from ._errors import (
@@ -99,6 +99,7 @@ class JobQueue:
         self._push_idle = asyncio.Event()
         self._push_idle.set()
         self._closed = asyncio.Event()
+        _metrics.watch(self)
 
     @classmethod
     def from_url(
@@ -417,6 +418,7 @@ class JobQueue:
     async def _send_now(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
         limit = self.push_timeout if timeout is None else check_seconds("timeout", timeout)
         counters = self._counters
+        started = _metrics.start()
         self._pushing += 1
         self._push_idle.clear()
         try:
@@ -424,15 +426,20 @@ class JobQueue:
                 results = await self._adapter.send(jobs, self.priority)
         except TimeoutError:
             counters.push_failed += len(jobs)
-            raise PushTimeout(
+            error = PushTimeout(
                 f"no outcome from the broker within {limit:g} s for {len(jobs)} job(s); "
                 "they may or may not have been queued",
                 queue=self.name,
                 address=self.address,
                 job_id=jobs[0].id if len(jobs) == 1 else None,
-            ) from None
-        except BaseException:
+            )
+            if started is not None:
+                _metrics.sent(self, started, len(jobs), error)
+            raise error from None
+        except BaseException as exc:
             counters.push_failed += len(jobs)
+            if started is not None:
+                _metrics.sent(self, started, len(jobs), exc)
             raise
         finally:
             self._pushing -= 1
@@ -445,6 +452,8 @@ class JobQueue:
                     counters.delayed += 1
             else:
                 counters.push_failed += 1
+        if started is not None:
+            _metrics.sent(self, started, len(jobs), results)
         return results
 
     # -- consume --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _tracing
+from . import _metrics, _tracing
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
 from ._errors import LockLost, PayloadError
 from ._job import Headers, Job
@@ -145,7 +145,8 @@ class ReceivedJob:
 
         ``delay`` in seconds; ``None`` or 0 makes the job available again at once.
         """
-        await self._consumer.settle(self, self._consumer.retry_settlement(self, delay))
+        settlement = self._consumer.retry_settlement(self, delay)
+        await self._consumer.settle(self, settlement, by_policy=True)
 
     async def release(self) -> None:
         """Put the job back untouched, counting no attempt (AMQP ``released``)."""
@@ -176,15 +177,17 @@ class ReceivedJob:
 class Processing:
     """The context manager :meth:`ReceivedJob.process` returns."""
 
-    __slots__ = ("_guard", "_job", "_reraise", "_span")
+    __slots__ = ("_guard", "_job", "_reraise", "_span", "_started")
 
     def __init__(self, job: ReceivedJob, reraise: bool) -> None:
         self._job = job
         self._reraise = reraise
         self._guard: AbstractAsyncContextManager[Any] | None = None
         self._span: tuple[Any, object] | None = None
+        self._started: float | None = None
 
     async def __aenter__(self) -> ReceivedJob:
+        self._started = _metrics.start()
         if _tracing.active():
             job = self._job
             system, server = job._consumer._queue._tracing_facts()
@@ -204,12 +207,19 @@ class Processing:
         tb: TracebackType | None,
     ) -> bool:
         span, self._span = self._span, None
+        started, self._started = self._started, None
+        ended = exc
         try:
             return await self._exit(exc_type, exc, tb)
+        except BaseException as raised:
+            ended = raised
+            raise
         finally:
             if span is not None:
                 failed = exc if isinstance(exc, Exception) else None
                 _tracing.end_span(span[0], failed, span[1])
+            if started is not None:
+                _metrics.processed(self._job._consumer._queue, started, ended)
 
     async def _exit(
         self,
@@ -223,11 +233,13 @@ class Processing:
         if guard is not None:
             try:
                 await guard.__aexit__(exc_type, exc, tb)
-            except LockLost:
+            except LockLost as lost:
                 # Nothing can be settled any more: the broker takes the job back by itself.
                 if not job.settled:
                     job._mark(Outcome.RELEASE)
                     consumer._left_hand()
+                    if _metrics.active():
+                        _metrics.settled(consumer._queue, Outcome.RELEASE, False, None, lost)
                 raise
         if exc is None:
             if not job.settled:

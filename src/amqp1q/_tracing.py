@@ -3,18 +3,24 @@
 Spans follow the messaging semantic conventions: a ``send QUEUE`` producer span per job pushed,
 whose context travels in the job's application properties (``traceparent``, ``tracestate``,
 and ``Diagnostic-Id`` so traces join the Azure SDK's), and a ``process QUEUE`` consumer span
-around ``job.process()``, parented on it. With no SDK installed (the API's default provider),
-nothing is recorded and pushes are left untouched: the cost is one check per push.
+around ``job.process()``, parented on that creation context and linked to it (the conventions
+require the link; the parent is allowed for one message at a time). A message from the
+azure-servicebus SDK carries its ``ServiceBus.message`` span there; an older Azure client's
+``Diagnostic-Id`` in the Request-Id form ``|TRACEID.SPANID.`` is read too. With no SDK
+installed (the API's default provider), nothing is recorded and pushes are left untouched: the
+cost is one check per push.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import (
+    Link,
     NoOpTracerProvider,
     ProxyTracerProvider,
     SpanKind,
@@ -24,12 +30,22 @@ from opentelemetry.trace import (
 
 from ._version import __version__
 
-__all__ = ["TRACE_HEADERS", "active", "consumer_span", "producer_span", "traced_headers"]
+__all__ = [
+    "TRACE_HEADERS",
+    "active",
+    "consumer_span",
+    "creation_context",
+    "producer_span",
+    "traced_headers",
+]
 
 #: Application properties that carry trace context (W3C, and Azure's Diagnostic-Id).
 TRACE_HEADERS: Final = ("traceparent", "tracestate", "Diagnostic-Id")
 
 _tracer = trace.get_tracer("amqp1q", __version__)
+
+#: ``Diagnostic-Id`` as Application Insights' Request-Id (``|TRACEID.SPANID.``, W3C ids inside).
+_REQUEST_ID: Final = re.compile(r"\|([0-9a-f]{32})\.([0-9a-f]{16})\.", re.ASCII)
 
 
 def active() -> bool:
@@ -70,6 +86,23 @@ def traced_headers(span: trace.Span) -> dict[str, str]:
     return carrier
 
 
+def creation_context(headers: Mapping[str, str]) -> otel_context.Context | None:
+    """The context a message was created in, from its application properties; ``None`` if it
+    carries none (or none that parses)."""
+    carrier = {key: headers[key] for key in ("traceparent", "tracestate") if key in headers}
+    if "traceparent" not in carrier:
+        diagnostic = headers.get("Diagnostic-Id")
+        if not diagnostic:
+            return None
+        request_id = _REQUEST_ID.match(diagnostic.strip().lower())
+        # A Request-Id carries no sampling flag: take it as sampled (its sender recorded it).
+        carrier["traceparent"] = (
+            f"00-{request_id[1]}-{request_id[2]}-01" if request_id else diagnostic
+        )
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
 def consumer_span(
     queue: str,
     system: str,
@@ -77,16 +110,20 @@ def consumer_span(
     headers: Mapping[str, str],
     server: tuple[str, int] | None,
 ) -> tuple[trace.Span, object]:
-    """Start ``process QUEUE`` as the current span; returns it and the token to detach."""
-    carrier = {key: headers[key] for key in TRACE_HEADERS if key in headers}
-    if "traceparent" not in carrier and "Diagnostic-Id" in carrier:
-        carrier["traceparent"] = carrier["Diagnostic-Id"]
-    parent = propagate.extract(carrier) if carrier else None
+    """Start ``process QUEUE`` as the current span; returns it and the token to detach.
+
+    Parented on, and linked to, the message's creation context; with none, a child of whatever
+    span is current."""
+    parent = creation_context(headers)
+    links = None
+    if parent is not None:
+        links = [Link(trace.get_current_span(parent).get_span_context())]
     span = _tracer.start_span(
         f"process {queue}",
         context=parent,
         kind=SpanKind.CONSUMER,
         attributes=_attributes("process", queue, system, message_id, server),
+        links=links,
     )
     token = otel_context.attach(trace.set_span_in_context(span))
     return span, token

@@ -74,6 +74,7 @@ from .._errors import (
 )
 from .._job import RESERVED_HEADER_PREFIX, Headers, Job, Receipt, new_job_id
 from .._redact import redact
+from .._tracing import TRACE_HEADERS
 from .._urls import ServiceBusEndpoint
 
 __all__ = [
@@ -117,8 +118,10 @@ def to_message(
     scheduled_at: datetime.datetime | None = None,
 ) -> ServiceBusMessage:
     """The ``ServiceBusMessage`` for ``job``: id = message_id, name = subject, headers =
-    application properties (``traceparent`` and ``Diagnostic-Id`` among them pass as they are);
-    an ``attempt`` above 1 rides in ``x-amqp1q-attempt``."""
+    application properties (``traceparent`` and ``Diagnostic-Id`` among them pass as they are,
+    named in bytes as the SDK's tracing names them: with azure-core tracing on, the SDK then
+    keeps them instead of adding a second key of the same name); an ``attempt`` above 1 rides
+    in ``x-amqp1q-attempt``."""
     return _message(
         job.name, job.body, job.id, job.content_type, job.headers, attempt, scheduled_at
     )
@@ -135,6 +138,9 @@ def _message(
 ) -> ServiceBusMessage:
     properties: dict[str | bytes, Any] = {}
     properties.update(headers)
+    for key in TRACE_HEADERS:
+        if key in properties:
+            properties[key.encode()] = properties.pop(key)
     if attempt != 1:
         properties[ATTEMPT_PROPERTY] = attempt
     return ServiceBusMessage(

@@ -21,6 +21,7 @@ from ..._errors import (
     QueueNotFound,
     TLSError,
 )
+from . import _frames as frames
 from ._driver import Pump, open_pump
 from ._engine import Engine
 from ._links import Condition, Link, ReceiverLink, SenderLink
@@ -97,6 +98,8 @@ class ClientConnection:
             idle_timeout=idle_timeout,
             properties=properties,
         )
+        if frames.enabled():  # decided per connection: with the logger off, nothing is traced
+            frames.trace_frames(self.engine, where=self.where, queue=queue)
         self._pump: Pump | None = None
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure: Amqp1qError | None = None
