@@ -42,7 +42,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy>=1.10")
+    session.install("-e", ".[test,lint]")  # lint: mypy, types-PyYAML, tomli (3.10 branch)
     session.run("mypy")
 
 

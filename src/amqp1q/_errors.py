@@ -11,7 +11,8 @@ The tree::
     ├── ConfigurationError                 (also ValueError) bad settings, found before any I/O
     │   ├── InvalidURL                     malformed URL / connection string, unknown scheme
     │   ├── InvalidSetting                 a setting out of range (prefetch < 1, ...)
-    │   └── UnsupportedFeature             the broker or adapter cannot do what was asked
+    │   ├── UnsupportedFeature             the broker or adapter cannot do what was asked
+    │   └── MissingDependency              (also ImportError) an optional extra is not installed
     ├── InvalidJob                         (also ValueError) a job that cannot be sent as given
     │   └── PayloadError                   a payload that cannot be (de)serialised
     ├── QueueStateError                    the queue or consumer is not open (or already closed)
@@ -50,6 +51,7 @@ __all__ = [
     "JobRejected",
     "JobTooLarge",
     "LockLost",
+    "MissingDependency",
     "PayloadError",
     "PushError",
     "PushTimeout",
@@ -151,6 +153,10 @@ class InvalidSetting(ConfigurationError):
 
 class UnsupportedFeature(ConfigurationError):
     """The broker (or adapter) cannot do what was asked; the message names both."""
+
+
+class MissingDependency(ConfigurationError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` to run."""
 
 
 # -- jobs ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``amqp1q`` command: ``demo``, ``push``, ``consume``, ``worker``, ``broker``.
+"""The ``amqp1q`` command: ``demo``, ``bench``, ``push``, ``consume``, ``worker``, ``broker``.
 
 The queue URL comes from ``--url`` or the ``AMQP1Q_URL`` environment variable (better for
 connection strings with keys: a command line is visible to every user of the machine).
@@ -12,10 +12,10 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TextIO
+from typing import Any
 
+from ._display import running_counts
 from ._errors import Amqp1qError
 from ._job import Job
 from ._queue import JobQueue
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=_positive, default=1024, help="payload bytes (1024)")
     demo.add_argument("--prefetch", type=_positive, default=100, help="consumer prefetch (100)")
     demo.set_defaults(run=_demo)
+    _bench_parser(commands)
 
     push = commands.add_parser("push", help="push jobs to a queue")
     _url_argument(push)
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         default="ack",
         help="what to do with each job once printed (ack)",
     )
+    consume.add_argument("--quiet", "-q", action="store_true", help="no running counts on stderr")
     consume.set_defaults(run=_consume)
     _worker_parser(commands)
     _broker_parser(commands)
@@ -105,14 +107,35 @@ def _parser() -> argparse.ArgumentParser:
 
 def _worker_parser(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run a Registry's handlers on a queue's jobs")
-    worker.add_argument("registry", metavar="MODULE:ATTR", help="e.g. myapp.jobs:registry")
+    worker.add_argument(
+        "registry",
+        metavar="MODULE:ATTR",
+        nargs="?",
+        default=None,
+        help="e.g. myapp.jobs:registry (or `registry` in the --config file)",
+    )
+    worker.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="settings from a .toml, .yaml or RoadRunner .rr.yaml file; flags override it",
+    )
+    worker.add_argument(
+        "--pipeline", default=None, help="the RoadRunner pipeline to run, when there are several"
+    )
     _url_argument(worker)
     worker.add_argument("--queue", default=None, help="the queue (default: the URL's path)")
-    worker.add_argument("--concurrency", type=_positive, default=32, help="handlers at once (32)")
+    worker.add_argument("--concurrency", type=_positive, default=None, help="handlers at once (32)")
     worker.add_argument("--job-timeout", type=_seconds, default=None, help="seconds per job")
-    worker.add_argument("--grace", type=_seconds, default=30.0, help="drain seconds on stop (30)")
+    worker.add_argument("--grace", type=_seconds, default=None, help="drain seconds on stop (30)")
     worker.add_argument(
         "--prefetch", type=_positive, default=None, help="consumer credit (--concurrency)"
+    )
+    worker.add_argument(
+        "--wire-format",
+        choices=("amqp1q", "roadrunner"),
+        default=None,
+        help="how retried jobs are written (amqp1q; roadrunner for a RoadRunner file)",
     )
     worker.set_defaults(run=_worker)
 
@@ -163,65 +186,42 @@ def _require_url(args: argparse.Namespace) -> str:
     return str(args.url)
 
 
-# -- demo ---------------------------------------------------------------------------------------
+# -- demo and bench (amqp1q._bench) -------------------------------------------------------------
+
+
+def _bench_parser(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="push then consume jobs with a progress bar; print a table of rates and CPU",
+        description="Push --jobs jobs, then consume and ack them, --rounds times: a progress "
+        "bar on stderr, a table on stdout. A quick check of one setup; benchmarks/run.py "
+        "compares amqp1q with other clients.",
+    )
+    bench.add_argument(
+        "--url",
+        default=None,
+        help="an empty queue's URL (default: the embedded broker, in a process of its own)",
+    )
+    bench.add_argument("--jobs", type=_positive, default=10_000, help="jobs per round (10000)")
+    bench.add_argument("--size", type=_positive, default=1024, help="payload bytes (1024)")
+    bench.add_argument("--prefetch", type=_positive, default=100, help="consumer prefetch (100)")
+    bench.add_argument("--rounds", type=_positive, default=1, help="push-then-consume rounds (1)")
+    bench.add_argument("--batch", type=_positive, default=500, help="jobs per push_many (500)")
+    bench.add_argument("--producers", type=_positive, default=1, help="concurrent pushers (1)")
+    bench.add_argument("--consumers", type=_positive, default=1, help="concurrent consumers (1)")
+    bench.set_defaults(run=_bench)
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    if args.url:
-        return await _run_demo(args, args.url, "")
-    from .testing import Broker
+    from ._bench import demo
 
-    async with Broker() as broker:
-        where = f" (the embedded broker on {broker.host}:{broker.port}, Proton adapter)"
-        return await _run_demo(args, f"{broker.url}/jobs", where)
+    return await demo(args)
 
 
-async def _run_demo(args: argparse.Namespace, url: str, where: str) -> int:
-    out = sys.stdout
-    queue = JobQueue.from_url(url, prefetch=args.prefetch)
-    n = args.jobs
-    payload = b"x" * args.size
-    print(f"amqp1q demo: {n:,} jobs of {args.size:,} bytes through {queue.url}{where}", file=out)
-    async with queue:
-        started = time.perf_counter()
-        batch = 500
-        for first in range(0, n, batch):
-            count = min(batch, n - first)
-            await queue.push_many([Job("demo", payload) for _ in range(count)])
-            _progress(out, "push", first + count, n, started)
-        push_s = time.perf_counter() - started
-        _done(out, "pushed", n, push_s)
+async def _bench(args: argparse.Namespace) -> int:
+    from ._bench import bench
 
-        started = time.perf_counter()
-        received = 0
-        async with queue.consume() as consumer:
-            async for job in consumer:
-                await job.ack()
-                received += 1
-                if received % 500 == 0 or received == n:
-                    _progress(out, "consume", received, n, started)
-                if received == n:
-                    break
-        _done(out, "consumed", received, time.perf_counter() - started)
-    return 0
-
-
-def _progress(out: TextIO, what: str, done: int, total: int, started: float) -> None:
-    if not out.isatty():
-        return
-    width = 30
-    filled = width * done // total
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    bar = "#" * filled + "." * (width - filled)
-    out.write(f"\r{what:>8} [{bar}] {done:,}/{total:,} {rate:,.0f}/s")
-    out.flush()
-
-
-def _done(out: TextIO, what: str, count: int, seconds: float) -> None:
-    if out.isatty():
-        out.write("\r\033[K")
-    rate = count / max(seconds, 1e-9)
-    print(f"{what:>8} {count:,} jobs in {seconds:.2f} s ({rate:,.0f} jobs/s)", file=out)
+    return await bench(args)
 
 
 # -- push and consume ---------------------------------------------------------------------------
@@ -262,16 +262,48 @@ async def _push_jobs(url: str, jobs: list[Job]) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from .worker import serve
+    from ._errors import ConfigurationError
+    from .worker import WorkerConfig, serve
 
+    try:
+        if args.config is not None:
+            config = WorkerConfig.load(args.config, pipeline=args.pipeline)
+        elif args.pipeline is not None:
+            raise ConfigurationError("--pipeline needs --config (a RoadRunner .rr.yaml)")
+        else:
+            config = WorkerConfig()
+        config = config.override(  # flags (and $AMQP1Q_URL, the --url default) win
+            registry=args.registry,
+            url=args.url,
+            queue=args.queue,
+            concurrency=args.concurrency,
+            job_timeout=args.job_timeout,
+            grace=args.grace,
+            prefetch=args.prefetch,
+            wire_format=args.wire_format,
+        )
+        url = config.resolve_url()
+        if url is None:
+            where = " or url in the --config file" if args.config else ""
+            raise ConfigurationError(f"give --url{where}, or set {_URL_ENV}")
+        if config.registry is None:
+            raise ConfigurationError("give MODULE:ATTR, or registry in the --config file")
+        options = config.queue_options(url)
+    except ConfigurationError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    if config.ignored:
+        ignored = ", ".join(config.ignored)
+        note = f"amqp1q worker: {config.source}: ignored (RoadRunner only): {ignored}"
+        print(note, file=sys.stderr)
     return await serve(
-        args.registry,
-        _require_url(args),
-        queue=args.queue,
-        concurrency=args.concurrency,
-        job_timeout=args.job_timeout,
-        grace=args.grace,
-        prefetch=args.prefetch,
+        config.registry,
+        url,
+        concurrency=32 if config.concurrency is None else config.concurrency,
+        job_timeout=config.job_timeout,
+        grace=30.0 if config.grace is None else config.grace,
+        prefetch=config.prefetch,
+        options=options,
     )
 
 
@@ -325,8 +357,17 @@ def _header(item: str) -> tuple[str, str]:
 async def _consume(args: argparse.Namespace) -> int:
     url = _require_url(args)
     seen = 0
+    settled_as = {"ack": "acked", "release": "released", "reject": "rejected"}[args.settle]
     async with JobQueue.from_url(url, prefetch=args.prefetch) as queue:
-        async with queue.consume() as consumer:
+
+        def counts() -> tuple[int, int]:
+            stats = queue.stats()
+            return stats.consumed, int(getattr(stats, settled_as))
+
+        async with (
+            running_counts(counts, settled_as, quiet=args.quiet) as before_output,
+            queue.consume() as consumer,
+        ):
             while args.count is None or seen < args.count:
                 job = await consumer.receive(timeout=args.timeout)
                 if job is None:
@@ -346,6 +387,7 @@ async def _consume(args: argparse.Namespace) -> int:
                     )
                 except Amqp1qError as exc:
                     record["decode_error"] = str(exc)
+                before_output()
                 print(json.dumps(record, ensure_ascii=False), flush=True)
                 if args.settle == "ack":
                     await job.ack()

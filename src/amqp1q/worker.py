@@ -38,8 +38,17 @@ from ._errors import ConfigurationError, InvalidSetting
 from ._queue import JobQueue
 from ._received import ReceivedJob
 from ._settings import check_positive_int, check_seconds
+from ._workerconfig import WorkerConfig
 
-__all__ = ["NO_HANDLER", "Handler", "Registry", "load_registry", "run_worker", "serve"]
+__all__ = [
+    "NO_HANDLER",
+    "Handler",
+    "Registry",
+    "WorkerConfig",
+    "load_registry",
+    "run_worker",
+    "serve",
+]
 
 log = logging.getLogger("amqp1q.worker")
 
@@ -196,19 +205,25 @@ async def serve(
     job_timeout: float | None = None,
     grace: float = 30.0,
     prefetch: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> int:
     """The ``amqp1q worker`` command: load ``spec``, run until SIGTERM/SIGINT, drain, exit code.
 
-    0 after a clean drain; 2 if ``spec`` cannot be loaded; 130 on a second signal (running
-    handlers cancelled at once, their jobs released); 1 for a consumer that ended by itself.
-    Other :class:`~amqp1q.Amqp1qError` propagate (the command prints them and exits 1).
+    ``options`` are more keyword arguments for ``JobQueue.from_url`` (say, from
+    :meth:`WorkerConfig.queue_options`). 0 after a clean drain; 2 if ``spec`` cannot be loaded;
+    130 on a second signal (running handlers cancelled at once, their jobs released); 1 for a
+    consumer that ended by itself. Other :class:`~amqp1q.Amqp1qError` propagate (the command
+    prints them and exits 1).
     """
     try:
         registry = load_registry(spec)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    job_queue = JobQueue.from_url(url, queue=queue)
+    queue_options = dict(options or {})
+    if queue is not None:
+        queue_options["queue"] = queue
+    job_queue = JobQueue.from_url(url, **queue_options)
     stop = asyncio.Event()
     interrupted = False
     worker = asyncio.ensure_future(

@@ -13,6 +13,8 @@ from proton.utils import BlockingConnection
 from amqp1q import Job, JobQueue, PayloadError
 from amqp1q.testing import Broker
 
+from ..conftest import RABBITMQ_URL
+
 pytestmark = pytest.mark.anyio
 
 
@@ -63,3 +65,35 @@ async def test_foreign_messages_become_jobs_with_a_decode_error() -> None:
     assert bare.decode_error is None
     assert (good.name, good.body, good.decode_error) == ("after", b"fine", None)
     assert uuid.UUID(good.id)
+
+
+def _send_bare(url: str, address: str) -> None:
+    connection = BlockingConnection(url, timeout=10)
+    try:
+        bare = proton.Message()
+        bare.body = b"no id, no properties"
+        bare.inferred = True
+        connection.create_sender(address).send(bare)
+    finally:
+        connection.close()
+
+
+@pytest.mark.rabbitmq
+async def test_a_foreign_message_with_no_id_can_be_dead_lettered_on_rabbitmq(
+    rabbitmq_queue: str,
+) -> None:
+    # RabbitMQ 3.x dead-letters by re-publishing to QUEUE.dlq: the copy needs an id of its own.
+    await asyncio.to_thread(_send_bare, RABBITMQ_URL, f"/amq/queue/{rabbitmq_queue}")
+    async with JobQueue.from_url(RABBITMQ_URL, queue=rabbitmq_queue) as queue:
+        async with queue.consume() as consumer:
+            job = await consumer.receive(timeout=10)
+            assert job is not None
+            assert job.id == ""
+            await job.reject("poison")
+        async with queue.dead_letter_queue() as dlq, dlq.consume() as dead:
+            moved = await dead.receive(timeout=10)
+            assert moved is not None
+            assert moved.body == b"no id, no properties"
+            assert moved.id
+            assert moved.dead_letter_reason == "poison"
+            await moved.ack()

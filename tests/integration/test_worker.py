@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from amqp1q import Job, JobQueue, ReceivedJob, Registry, RetryPolicy
+from amqp1q.adapters.proton._codec import decode_message
 from amqp1q.testing import Broker
-from amqp1q.worker import NO_HANDLER, run_worker
+from amqp1q.worker import NO_HANDLER, WorkerConfig, run_worker
 
 from ..conftest import RABBITMQ_URL
+from .test_roadrunner_wire import _roadrunner_message, _send_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -248,15 +251,17 @@ def _lines(project: Path) -> list[str]:
 
 
 async def _start_worker(project: Path, url: str, *args: str) -> asyncio.subprocess.Process:
+    return await _start(project, "wk_jobs:registry", "--url", url, *args)
+
+
+async def _start(project: Path, *args: str) -> asyncio.subprocess.Process:
+    """``amqp1q worker ARGS`` in ``project``, without ``$AMQP1Q_URL``."""
     env = {k: v for k, v in os.environ.items() if k != "AMQP1Q_URL"}
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "amqp1q",
         "worker",
-        "wk_jobs:registry",
-        "--url",
-        url,
         *args,
         cwd=project,
         env=env,
@@ -268,6 +273,20 @@ async def _exit(process: asyncio.subprocess.Process, timeout: float) -> tuple[in
     _, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return process.returncode, err.decode()
+
+
+async def _sigterm_once(
+    process: asyncio.subprocess.Process, ready: Callable[[], bool], timeout: float
+) -> tuple[int, str]:
+    """Wait until ``ready()``, send SIGTERM, return the exit code and stderr (kill if stuck)."""
+    try:
+        await _until(ready)
+        process.send_signal(signal.SIGTERM)
+        return await _exit(process, timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_cli_worker_processes_jobs_and_drains_on_sigterm(tmp_path: Path) -> None:
@@ -298,14 +317,7 @@ async def test_cli_worker_past_the_grace_releases_the_running_job(tmp_path: Path
         url = f"{broker.url}/{QUEUE}"
         await _push(url, Job("slow", 3600))
         process = await _start_worker(project, url, "--grace", "0.5")
-        try:
-            await _until(lambda: (project / "slow-started").exists())
-            process.send_signal(signal.SIGTERM)
-            code, err = await _exit(process, 10)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        code, err = await _sigterm_once(process, lambda: (project / "slow-started").exists(), 10)
         assert code == 0, err
         async with JobQueue.from_url(url) as queue, queue.consume() as consumer:
             job = await consumer.receive(timeout=5)
@@ -336,6 +348,58 @@ async def test_cli_worker_second_sigint_stops_at_once_with_130(tmp_path: Path) -
             assert job is not None
             assert job.name == "slow"
             await job.ack()
+
+
+_RR_YAML = """
+version: "3"
+server:
+  command: "php worker.php"
+rpc:
+  listen: tcp://127.0.0.1:6001
+amqp1:
+  addr: "{addr}"
+jobs:
+  num_pollers: 4
+  pool:
+    num_workers: 4
+  consume: ["emails", "reports"]
+  pipelines:
+    emails:
+      driver: amqp1
+      config:
+        queue: "{queue}"
+        prefetch: 4
+        durable: true
+        exchange_type: direct{extra}
+    reports:
+      driver: amqp1
+      config:
+        queue: reports
+amqp1q:
+  registry: wk_jobs:registry
+"""
+
+
+def _rr_yaml(project: Path, addr: str, queue: str, extra: str = "") -> Path:
+    path = project / ".rr.yaml"
+    path.write_text(_RR_YAML.format(addr=addr, queue=queue, extra=extra))
+    return path
+
+
+async def test_cli_worker_runs_a_roadrunner_pipeline_from_rr_yaml(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    async with Broker() as broker:
+        config = WorkerConfig.load(_rr_yaml(project, f"{broker.url}/", QUEUE), pipeline="emails")
+        async with config.job_queue() as queue:  # the same file: RoadRunner's envelope
+            await queue.push_many([Job("fast", str(i).encode()) for i in range(3)])
+        stored = list(broker.queue(QUEUE).messages())
+        assert json.loads(decode_message(stored[0].payload).body)["header"]["rr_job"] == "fast"
+        process = await _start(project, "--config", ".rr.yaml", "--pipeline", "emails")
+        code, err = await _sigterm_once(process, lambda: len(_lines(project)) == 3, 15)
+        assert code == 0, err
+        assert "ignored (RoadRunner only): version, server, rpc, jobs.num_pollers" in err
+        assert sorted(_lines(project)) == ["fast b'0'", "fast b'1'", "fast b'2'"]
+        assert len(broker.queue(QUEUE)) == 0
 
 
 @pytest.mark.parametrize(
@@ -376,12 +440,42 @@ async def test_cli_worker_on_rabbitmq(tmp_path: Path, rabbitmq_queue: str) -> No
     url = f"{RABBITMQ_URL}/{rabbitmq_queue}"
     await _push(url, *(Job("fast", i) for i in range(5)))
     process = await _start_worker(project, url, "--concurrency", "2")
-    try:
-        await _until(lambda: len(_lines(project)) == 5)
-        process.send_signal(signal.SIGTERM)
-        code, err = await _exit(process, 20)
-    finally:
-        if process.returncode is None:
-            process.kill()
+    code, err = await _sigterm_once(process, lambda: len(_lines(project)) == 5, 20)
     assert code == 0, err
     assert sorted(_lines(project)) == [f"fast {i}" for i in range(5)]
+
+
+@pytest.mark.rabbitmq
+async def test_cli_worker_rr_yaml_on_rabbitmq_takes_roadrunner_jobs(
+    tmp_path: Path, rabbitmq_queue: str
+) -> None:
+    project = _project(tmp_path)
+    path = _rr_yaml(project, f"{RABBITMQ_URL}/", rabbitmq_queue)
+    config = WorkerConfig.load(path, pipeline="emails")
+    assert (config.queue, config.prefetch, config.roadrunner) == (rabbitmq_queue, 4, True)
+    header = {"rr_id": "rr-1", "rr_job": "fast", "rr_pipeline": "emails", "rr_priority": 10}
+    messages = [
+        _roadrunner_message({**header, "rr_headers": {"tenant": ["a"]}}, "by-hand"),
+        _roadrunner_message({**header, "rr_id": "rr-2"}, "second"),
+    ]
+    await asyncio.to_thread(_send_raw, RABBITMQ_URL, f"/amq/queue/{rabbitmq_queue}", messages)
+    process = await _start(project, "--config", str(path), "--pipeline", "emails")
+    code, err = await _sigterm_once(process, lambda: len(_lines(project)) == 2, 20)
+    assert code == 0, err
+    assert "ignored (RoadRunner only)" in err
+    assert sorted(_lines(project)) == ["fast b'by-hand'", "fast b'second'"]
+
+
+@pytest.mark.rabbitmq
+async def test_roadrunner_jobs_pushed_from_the_config_read_back_on_rabbitmq(
+    tmp_path: Path, rabbitmq_queue: str
+) -> None:
+    path = _rr_yaml(tmp_path, f"{RABBITMQ_URL}/", rabbitmq_queue)
+    config = WorkerConfig.load(path, pipeline="emails")
+    async with config.job_queue() as queue:
+        await queue.push(Job("fast", b"pushed"))
+        async with queue.consume() as consumer:
+            job = await consumer.receive(timeout=10)
+            assert job is not None
+            await job.release()
+    assert (job.name, job.payload) == ("fast", b"pushed")

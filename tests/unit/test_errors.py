@@ -21,7 +21,7 @@ def _error_classes() -> list[type[amqp1q.Amqp1qError]]:
 
 def test_every_error_derives_from_the_root_and_is_exported() -> None:
     classes = _error_classes()
-    assert len(classes) == 22
+    assert len(classes) == 23
     for cls in classes:
         assert issubclass(cls, amqp1q.Amqp1qError)
         assert getattr(amqp1q, cls.__name__) is cls
@@ -38,6 +38,8 @@ def test_builtin_bases() -> None:
     assert issubclass(amqp1q.InvalidURL, ValueError)
     assert issubclass(amqp1q.PayloadError, ValueError)
     assert issubclass(amqp1q.PushTimeout, TimeoutError)
+    assert issubclass(amqp1q.MissingDependency, ImportError)
+    assert issubclass(amqp1q.MissingDependency, amqp1q.ConfigurationError)
 
 
 def test_context_is_carried_and_rendered() -> None:

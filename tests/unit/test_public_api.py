@@ -33,3 +33,12 @@ def test_the_design_contract_names_exist() -> None:
         assert callable(getattr(amqp1q.ReceivedJob, method))
     assert Job("x").name == "x"
     assert RetryPolicy().max_attempts == 5
+
+
+def test_the_worker_module_exports_resolve() -> None:
+    import amqp1q.worker
+
+    assert {"Registry", "WorkerConfig", "run_worker", "serve"} <= set(amqp1q.worker.__all__)
+    for name in amqp1q.worker.__all__:
+        assert getattr(amqp1q.worker, name) is not None
+    assert amqp1q.worker.Registry is amqp1q.Registry

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._adapter import Incoming, Outcome, Settlement
 from ..._errors import Amqp1qError, DeliveryStale, QueueStateError
-from ..._job import RESERVED_HEADER_PREFIX, Headers, Job
+from ..._job import RESERVED_HEADER_PREFIX, Headers, Job, new_job_id
 from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle
 from ._codec import AMQPDecodeError, decode_message
 from ._links import (
@@ -359,7 +359,7 @@ class ProtonReceiver:
         job = Job(
             incoming.name or "unnamed",
             incoming.body,
-            id=incoming.id,
+            id=incoming.id or new_job_id(),  # a foreign message may carry none
             headers=incoming.headers,
             priority=incoming.priority,
             content_type=incoming.content_type,
@@ -452,12 +452,10 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
             body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
-    if (
-        message.message_id is None
-        and message.subject is None
-        and message.body_kind == "data"
-        and decode_error is None
-    ):
+    # amqp1q's own format always has a message-id. The subject is no sign either way: RabbitMQ
+    # 3.x gives a message sent without properties (as RoadRunner's driver sends it) its
+    # routing key as subject.
+    if message.message_id is None and message.body_kind == "data" and decode_error is None:
         envelope = parse_envelope(body)
         if envelope is not None:  # a RoadRunner amqp1 job (see _roadrunner)
             headers.pop("x-delay", None)
