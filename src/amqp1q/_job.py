@@ -226,11 +226,23 @@ class Job:
             extra += f", delay={self.delay}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
+    def _with_headers(self, extra: Mapping[str, str]) -> Job:
+        """A copy with ``extra`` headers added, unchecked and not re-serialised: for headers
+        amqp1q made itself (trace context), on the push path."""
+        job: Job = object.__new__(Job)
+        for name in _FIELDS:
+            object.__setattr__(job, name, getattr(self, name))
+        object.__setattr__(job, "headers", Headers._trusted({**self.headers._data, **extra}))
+        return job
+
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied (the id is kept unless changed)."""
         if "payload" in changes and "content_type" not in changes:
             changes["content_type"] = None
         return attrs.evolve(self, **changes)
+
+
+_FIELDS: Final = tuple(field.name for field in attrs.fields(Job))
 
 
 @attrs.frozen(slots=True)

@@ -35,6 +35,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpMeterProvider, Observation
 
 from ._adapter import Outcome
+from ._otel import ProviderWatch
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ DURATION_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
 
-#: How often, at most, to look for a provider while there is none (seconds).
-_RECHECK: Final = 1.0
 
 try:  # the API's default: a proxy that forwards to whatever provider is set later
     from opentelemetry.metrics._internal import _ProxyMeterProvider
@@ -57,26 +56,14 @@ try:  # the API's default: a proxy that forwards to whatever provider is set lat
 except ImportError:  # pragma: no cover - a future API that moved it
     _NO_SDK = (NoOpMeterProvider,)
 
-_enabled = False
-_next_check = 0.0
+_provider = ProviderWatch(metrics.get_meter_provider, _NO_SDK)
 _queues: weakref.WeakSet[JobQueue] = weakref.WeakSet()
 
 
 def active() -> bool:
-    """True once the application installed an OpenTelemetry SDK meter provider.
-
-    ``metrics.get_meter_provider()`` reads the environment on every call (near a microsecond),
-    so while there is no provider it is asked at most once a second.
-    """
-    global _enabled, _next_check
-    if _enabled:
-        return True
-    now = time.monotonic()
-    if now < _next_check:
-        return False
-    _next_check = now + _RECHECK
-    _enabled = not isinstance(metrics.get_meter_provider(), _NO_SDK)
-    return _enabled
+    """True once the application installed an OpenTelemetry SDK meter provider (looked for at
+    most once a second until then)."""
+    return _provider.active()
 
 
 def start() -> float | None:

@@ -402,13 +402,14 @@ class JobQueue:
     def _traced(self, jobs: list[Job]) -> tuple[list[Job], list[Any]]:
         """A producer span per job, its context put in the job's headers."""
         system, server = self._tracing_facts()
+        diagnostic_id = system == "servicebus"  # Azure SDKs read it; other brokers need not
         spans = []
         traced = []
         for job in jobs:
             span = _tracing.producer_span(self.name, system, job.id, server, len(jobs))
             spans.append(span)
-            carrier = _tracing.traced_headers(span)
-            traced.append(job.evolve(headers=job.headers.with_(**carrier)) if carrier else job)
+            carrier = _tracing.traced_headers(span, diagnostic_id=diagnostic_id)
+            traced.append(job._with_headers(carrier) if carrier else job)
         return traced, spans
 
     def _tracing_facts(self) -> tuple[str, tuple[str, int] | None]:

@@ -49,6 +49,7 @@ from amqp1q.adapters.proton._types import (
     decode,
     decode_all,
     decode_fields,
+    decode_map,
     encode,
 )
 
@@ -296,12 +297,23 @@ def test_a_datetime_is_a_timestamp_to_the_millisecond(value: datetime.datetime) 
     assert abs(decoded.to_datetime() - value) <= datetime.timedelta(milliseconds=1)
 
 
+@settings(SOME, max_examples=1_000)
+@given(st.dictionaries(scalars, values, max_size=6) | st.dictionaries(st.text(), st.text()))
+def test_the_map_fast_path_decodes_as_the_generic_decoder(original: dict[Any, Any]) -> None:
+    # application-properties go through decode_map: strings inline, anything else generically.
+    data = encode(original)
+    fast, end = decode_map(data, 0)
+    generic, generic_end = decode(data, 0)
+    assert end == generic_end == len(data)
+    assert_same(fast, generic)
+
+
 # -- malformed input: typed errors only ----------------------------------------------------------
 
 
 def _decode_everything(data: bytes) -> None:
     """Run every decoder over ``data``: each either succeeds or raises AMQPDecodeError."""
-    for decoder in (decode, decode_all, decode_message, split_sections, _fields):
+    for decoder in (decode, decode_all, decode_message, split_sections, _fields, _map):
         _decode_or_refuse(decoder, data)
     incoming = _to_incoming(data)
     if incoming is None:  # the known bug _to_incoming tolerates
@@ -315,6 +327,10 @@ def _decode_everything(data: bytes) -> None:
 
 def _fields(data: bytes) -> Any:
     return decode_fields(data, 0)
+
+
+def _map(data: bytes) -> Any:
+    return decode_map(data, 0)
 
 
 def _decode_or_refuse(decoder: Any, data: bytes) -> None:

@@ -531,6 +531,17 @@ class ServiceBusAdapter:
     def address(self) -> str:
         return self.queue
 
+    #: The OpenTelemetry ``messaging.system`` value.
+    messaging_system = "servicebus"
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """``server.address`` and ``server.port`` for traces and metrics (AMQP over TLS: 5671)."""
+        endpoint = self._endpoint
+        if endpoint is not None:
+            return endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
+        return str(self._namespace), 5671
+
     @property
     def display(self) -> str:
         if self._endpoint is not None:

@@ -35,6 +35,7 @@ from ._types import (
     _encode_map,
     decode,
     decode_fields,
+    decode_map,
     encode_into,
     string_bytes,
     symbol_bytes,
@@ -254,10 +255,12 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
                 fields, offset = decode_fields(data, offset)
                 _properties(message, fields)
                 continue
-            value, offset = decode(data, offset)
             if code == APPLICATION_PROPERTIES:
+                value, offset = decode_map(data, offset)
                 message.application_properties = _as_map(value, "application-properties")
-            elif code == MESSAGE_ANNOTATIONS:
+                continue
+            value, offset = decode(data, offset)
+            if code == MESSAGE_ANNOTATIONS:
                 message.message_annotations = _as_map(value, "message-annotations")
             elif code == DELIVERY_ANNOTATIONS:
                 message.delivery_annotations = _as_map(value, "delivery-annotations")

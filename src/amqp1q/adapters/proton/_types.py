@@ -664,6 +664,22 @@ _READERS: Final[dict[int, Any]] = {
 }
 
 
+def _compound_at(data: Any, offset: int) -> tuple[int, int, int]:
+    """A list or map's item count, where its items start and where it ends (its type code at
+    ``offset`` is one of 0xC0, 0xC1: one-byte size and count; 0xD0, 0xD1: four-byte)."""
+    if data[offset] < 0xD0:
+        size, count = data[offset + 1], data[offset + 2]
+        position = offset + 3
+        end = offset + 2 + size
+    else:
+        size, count = _unpack_II(data, offset + 1)
+        position = offset + 9
+        end = offset + 5 + size
+    if end > len(data):
+        raise AMQPDecodeError("truncated AMQP list or map")
+    return count, position, end
+
+
 def decode_fields(data: Any, offset: int) -> tuple[list[Any], int]:
     """A list at ``offset`` whose items are mostly null, boolean, string, symbol, small
     unsigned or timestamp (the header and properties sections): those are read inline, the
@@ -672,18 +688,9 @@ def decode_fields(data: Any, offset: int) -> tuple[list[Any], int]:
         code = data[offset]
         if code == 0x45:
             return [], offset + 1
-        if code == 0xC0:
-            size, count = data[offset + 1], data[offset + 2]
-            position = offset + 3
-            end = offset + 2 + size
-        elif code == 0xD0:
-            size, count = _unpack_II(data, offset + 1)
-            position = offset + 9
-            end = offset + 5 + size
-        else:
+        if code != 0xC0 and code != 0xD0:
             raise AMQPDecodeError(f"expected a list, found type code 0x{code:02x}")
-        if end > len(data):
-            raise AMQPDecodeError("truncated AMQP list")
+        count, position, end = _compound_at(data, offset)
         items: list[Any] = []
         append = items.append
         for _ in range(count):
@@ -718,5 +725,45 @@ def decode_fields(data: Any, offset: int) -> tuple[list[Any], int]:
         return items, end
     except (IndexError, struct.error) as exc:
         raise AMQPDecodeError(f"truncated AMQP list at byte {offset}") from exc
+    except UnicodeDecodeError as exc:
+        raise AMQPDecodeError(f"bad UTF-8 in an AMQP string: {exc.reason}") from exc
+
+
+def decode_map(data: Any, offset: int) -> tuple[Any, int]:
+    """A map at ``offset`` whose keys and values are mostly strings (application-properties):
+    those are read inline, the rest through :func:`decode`. Anything but a map (null, say) is
+    left to :func:`decode` whole; the caller checks what it got."""
+    try:
+        code = data[offset]
+        if code != 0xC1 and code != 0xD1:
+            return decode(data, offset)
+        count, position, end = _compound_at(data, offset)
+        if count % 2:
+            raise AMQPDecodeError("an AMQP map has an odd number of items")
+        items: list[Any] = []
+        append = items.append
+        for _ in range(count):
+            code = data[position]
+            if code == 0xA1:
+                size = data[position + 1]
+                start = position + 2
+                position = start + size
+                append(bytes(data[start:position]).decode("utf-8"))
+            elif code == 0xB1:
+                (size,) = _unpack_I(data, position + 1)
+                start = position + 5
+                position = start + size
+                append(bytes(data[start:position]).decode("utf-8"))
+            else:
+                value, position = decode(data, position)
+                append(value)
+        if position != end:
+            raise AMQPDecodeError("an AMQP list or map's size does not match its items")
+        try:
+            return dict(zip(items[::2], items[1::2], strict=True)), end
+        except TypeError as exc:  # an unhashable key (a list or map)
+            raise AMQPDecodeError("an AMQP map key is a list or map") from exc
+    except (IndexError, struct.error) as exc:
+        raise AMQPDecodeError(f"truncated AMQP map at byte {offset}") from exc
     except UnicodeDecodeError as exc:
         raise AMQPDecodeError(f"bad UTF-8 in an AMQP string: {exc.reason}") from exc

@@ -1,0 +1,37 @@
+"""What tracing and metrics share: noticing, cheaply, that the application installed an SDK."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["ProviderWatch"]
+
+#: How often, at most, to look for a provider while there is none (seconds).
+RECHECK: Final = 1.0
+
+
+class ProviderWatch:
+    """``active()`` is True once ``get_provider()`` returns something other than the API's
+    defaults (``no_sdk``). The API looks the provider up in the environment on every call (near
+    a microsecond), so while there is none it is asked at most once a second; once there is
+    one, never again (OpenTelemetry lets a provider be set only once)."""
+
+    __slots__ = ("_enabled", "_get_provider", "_next_check", "_no_sdk")
+
+    def __init__(self, get_provider: Callable[[], object], no_sdk: tuple[type, ...]) -> None:
+        self._get_provider = get_provider
+        self._no_sdk = no_sdk
+        self._enabled = False
+        self._next_check = 0.0
+
+    def active(self) -> bool:
+        if self._enabled:
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + RECHECK
+        self._enabled = not isinstance(self._get_provider(), self._no_sdk)
+        return self._enabled
