@@ -6,6 +6,8 @@ JSON line with its throughput and its own CPU time per job for each phase. The d
 fresh durable queue for every run through RabbitMQ's management HTTP API, deletes it afterwards,
 repeats the whole set of clients --rounds times (interleaved, so drift hits every client alike),
 and prints the median of each metric as a markdown table with amqp1q's ratio to each other client.
+Then, unless --no-extras, amqp1q's tracing overhead, consumer memory with jobs waiting, and
+push-to-handler latency at a steady rate, each in its own section (benchmarks/extras.py).
 
     python benchmarks/run.py                                 # all clients, 3 rounds
     python benchmarks/run.py --clients proton-reactor,rhea --rounds 1 --n 5000
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import extras
 
 HERE = Path(__file__).resolve().parent
 CLIENTS_DIR = HERE / "clients"
@@ -371,6 +375,7 @@ def main() -> int:
     parser.add_argument("--npm", default="npm")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--json", type=Path, help="write every run's raw result to this file")
+    extras.add_arguments(parser)
     args = parser.parse_args()
 
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
@@ -406,6 +411,7 @@ def main() -> int:
         if broker is not None:
             broker.terminate()
             broker.wait(timeout=10)
+    more = extras.run(args, mgmt) if args.extras else None
 
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -419,6 +425,8 @@ def main() -> int:
         "versions": versions(args, clients),
     }
     header, tables = render(list(outcomes.values()), meta, args)
+    if more is not None:
+        tables += extras.render(more, args)
     print(f"{header}\n{tables}", end="")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
@@ -436,9 +444,11 @@ def main() -> int:
                 }
                 for o in outcomes.values()
             },
+            "extras": more.to_json() if more is not None else None,
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
-    return 0 if all(o.runs for o in outcomes.values()) else 1
+    ok = all(o.runs for o in outcomes.values()) and (more is None or not more.errors)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
