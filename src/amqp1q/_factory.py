@@ -29,6 +29,8 @@ class AdapterOptions:
     #: How jobs are written: ``"amqp1q"`` (DESIGN section 3) or ``"roadrunner"`` (the
     #: RoadRunner amqp1 driver's JSON envelope). Both are read whatever this says.
     wire_format: str = "amqp1q"
+    #: The pipeline the RoadRunner envelope names (``rr_pipeline``); None: the queue's name.
+    pipeline: str | None = None
     #: Send a SASL PLAIN password over plaintext to a host that is not loopback.
     allow_plaintext_password: bool = False
     #: Service Bus has no priority: push prioritised jobs anyway, dropping it.

@@ -127,6 +127,7 @@ class JobQueue:
         ignore_priority: bool = False,
         allow_plaintext_password: bool = False,
         wire_format: str = "amqp1q",
+        pipeline: str | None = None,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -147,7 +148,8 @@ class JobQueue:
         A password is not sent over plaintext ``amqp://`` to a host that is not loopback
         unless ``allow_plaintext_password=True`` (InvalidSetting at open otherwise).
         ``wire_format="roadrunner"`` writes jobs in the RoadRunner ``amqp1`` driver's envelope,
-        so PHP RoadRunner workers can consume them (``amqp://`` only; both formats are read).
+        so PHP RoadRunner workers can consume them (``amqp://`` only; both formats are read);
+        ``pipeline`` is the RoadRunner pipeline it names (``rr_pipeline``; default: the queue).
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -169,6 +171,7 @@ class JobQueue:
             ignore_priority=bool(ignore_priority),
             allow_plaintext_password=bool(allow_plaintext_password),
             wire_format=_wire_format(wire_format),
+            pipeline=_optional_str("pipeline", pipeline),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(

@@ -136,6 +136,8 @@ class WorkerConfig:
         if wire_format is None:
             wire_format = "roadrunner" if self.roadrunner and network else "amqp1q"
         options: dict[str, Any] = {"wire_format": wire_format}
+        if wire_format == "roadrunner" and self.pipeline is not None:
+            options["pipeline"] = self.pipeline  # RoadRunner reads it back as the job's pipeline
         for name in _QUEUE_OPTIONS:
             if getattr(self, name) is not None:
                 options[name] = getattr(self, name)

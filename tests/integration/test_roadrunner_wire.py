@@ -122,3 +122,14 @@ async def test_pushing_with_the_roadrunner_codec_writes_exactly_that_envelope() 
 def test_an_unknown_wire_format_is_refused() -> None:
     with pytest.raises(InvalidSetting, match="wire_format"):
         JobQueue.from_url("amqp://127.0.0.1/q", wire_format="protobuf")
+
+
+async def test_the_envelope_names_the_pipeline_given() -> None:
+    # RoadRunner pipelines have names of their own; the queue is only one of their settings.
+    async with Broker() as broker:
+        async with JobQueue.from_url(
+            broker.url, queue="mail-q", wire_format="roadrunner", pipeline="emails"
+        ) as queue:
+            await queue.push(Job("app.Jobs.SendEmail", b"{}"))
+        stored = decode_message(next(iter(broker.queue("mail-q").messages())).payload)
+        assert json.loads(stored.body)["header"]["rr_pipeline"] == "emails"

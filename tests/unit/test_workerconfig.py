@@ -209,6 +209,7 @@ def test_a_roadrunner_file_maps_its_pipeline(
     assert config.keys["exchange"] == f"{path}: jobs.pipelines.emails.config.exchange"
     options = config.queue_options(config.resolve_url() or "")
     assert options["wire_format"] == "roadrunner"  # PHP workers share the queue
+    assert options["pipeline"] == "emails"  # named in each envelope as RoadRunner does
     assert options["queue"] == "emails"
     assert options["requeue_on_fail"] is True
     assert options["auto_ack"] is False

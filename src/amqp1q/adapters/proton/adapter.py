@@ -481,7 +481,7 @@ class ProtonAdapter:
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,
             body_kind="data",
-            body=encode_envelope(job, self._queue),
+            body=encode_envelope(job, self._options.pipeline or self._queue),
         )
         return encode_message(message)
 
