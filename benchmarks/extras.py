@@ -18,30 +18,28 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+import common
+from common import fmt, median
 
 if TYPE_CHECKING:
     from run import Management
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "clients" / "amqp1q_extras.py"
-REPO = HERE.parent
+SCRIPT = common.CLIENTS_DIR / "amqp1q_extras.py"
 
 TRACING_TARGET = 0.7  # tracing on ÷ off, at least
 MEMORY_TARGET_MB = 10.0  # growth, below
 LATENCY_TARGETS_MS = {"p50_ms": 2.0, "p99_ms": 10.0}  # below
-TRACING_METRICS = ["push_per_s", "consume_per_s", "push_cpu_us_per_job", "consume_cpu_us_per_job"]
+TRACING_METRICS = common.METRICS  # the tracing runs report what every client run does
 LATENCY_METRICS = [
     "achieved_per_s",
     "jobs",
@@ -66,22 +64,18 @@ class Extras:
         self.errors.setdefault(what, []).append(error)
         print(f"run.py: extras {what} FAILED: {error}", file=sys.stderr)
 
-    def median(self, runs: list[dict[str, Any]], metric: str) -> float | None:
-        values = [run[metric] for run in runs if isinstance(run.get(metric), (int, float))]
-        return statistics.median(values) if values else None
-
     def to_json(self) -> dict[str, Any]:
         return {
             "tracing": {
                 setting: {
-                    "median": {m: self.median(runs, m) for m in TRACING_METRICS},
+                    "median": {m: median(runs, m) for m in TRACING_METRICS},
                     "runs": runs,
                 }
                 for setting, runs in self.tracing.items()
             },
             "memory": self.memory,
             "latency": {
-                "median": {m: self.median(self.latency, m) for m in LATENCY_METRICS},
+                "median": {m: median(self.latency, m) for m in LATENCY_METRICS},
                 "runs": self.latency,
             },
             "errors": self.errors,
@@ -113,8 +107,7 @@ def run_script(
 ) -> dict[str, Any]:
     """Run amqp1q_extras.py with ``argv``; its JSON line, or RuntimeError. ``while_running`` is
     called about once a second until the process ends."""
-    env = dict(os.environ)  # measure this checkout even when amqp1q isn't installed
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    env = common.child_env()  # measure this checkout even when amqp1q isn't installed
     try:
         proc = subprocess.Popen(
             [args.python, str(SCRIPT), *argv, "--url", args.url, "--size", str(args.size)],
@@ -122,7 +115,7 @@ def run_script(
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-            cwd=REPO,
+            cwd=common.REPO,
         )
     except OSError as e:
         raise RuntimeError(f"could not start: {e}") from e
@@ -138,16 +131,9 @@ def run_script(
         proc.kill()
         proc.communicate()
         raise RuntimeError(f"timed out after {args.timeout:g} s") from e
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
-        tail = (stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-        raise RuntimeError(f"exit {proc.returncode}: {tail[:300]}")
-    try:
-        result: dict[str, Any] = json.loads(lines[-1])
-    except json.JSONDecodeError as e:
-        raise RuntimeError(f"output is not JSON: {lines[-1][:200]!r}") from e
+    result, line = common.last_json_line(proc.returncode, stdout, stderr)
     if result.get("measurement") != expect:
-        raise RuntimeError(f"expected a {expect} result, got {lines[-1][:200]!r}")
+        raise RuntimeError(f"expected a {expect} result, got {line[:200]!r}")
     return result
 
 
@@ -178,13 +164,8 @@ def run_tracing(args: argparse.Namespace, mgmt: Management, round_no: int, out: 
             continue
         result["round"] = round_no
         out.tracing[setting].append(result)
-        print(
-            f"run.py: round {round_no}/{args.rounds} tracing {setting:<4}  "
-            f"push {result['push_per_s']:>9,.0f}/s {result['push_cpu_us_per_job']:7.1f} µs/job   "
-            f"consume {result['consume_per_s']:>9,.0f}/s "
-            f"{result['consume_cpu_us_per_job']:7.1f} µs/job",
-            file=sys.stderr,
-        )
+        label = f"round {round_no}/{args.rounds} tracing {setting:<4}"
+        print(f"run.py: {label}  {common.progress(result)}", file=sys.stderr)
 
 
 def run_latency(args: argparse.Namespace, mgmt: Management, round_no: int, out: Extras) -> None:
@@ -252,20 +233,10 @@ def run_memory(args: argparse.Namespace, mgmt: Management, out: Extras) -> None:
     )
 
 
-def sdk_version(args: argparse.Namespace) -> str | None:
-    probe = "import importlib.metadata as m; print(m.version('opentelemetry-sdk'))"
-    try:
-        out = subprocess.run([args.python, "-c", probe], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
 def run(args: argparse.Namespace, mgmt: Management) -> Extras:
     """Tracing and latency every round, then memory once."""
-    out = Extras(sdk_version=sdk_version(args))
+    sdk = common.dist_versions(args.python, ["opentelemetry-sdk"]).get("opentelemetry-sdk")
+    out = Extras(sdk_version=sdk)
     for round_no in range(1, args.rounds + 1):
         run_tracing(args, mgmt, round_no, out)
         run_latency(args, mgmt, round_no, out)
@@ -278,10 +249,6 @@ def run(args: argparse.Namespace, mgmt: Management) -> Extras:
 
 def verdict(met: bool | None) -> str:
     return "n/a" if met is None else ("**met**" if met else "**missed**")
-
-
-def fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def render_tracing(out: Extras, args: argparse.Namespace) -> list[str]:
@@ -300,20 +267,13 @@ def render_tracing(out: Extras, args: argparse.Namespace) -> list[str]:
     if not off or not on:
         errors = out.errors.get("tracing on", []) + out.errors.get("tracing off", [])
         return [*lines, f"**failed**: {(errors or ['no result'])[-1].replace('|', '/')}", ""]
-    lines += [
-        "| tracing | push/s | consume/s | push CPU µs/job | consume CPU µs/job |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    lines += common.table_head("tracing")
     for name, runs in (("off", off), ("on", on)):
-        lines.append(
-            f"| {name} | {fmt(out.median(runs, 'push_per_s'), ',.0f')} "
-            f"| {fmt(out.median(runs, 'consume_per_s'), ',.0f')} "
-            f"| {fmt(out.median(runs, 'push_cpu_us_per_job'), '.1f')} "
-            f"| {fmt(out.median(runs, 'consume_cpu_us_per_job'), '.1f')} |"
-        )
+        cells = common.metric_cells(functools.partial(median, runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ratios = []
     for metric in ("push_per_s", "consume_per_s"):
-        a, b = out.median(on, metric), out.median(off, metric)
+        a, b = median(on, metric), median(off, metric)
         ratios.append(None if a is None or not b else a / b)
     cells = [f"{r:.2f}x {verdict(r >= TRACING_TARGET)}" if r is not None else "n/a" for r in ratios]
     lines.append(f"| **on ÷ off** | {cells[0]} | {cells[1]} | | |")
@@ -378,21 +338,21 @@ def render_latency(out: Extras, args: argparse.Namespace) -> list[str]:
     if not runs:
         errors = out.errors.get("latency", ["no result"])
         return [*lines, f"**failed**: {errors[-1].replace('|', '/')}", ""]
-    p50, p99 = out.median(runs, "p50_ms"), out.median(runs, "p99_ms")
+    p50, p99 = median(runs, "p50_ms"), median(runs, "p99_ms")
     p50_met = None if p50 is None else p50 < LATENCY_TARGETS_MS["p50_ms"]
     p99_met = None if p99 is None else p99 < LATENCY_TARGETS_MS["p99_ms"]
     lines += [
         "| achieved jobs/s | jobs measured | p50 ms | p90 ms | p99 ms | max ms "
         "| push confirm p50 ms | producer late p99 ms |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {fmt(out.median(runs, 'achieved_per_s'), ',.0f')} "
-        f"| {fmt(out.median(runs, 'jobs'), ',.0f')} "
+        f"| {fmt(median(runs, 'achieved_per_s'), ',.0f')} "
+        f"| {fmt(median(runs, 'jobs'), ',.0f')} "
         f"| {fmt(p50, '.2f')} {verdict(p50_met)} "
-        f"| {fmt(out.median(runs, 'p90_ms'), '.2f')} "
+        f"| {fmt(median(runs, 'p90_ms'), '.2f')} "
         f"| {fmt(p99, '.2f')} {verdict(p99_met)} "
-        f"| {fmt(out.median(runs, 'max_ms'), '.2f')} "
-        f"| {fmt(out.median(runs, 'confirm_p50_ms'), '.2f')} "
-        f"| {fmt(out.median(runs, 'pacing_late_p99_ms'), '.2f')} |",
+        f"| {fmt(median(runs, 'max_ms'), '.2f')} "
+        f"| {fmt(median(runs, 'confirm_p50_ms'), '.2f')} "
+        f"| {fmt(median(runs, 'pacing_late_p99_ms'), '.2f')} |",
         "",
     ]
     return lines

@@ -24,27 +24,20 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import common
 import extras
-
-HERE = Path(__file__).resolve().parent
-CLIENTS_DIR = HERE / "clients"
-REPO = HERE.parent
+from common import CLIENTS_DIR, METRICS, Outcome
 
 CLIENTS = ["amqp1q", "proton-reactor", "aio-pika", "rhea", "amqp1q@embedded"]
 #: Clients that run against amqp1q's embedded broker (started by this driver), not RabbitMQ.
@@ -65,7 +58,6 @@ DESCRIPTIONS = {
     "(`amqp1q broker`, its own process) instead of RabbitMQ",
 }
 PY_DISTS = ("amqp1q", "python-qpid-proton", "aio-pika")
-METRICS = ["push_per_s", "consume_per_s", "push_cpu_us_per_job", "consume_cpu_us_per_job"]
 
 
 class Management:
@@ -106,17 +98,6 @@ class Management:
                 raise
 
 
-@dataclass
-class Outcome:
-    client: str
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def median(self, metric: str) -> float | None:
-        values = [run[metric] for run in self.runs]
-        return statistics.median(values) if values else None
-
-
 def ensure_node_modules(npm: str) -> None:
     if (CLIENTS_DIR / "node_modules" / "rhea").is_dir():
         return
@@ -148,65 +129,28 @@ def run_client(
 ) -> dict[str, Any]:
     """One run of one client against a fresh queue; returns its JSON or raises RuntimeError."""
     queue = f"amqp1q-bench-{client}-{os.getpid()}-{round_no}"
-    env = dict(os.environ)
-    if client.startswith("amqp1q"):  # measure this checkout even when amqp1q isn't installed
-        src = str(REPO / "src")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    # Measure this checkout even when amqp1q isn't installed.
+    env = common.child_env() if client.startswith("amqp1q") else None
     if client not in EMBEDDED:
         mgmt.declare_queue(queue)
     try:
-        started = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                command(client, args, queue),
-                capture_output=True,
-                text=True,
-                timeout=args.timeout,
-                env=env,
-                cwd=REPO,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"timed out after {args.timeout:g} s") from e
-        except OSError as e:
-            raise RuntimeError(f"could not start: {e}") from e
-        took = time.perf_counter() - started
+        argv = command(client, args, queue)
+        result, took = common.run_client(argv, n=args.n, timeout=args.timeout, env=env)
+    except OSError as e:
+        raise RuntimeError(f"could not start: {e}") from e
     finally:
         try:
             if client not in EMBEDDED:
                 mgmt.delete_queue(queue)
         except (OSError, urllib.error.URLError) as e:
             print(f"run.py: could not delete queue {queue}: {e}", file=sys.stderr)
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-        raise RuntimeError(f"exit {proc.returncode}: {tail[:300]}")
-    try:
-        result = json.loads(lines[-1])
-    except json.JSONDecodeError as e:
-        raise RuntimeError(f"output is not JSON: {lines[-1][:200]!r}") from e
-    missing = [m for m in METRICS if not isinstance(result.get(m), (int, float))]
-    if missing or result.get("n") != args.n:
-        raise RuntimeError(f"incomplete result (missing {missing}, n={result.get('n')})")
     result["round"] = round_no
     result["wall_s"] = round(took, 2)
     return result
 
 
 def versions(args: argparse.Namespace, clients: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    probe = (
-        "import json, importlib.metadata as m\n"
-        "out = {}\n"
-        f"for d in {PY_DISTS!r}:\n"
-        "    try: out[d] = m.version(d)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))\n"
-    )
-    try:
-        out = subprocess.run([args.python, "-c", probe], capture_output=True, text=True, timeout=30)
-        found.update(json.loads(out.stdout))
-    except (OSError, ValueError, subprocess.SubprocessError):
-        pass
+    found = common.dist_versions(args.python, PY_DISTS)
     if "rhea" in clients:
         try:
             pkg = json.loads((CLIENTS_DIR / "node_modules" / "rhea" / "package.json").read_text())
@@ -216,30 +160,6 @@ def versions(args: argparse.Namespace, clients: list[str]) -> dict[str, str]:
         except (OSError, ValueError, KeyError):
             pass
     return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "n/a"
-    return f"{a / b:.2f}x"
-
-
-def fmt_rate(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f}"
-
-
-def fmt_cpu(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
 
 
 def render(
@@ -261,22 +181,7 @@ def render(
         "CPU = the client process's user+sys time per job",
         "",
     ]
-    rows = [
-        "| client | push/s | consume/s | push CPU µs/job | consume CPU µs/job |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for o in outcomes:
-        if not o.runs:
-            why = o.errors[-1] if o.errors else "no result"
-            rows.append(f"| {o.client} | **failed**: {why.replace('|', '/')} | - | - | - |")
-            continue
-        note = f" ({len(o.runs)}/{len(o.runs) + len(o.errors)} ok)" if o.errors else ""
-        rows.append(
-            f"| {o.client}{note} | {fmt_rate(o.median('push_per_s'))} "
-            f"| {fmt_rate(o.median('consume_per_s'))} "
-            f"| {fmt_cpu(o.median('push_cpu_us_per_job'))} "
-            f"| {fmt_cpu(o.median('consume_cpu_us_per_job'))} |"
-        )
+    rows = [*common.table_head("client"), *(common.outcome_row(o) for o in outcomes)]
     base = next((o for o in outcomes if o.client == "amqp1q"), None)
     others = [o for o in outcomes if o.client != "amqp1q" and o.client not in EMBEDDED]
     if base is not None and not base.runs and others:
@@ -291,12 +196,7 @@ def render(
             "| amqp1q vs | push/s ratio | consume/s ratio | push CPU ratio | consume CPU ratio |",
             "|---|---:|---:|---:|---:|",
         ]
-        rows += [
-            f"| {o.client} | "
-            + " | ".join(ratio(base.median(m), o.median(m)) for m in METRICS)
-            + " |"
-            for o in others
-        ]
+        rows += [f"| {o.client} | " + " | ".join(common.ratios(base, o)) + " |" for o in others]
     rows += ["", "Clients:", ""]
     rows += [f"- {o.client}: {DESCRIPTIONS[o.client]}" for o in outcomes]
     return "\n".join(header), "\n".join(rows) + "\n"
@@ -321,29 +221,14 @@ def run_rounds(
                 print(f"run.py: {label} FAILED: {e}", file=sys.stderr)
                 continue
             outcomes[client].runs.append(result)
-            print(
-                f"run.py: {label} push {result['push_per_s']:>9,.0f}/s "
-                f"{result['push_cpu_us_per_job']:7.1f} µs/job   "
-                f"consume {result['consume_per_s']:>9,.0f}/s "
-                f"{result['consume_cpu_us_per_job']:7.1f} µs/job",
-                file=sys.stderr,
-            )
+            print(f"run.py: {label} {common.progress(result)}", file=sys.stderr)
 
 
 def start_embedded_broker(
     args: argparse.Namespace, outcomes: dict[str, Outcome]
 ) -> subprocess.Popen[str] | None:
     """``amqp1q broker --port 0`` in its own process (so it has a core, as RabbitMQ has)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    process = subprocess.Popen(
-        [args.python, "-m", "amqp1q", "broker", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
+    process, line = common.start_broker([args.python, "-m", "amqp1q", "broker", "--port", "0"])
     if "listening on " not in line:
         process.terminate()
         for client in EMBEDDED & set(outcomes):
@@ -414,11 +299,7 @@ def main() -> int:
     more = extras.run(args, mgmt) if args.extras else None
 
     meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
+        **common.machine(),
         "rabbitmq": overview.get("rabbitmq_version", "?"),
         "erlang": overview.get("erlang_version", "?"),
         "url_host": urlsplit(args.url).hostname,

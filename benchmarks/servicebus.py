@@ -19,25 +19,18 @@ amqp1q is taken from this checkout's src/. A run of 5,000 jobs takes about 10 s 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-CLIENTS_DIR = HERE / "clients"
-REPO = HERE.parent
+import common
+from common import CLIENTS_DIR, Outcome
 
 AMQP1Q, SDK = "amqp1q", "azure-servicebus"
 CLIENTS = [AMQP1Q, SDK]
-METRICS = ["push_per_s", "consume_per_s", "push_cpu_us_per_job", "consume_cpu_us_per_job"]
 DISTS = ("azure-servicebus", "uamqp", "python-qpid-proton")
 
 #: Runs the embedded broker in Service Bus mode on a free port; prints the connection string.
@@ -54,30 +47,10 @@ asyncio.run(main())
 """
 
 
-@dataclass
-class Outcome:
-    client: str
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def median(self, metric: str) -> float | None:
-        values = [run[metric] for run in self.runs if metric in run]
-        return statistics.median(values) if values else None
-
-
-def child_env() -> dict[str, str]:
-    """This checkout's amqp1q first on the path, whatever is installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    return env
-
-
 def start_broker(python: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [python, "-c", BROKER_SCRIPT], stdout=subprocess.PIPE, text=True, env=child_env()
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
+    """The embedded broker in Service Bus mode, in its own process, and its connection string."""
+    process, line = common.start_broker([python, "-c", BROKER_SCRIPT])
+    line = line.strip()
     if not line.startswith("Endpoint=sb://"):
         process.terminate()
         raise RuntimeError(f"the embedded broker did not start: {line!r}")
@@ -94,11 +67,11 @@ def process_cpu(pid: int) -> float | None:
 
 
 def command(client: str, args: argparse.Namespace, conn: str, queue: str) -> list[str]:
-    common = ["--queue", queue, "--n", str(args.n), "--prefetch", str(args.prefetch)]
-    common += ["--size", str(args.size)]
+    rest = ["--queue", queue, "--n", str(args.n), "--prefetch", str(args.prefetch)]
+    rest += ["--size", str(args.size)]
     if client == AMQP1Q:
-        return [args.python, str(CLIENTS_DIR / "amqp1q_bench.py"), "--url", conn, *common]
-    return [args.python, str(CLIENTS_DIR / "servicebus_sdk_bench.py"), "--conn", conn, *common]
+        return [args.python, str(CLIENTS_DIR / "amqp1q_bench.py"), "--url", conn, *rest]
+    return [args.python, str(CLIENTS_DIR / "servicebus_sdk_bench.py"), "--conn", conn, *rest]
 
 
 def run_client(
@@ -107,71 +80,14 @@ def run_client(
     """One run of one client against a fresh queue; returns its JSON or raises RuntimeError."""
     queue = f"sb-bench-{client}-{os.getpid()}-{round_no}"
     broker_cpu0 = process_cpu(broker.pid)
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            command(client, args, conn, queue),
-            capture_output=True,
-            text=True,
-            timeout=args.timeout,
-            env=child_env(),
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"timed out after {args.timeout:g} s") from e
-    took = time.perf_counter() - started
+    argv = command(client, args, conn, queue)
+    result, took = common.run_client(argv, n=args.n, timeout=args.timeout, env=common.child_env())
     broker_cpu1 = process_cpu(broker.pid)
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or [f"no output, exit {proc.returncode}"])[-1]
-        raise RuntimeError(f"exit {proc.returncode}: {tail[:300]}")
-    try:
-        result: dict[str, Any] = json.loads(lines[-1])
-    except json.JSONDecodeError as e:
-        raise RuntimeError(f"output is not JSON: {lines[-1][:200]!r}") from e
-    missing = [m for m in METRICS if not isinstance(result.get(m), (int, float))]
-    if missing or result.get("n") != args.n:
-        raise RuntimeError(f"incomplete result (missing {missing}, n={result.get('n')})")
     result.update(client=client, round=round_no, wall_s=round(took, 2))
     if broker_cpu0 is not None and broker_cpu1 is not None:
         # Both phases together: the broker's CPU for one message in and out.
         result["broker_cpu_us_per_job"] = round((broker_cpu1 - broker_cpu0) / args.n * 1e6, 1)
     return result
-
-
-def versions(python: str) -> dict[str, str]:
-    probe = (
-        "import json, importlib.metadata as m\n"
-        "out = {}\n"
-        f"for d in {DISTS!r}:\n"
-        "    try: out[d] = m.version(d)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))\n"
-    )
-    try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30)
-        found: dict[str, str] = json.loads(out.stdout)
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return {}
-    return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
 
 def render(outcomes: dict[str, Outcome], args: argparse.Namespace, meta: dict[str, Any]) -> str:
@@ -184,29 +100,15 @@ def render(outcomes: dict[str, Outcome], args: argparse.Namespace, meta: dict[st
         "clients alternating; CPU = the client process's user+sys time per job; broker CPU = "
         "the embedded broker's, per job pushed and consumed",
         "",
-        "| client | push/s | consume/s | push CPU µs/job | consume CPU µs/job "
-        "| broker CPU µs/job |",
-        "|---|---:|---:|---:|---:|---:|",
+        *common.table_head("client", ["broker CPU µs/job"]),
+        *(common.outcome_row(outcomes[client], ["broker_cpu_us_per_job"]) for client in CLIENTS),
     ]
-    for client in CLIENTS:
-        o = outcomes[client]
-        if not o.runs:
-            why = (o.errors[-1] if o.errors else "no result").replace("|", "/")
-            lines.append(f"| {client} | **failed**: {why} | - | - | - | - |")
-            continue
-        note = f" ({len(o.runs)}/{len(o.runs) + len(o.errors)} ok)" if o.errors else ""
-        lines.append(
-            f"| {client}{note} | {fmt(o.median('push_per_s'), ',.0f')} "
-            f"| {fmt(o.median('consume_per_s'), ',.0f')} "
-            f"| {fmt(o.median('push_cpu_us_per_job'), '.1f')} "
-            f"| {fmt(o.median('consume_cpu_us_per_job'), '.1f')} "
-            f"| {fmt(o.median('broker_cpu_us_per_job'), '.1f')} |"
-        )
     a, s = outcomes[AMQP1Q], outcomes[SDK]
+    broker = common.ratio(a.median("broker_cpu_us_per_job"), s.median("broker_cpu_us_per_job"))
     lines.append(
         "| **amqp1q ÷ SDK** | "
-        + " | ".join(f"**{ratio(a.median(m), s.median(m))}**" for m in METRICS)
-        + f" | {ratio(a.median('broker_cpu_us_per_job'), s.median('broker_cpu_us_per_job'))} |"
+        + " | ".join(f"**{r}**" for r in common.ratios(a, s))
+        + f" | {broker} |"
     )
     lines += [
         "",
@@ -263,10 +165,7 @@ def main() -> int:
                     continue
                 outcomes[client].runs.append(result)
                 print(
-                    f"servicebus.py: {label} push {result['push_per_s']:>7,.0f}/s "
-                    f"{result['push_cpu_us_per_job']:6.1f} µs/job   "
-                    f"consume {result['consume_per_s']:>7,.0f}/s "
-                    f"{result['consume_cpu_us_per_job']:6.1f} µs/job   "
+                    f"servicebus.py: {label} {common.progress(result, 7, 6)}   "
                     f"broker {result.get('broker_cpu_us_per_job', float('nan')):6.1f} µs/job",
                     file=sys.stderr,
                 )
@@ -274,14 +173,7 @@ def main() -> int:
         broker.terminate()
         broker.wait(timeout=10)
 
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "versions": versions(args.python),
-    }
+    meta = {**common.machine(), "versions": common.dist_versions(args.python, DISTS)}
     table = render(outcomes, args, meta)
     print(table)
     if args.markdown:
