@@ -1,0 +1,130 @@
+"""azure-servicebus exceptions -> amqp1q's: the one place that maps them, per operation.
+
+Opening a sender or receiver (:func:`_open_error`), pushing (:func:`_push_error`) and settling
+(:func:`_settle_error`) each map the SDK's exceptions to the :class:`~amqp1q.Amqp1qError` the
+caller sees, with the SDK's message redacted into ``description``.
+"""
+
+from __future__ import annotations
+
+from ..._errors import (
+    AlreadySettled,
+    Amqp1qError,
+    AuthenticationFailed,
+    ConnectFailed,
+    ConnectionLost,
+    DeliveryStale,
+    JobRejected,
+    JobTooLarge,
+    LockLost,
+    PushTimeout,
+    QueueNotFound,
+)
+from ..._redact import redact
+from ._sdk import sb_errors
+
+
+def _describe(exc: BaseException) -> str:
+    return redact(str(exc) or type(exc).__name__)[:500]
+
+
+def _open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
+    description = _describe(exc)
+    if isinstance(exc, (sb_errors.ServiceBusAuthenticationError,)):
+        return AuthenticationFailed(
+            f"Service Bus refused the credentials for {display}",
+            queue=queue,
+            description=description,
+        )
+    if isinstance(exc, sb_errors.ServiceBusAuthorizationError):
+        return AuthenticationFailed(
+            f"the credentials for {display} may not use this queue",
+            queue=queue,
+            description=description,
+        )
+    if isinstance(exc, sb_errors.MessagingEntityNotFoundError):
+        return QueueNotFound(
+            f"no queue {queue!r} at {display}", queue=queue, description=description
+        )
+    return ConnectFailed(f"could not connect to {display}", queue=queue, description=description)
+
+
+def _push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
+    description = _describe(exc)
+    if isinstance(exc, Amqp1qError):
+        return exc
+    if isinstance(exc, sb_errors.MessageSizeExceededError):
+        return JobTooLarge(
+            "the job is larger than Service Bus takes",
+            queue=queue,
+            job_id=job_id,
+            description=description,
+        )
+    if isinstance(exc, sb_errors.MessagingEntityNotFoundError):
+        return QueueNotFound(
+            f"no queue {queue!r}", queue=queue, job_id=job_id, description=description
+        )
+    if isinstance(
+        exc, (sb_errors.ServiceBusAuthenticationError, sb_errors.ServiceBusAuthorizationError)
+    ):
+        return AuthenticationFailed(
+            "Service Bus refused the credentials",
+            queue=queue,
+            job_id=job_id,
+            description=description,
+        )
+    if isinstance(exc, sb_errors.OperationTimeoutError):
+        return PushTimeout(
+            "Service Bus did not answer the send in time",
+            queue=queue,
+            job_id=job_id,
+            description=description,
+        )
+    if isinstance(
+        exc,
+        (
+            sb_errors.ServiceBusQuotaExceededError,
+            sb_errors.ServiceBusServerBusyError,
+            sb_errors.MessagingEntityDisabledError,
+        ),
+    ):
+        return JobRejected(
+            "Service Bus refused the job", queue=queue, job_id=job_id, description=description
+        )
+    return ConnectionLost(
+        "the send to Service Bus failed", queue=queue, job_id=job_id, description=description
+    )
+
+
+def _settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
+    description = _describe(exc)
+    if isinstance(exc, Amqp1qError):
+        return exc
+    if isinstance(exc, (sb_errors.MessageLockLostError, sb_errors.MessageNotFoundError)):
+        return LockLost(
+            "the job's lock had expired; Service Bus redelivers it",
+            queue=queue,
+            job_id=job_id,
+            description=description,
+        )
+    if isinstance(exc, sb_errors.MessageAlreadySettled):
+        return AlreadySettled(
+            "Service Bus says the job was already settled",
+            queue=queue,
+            job_id=job_id,
+            description=description,
+        )
+    return DeliveryStale(
+        "the settlement did not reach Service Bus; it redelivers the job",
+        queue=queue,
+        job_id=job_id,
+        description=description,
+    )
+
+
+def _copy_error(error: Amqp1qError) -> Amqp1qError:
+    """One error object per job: each gets its own ``job_id`` filled in."""
+    copy = type(error).__new__(type(error))
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    return copy

@@ -1,0 +1,395 @@
+"""``ServiceBusAdapter``: the :class:`~amqp1q.Adapter` for one Service Bus queue.
+
+Its settings and lifecycle (the ``ServiceBusClient`` and the queue's sender), pushes (immediate
+ones through the outbox of :mod:`._sending`, delayed ones scheduled), re-sent copies for
+settlements, and the consumers' receivers (:mod:`._receiving`). Azure AD and key credentials
+for :meth:`ServiceBusAdapter.from_credential` are adapted in :mod:`._sdk`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from ..._adapter import Incoming, SendResult
+from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
+from ..._job import Job, Receipt, new_job_id
+from ..._urls import ServiceBusEndpoint
+from ._errors import _open_error, _push_error
+from ._mapping import _message, to_message
+from ._receiving import _Receiver
+from ._sdk import (
+    _CLOSE_TIMEOUT,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceiveMode,
+    ServiceBusReceiver,
+    ServiceBusSender,
+    ServiceBusSubQueue,
+    _async_credential,
+    sb_errors,
+)
+from ._sending import _Outbox
+
+__all__ = [
+    "DEAD_LETTER_SUFFIX",
+    "DEFAULT_MAX_LOCK_RENEWAL",
+    "DEFAULT_RECEIVE_WAIT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "ServiceBusAdapter",
+]
+
+log = logging.getLogger("amqp1q.servicebus")
+
+DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
+DEFAULT_MAX_LOCK_RENEWAL: Final = 300.0
+#: How long one pull waits for messages before asking again.
+DEFAULT_RECEIVE_WAIT: Final = 5.0
+#: How long one read of a receiver's socket waits for a frame. The SDK reads only while an
+#: operation waits, one reader at a time: a settlement whose outcome another reader took waits
+#: out a read. Its default (0.2 s) makes every concurrent settlement take that long.
+DEFAULT_SOCKET_TIMEOUT: Final = 0.02
+
+
+class ServiceBusAdapter:
+    """One Service Bus queue through azure-servicebus's asyncio client.
+
+    ``ServiceBusAdapter(endpoint, queue)`` from a parsed connection string (what ``from_url``
+    does), or :meth:`from_connection_string` / :meth:`from_credential`. Keyword settings:
+
+    - ``ignore_priority`` (False): push jobs with a priority anyway, dropping it (Service Bus
+      has none); by default a non-zero priority fails the push with ``UnsupportedFeature``;
+    - ``max_lock_renewal`` (300 s): how long a held message's lock is kept renewed;
+    - ``receive_wait`` (5 s): how long one pull waits for messages before asking again;
+    - ``socket_timeout`` (0.02 s): the receivers' socket read timeout (the SDK's is 0.2 s, which
+      settlements running at once each wait out);
+    - ``retry_total`` (3), ``retry_backoff_factor`` (0.8), ``retry_backoff_max`` (30 s): the
+      SDK's retries; ``client_options``: any other ``ServiceBusClient`` keyword.
+    """
+
+    def __init__(
+        self,
+        endpoint: ServiceBusEndpoint | None = None,
+        queue: str | None = None,
+        *,
+        credential: Any = None,
+        fully_qualified_namespace: str | None = None,
+        emulator: bool = False,
+        ignore_priority: bool = False,
+        max_lock_renewal: float = DEFAULT_MAX_LOCK_RENEWAL,
+        receive_wait: float = DEFAULT_RECEIVE_WAIT,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        retry_total: int = 3,
+        retry_backoff_factor: float = 0.8,
+        retry_backoff_max: float = 30.0,
+        client_options: Mapping[str, Any] | None = None,
+        dead_letters_of: str | None = None,
+    ) -> None:
+        if endpoint is None and (credential is None or not fully_qualified_namespace):
+            raise InvalidSetting(
+                "ServiceBusAdapter needs a connection string's endpoint, or "
+                "fully_qualified_namespace= and credential="
+            )
+        name = queue or (endpoint.queue if endpoint is not None else None)
+        if not name:
+            raise InvalidSetting("no Service Bus queue given: pass queue= or set EntityPath")
+        if max_lock_renewal < 0 or not math.isfinite(max_lock_renewal):
+            raise InvalidSetting(f"max_lock_renewal must be >= 0, got {max_lock_renewal!r}")
+        if receive_wait <= 0:
+            raise InvalidSetting(f"receive_wait must be > 0, got {receive_wait!r}")
+        self._endpoint = endpoint
+        self._credential = credential
+        self._namespace = fully_qualified_namespace
+        self._emulator = emulator or (endpoint is not None and endpoint.emulator)
+        self._entity = name
+        self._dead_letters_of = dead_letters_of
+        self.ignore_priority = ignore_priority
+        self.max_lock_renewal = max_lock_renewal
+        self.receive_wait = receive_wait
+        self.socket_timeout = socket_timeout
+        self._client_kwargs: dict[str, Any] = {
+            "retry_total": retry_total,
+            "retry_backoff_factor": retry_backoff_factor,
+            "retry_backoff_max": retry_backoff_max,
+            **(client_options or {}),
+        }
+        self._client: ServiceBusClient | None = None
+        self._sender: ServiceBusSender | None = None
+        self._outbox: _Outbox | None = None
+        self._receivers: set[_Receiver] = set()
+        self._closed = False
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, queue: str | None = None, **settings: Any
+    ) -> ServiceBusAdapter:
+        from ..._urls import parse_url
+
+        endpoint = parse_url(connection_string)
+        if not isinstance(endpoint, ServiceBusEndpoint):
+            raise InvalidSetting("not a Service Bus connection string (Endpoint=sb://...)")
+        return cls(endpoint, queue, **settings)
+
+    @classmethod
+    def from_credential(
+        cls,
+        fully_qualified_namespace: str,
+        credential: Any,
+        queue: str,
+        **settings: Any,
+    ) -> ServiceBusAdapter:
+        """Azure AD (or a named key / SAS credential) instead of a connection string.
+
+        ``credential`` is an azure-core ``TokenCredential`` or ``AsyncTokenCredential`` (for
+        instance ``azure.identity.aio.DefaultAzureCredential``; azure-identity stays optional),
+        an ``AzureNamedKeyCredential`` or an ``AzureSasCredential``. ``emulator=True`` talks
+        plain AMQP to ``HOST:PORT`` (the development emulator, or a test broker).
+        """
+        return cls(
+            None,
+            queue,
+            credential=_async_credential(credential),
+            fully_qualified_namespace=fully_qualified_namespace,
+            **settings,
+        )
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def queue(self) -> str:
+        if self._dead_letters_of is not None:
+            return self._dead_letters_of + DEAD_LETTER_SUFFIX
+        return self._entity
+
+    @property
+    def address(self) -> str:
+        return self.queue
+
+    #: The OpenTelemetry ``messaging.system`` value.
+    messaging_system = "servicebus"
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """``server.address`` and ``server.port`` for traces and metrics (AMQP over TLS: 5671)."""
+        endpoint = self._endpoint
+        if endpoint is not None:
+            return endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
+        return str(self._namespace), 5671
+
+    @property
+    def display(self) -> str:
+        if self._endpoint is not None:
+            text = self._endpoint.display
+            if self._endpoint.entity_path != self._entity:
+                text += f" (queue {self._entity})"
+        else:
+            text = f"sb://{self._namespace}/{self._entity}"
+        if self._dead_letters_of is not None:
+            text += " [dead letters]"
+        return text
+
+    @property
+    def client(self) -> ServiceBusClient:
+        if self._client is None:
+            raise QueueStateError("the queue is not open", queue=self.queue)
+        return self._client
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _make_client(self) -> ServiceBusClient:
+        kwargs = dict(self._client_kwargs)
+        endpoint = self._endpoint
+        if endpoint is not None:
+            host = endpoint.host
+            if endpoint.port is not None and endpoint.emulator:
+                host = f"{host}:{endpoint.port}"
+            parts = [f"Endpoint=sb://{host}/"]
+            if endpoint.key_name is not None and endpoint.key is not None:
+                parts.append(f"SharedAccessKeyName={endpoint.key_name}")
+                parts.append(f"SharedAccessKey={endpoint.key.reveal()}")
+            if endpoint.signature is not None:
+                parts.append(f"SharedAccessSignature={endpoint.signature.reveal()}")
+            if endpoint.emulator:
+                parts.append("UseDevelopmentEmulator=true")
+            return ServiceBusClient.from_connection_string(";".join(parts), **kwargs)
+        if self._emulator:
+            kwargs["use_tls"] = False
+        assert self._namespace is not None
+        return ServiceBusClient(self._namespace, self._credential, **kwargs)
+
+    async def open(self) -> None:
+        if self._closed:
+            raise QueueStateError("the adapter is closed", queue=self.queue)
+        self._client = self._make_client()
+        if self._dead_letters_of is not None:
+            return  # nothing is pushed to a dead-letter queue; receivers connect on their own
+        sender = self._client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
+        try:
+            await sender.__aenter__()
+        except sb_errors.ServiceBusError as exc:
+            raise _open_error(exc, queue=self.queue, display=self.display) from None
+        self._sender = sender
+        self._outbox = _Outbox(sender, self._entity)
+        log.debug("connected to %s", self.display)
+
+    async def close(self) -> None:
+        self._closed = True
+        for receiver in list(self._receivers):
+            with contextlib.suppress(Exception):
+                await receiver.close()
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            await outbox.close()
+        client, self._client, self._sender = self._client, None, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
+            except (Exception, asyncio.TimeoutError):
+                log.debug("closing the Service Bus client failed", exc_info=True)
+
+    # -- push -----------------------------------------------------------------------------------
+
+    async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+        results: list[SendResult | None] = [None] * len(jobs)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        immediate: list[tuple[int, ServiceBusMessage]] = []
+        scheduled: dict[datetime.datetime, list[tuple[int, ServiceBusMessage]]] = {}
+        for index, job in enumerate(jobs):
+            refusal = self._check(job, default_priority)
+            if refusal is not None:
+                results[index] = refusal
+                continue
+            if job.delay:
+                due = now + datetime.timedelta(seconds=job.delay)
+                scheduled.setdefault(due, []).append((index, to_message(job)))
+            else:
+                immediate.append((index, to_message(job)))
+        outbox = self._outbox_or_fail()
+        futures = outbox.submit([message for _, message in immediate])
+        for due, entries in scheduled.items():
+            numbers = await self._schedule([m for _, m in entries], due, jobs[entries[0][0]].id)
+            for (index, _), number in zip(entries, numbers, strict=True):
+                job = jobs[index]
+                if isinstance(number, Amqp1qError):
+                    results[index] = number
+                else:
+                    results[index] = Receipt(job.id, self.queue, sequence_number=number)
+        for (index, _), future in zip(immediate, futures, strict=True):
+            job = jobs[index]
+            try:
+                await future
+            except Amqp1qError as exc:
+                exc.job_id = exc.job_id or job.id
+                results[index] = exc
+            else:
+                results[index] = Receipt(job.id, self.queue)
+        done: list[SendResult] = []
+        for result in results:
+            assert result is not None, "every job has a result by now"
+            done.append(result)
+        return done
+
+    def _check(self, job: Job, default_priority: int) -> Amqp1qError | None:
+        priority = default_priority if job.priority is None else job.priority
+        if priority and not self.ignore_priority:
+            return UnsupportedFeature(
+                f"Azure Service Bus has no message priority (the job asks for {priority}); "
+                "push without one, or pass ignore_priority=True to JobQueue.from_url to drop it",
+                queue=self.queue,
+                job_id=job.id,
+            )
+        return None
+
+    def _outbox_or_fail(self) -> _Outbox:
+        if self._dead_letters_of is not None:
+            raise UnsupportedFeature(
+                "Service Bus takes no pushes to a dead-letter queue", queue=self.queue
+            )
+        outbox = self._outbox
+        if outbox is None:
+            raise QueueStateError("the queue is not open", queue=self.queue)
+        return outbox
+
+    async def _schedule(
+        self, messages: list[ServiceBusMessage], due: datetime.datetime, job_id: str | None
+    ) -> list[int | Amqp1qError]:
+        sender = self._sender
+        if sender is None:
+            error: Amqp1qError = QueueStateError("the queue is not open", queue=self.queue)
+            return [error] * len(messages)
+        try:
+            numbers = await sender.schedule_messages(messages, due)
+        except Exception as exc:
+            mapped = _push_error(
+                exc, queue=self.queue, job_id=job_id if len(messages) == 1 else None
+            )
+            return [mapped] * len(messages)
+        return [int(n) for n in numbers]
+
+    async def resend(self, incoming: Incoming, *, attempt: int, delay: float | None) -> None:
+        """Push a copy of a received job (a release, or a retry with delay); raises on failure."""
+        scheduled_at = None
+        if delay:
+            scheduled_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+                seconds=delay
+            )
+        message = _message(
+            incoming.name,
+            incoming.body,
+            incoming.id or new_job_id(),
+            incoming.content_type,
+            incoming.headers,
+            attempt,
+            None,
+        )
+        if scheduled_at is not None:
+            [result] = await self._schedule([message], scheduled_at, incoming.id)
+            if isinstance(result, Amqp1qError):
+                raise result
+            return
+        await self._outbox_or_fail().submit([message])[0]
+
+    # -- consume --------------------------------------------------------------------------------
+
+    def receiver(self, *, auto_ack: bool) -> _Receiver:
+        receiver = _Receiver(self, auto_ack=auto_ack)
+        self._receivers.add(receiver)
+        return receiver
+
+    def forget_receiver(self, receiver: _Receiver) -> None:
+        self._receivers.discard(receiver)
+
+    def open_sdk_receiver(self, *, auto_ack: bool) -> ServiceBusReceiver:
+        mode = (
+            ServiceBusReceiveMode.RECEIVE_AND_DELETE
+            if auto_ack
+            else ServiceBusReceiveMode.PEEK_LOCK
+        )
+        options: dict[str, Any] = {
+            "receive_mode": mode,
+            "prefetch_count": 0,
+            "socket_timeout": self.socket_timeout,
+        }
+        if self._dead_letters_of is not None:
+            options["sub_queue"] = ServiceBusSubQueue.DEAD_LETTER
+        return self.client.get_queue_receiver(self._entity, **options)
+
+    @property
+    def is_dead_letter_queue(self) -> bool:
+        return self._dead_letters_of is not None
+
+    def dead_letter_adapter(self) -> ServiceBusAdapter:
+        other = ServiceBusAdapter.__new__(ServiceBusAdapter)
+        other.__dict__.update(self.__dict__)
+        other._client = None
+        other._sender = None
+        other._outbox = None
+        other._receivers = set()
+        other._closed = False
+        other._dead_letters_of = self._entity
+        return other
