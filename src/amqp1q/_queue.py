@@ -387,33 +387,31 @@ class JobQueue:
                 )
         if not jobs:
             return []
-        spans = None
+        span = None
         if _tracing.active():
-            jobs, spans = self._traced(jobs)
+            jobs, span = self._traced(jobs)
         try:
             results = await self._send_now(jobs, timeout)
         except BaseException as exc:
-            if spans is not None:
-                for span in spans:
-                    _tracing.end_span(span, exc)
+            if span is not None:
+                _tracing.end_span(span, exc)
             raise
-        if spans is not None:
-            for span, result in zip(spans, results, strict=True):
-                _tracing.end_span(span, result if isinstance(result, Amqp1qError) else None)
+        if span is not None:
+            failed = [result for result in results if isinstance(result, Amqp1qError)]
+            _tracing.end_push_span(span, failed, len(results))
         return results
 
-    def _traced(self, jobs: list[Job]) -> tuple[list[Job], list[Any]]:
-        """A producer span per job, its context put in the job's headers."""
+    def _traced(self, jobs: list[Job]) -> tuple[list[Job], Any]:
+        """One producer span for the push (a batch's, for ``push_many``); its context goes in
+        every job's headers as the context the job was created in."""
         system, server = self._tracing_facts()
-        diagnostic_id = system == "servicebus"  # Azure SDKs read it; other brokers need not
-        spans = []
-        traced = []
-        for job in jobs:
-            span = _tracing.producer_span(self.name, system, job.id, server, len(jobs))
-            spans.append(span)
-            carrier = _tracing.traced_headers(span, diagnostic_id=diagnostic_id)
-            traced.append(job._with_headers(carrier) if carrier else job)
-        return traced, spans
+        job_id = jobs[0].id if len(jobs) == 1 else None
+        span = _tracing.producer_span(self.name, system, job_id, server, len(jobs))
+        # Diagnostic-Id: Azure SDKs read it; other brokers need not carry it.
+        carrier = _tracing.traced_headers(span, diagnostic_id=system == "servicebus")
+        if not carrier:
+            return jobs, span
+        return [job._with_headers(carrier) for job in jobs], span
 
     def _tracing_facts(self) -> tuple[str, tuple[str, int] | None]:
         adapter = self._adapter

@@ -29,6 +29,7 @@ from opentelemetry.trace import (
     StatusCode,
 )
 
+from ._errors import Amqp1qError
 from ._otel import ProviderWatch
 from ._version import __version__
 
@@ -60,23 +61,25 @@ def active() -> bool:
 
 
 def _attributes(
-    operation: str, queue: str, system: str, message_id: str, server: tuple[str, int] | None
+    operation: str, queue: str, system: str, message_id: str | None, server: tuple[str, int] | None
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": system,
         "messaging.destination.name": queue,
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
-        "messaging.message.id": message_id,
     }
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
     if server is not None:
         attributes["server.address"], attributes["server.port"] = server
     return attributes
 
 
 def producer_span(
-    queue: str, system: str, message_id: str, server: tuple[str, int] | None, batch: int
+    queue: str, system: str, message_id: str | None, server: tuple[str, int] | None, batch: int
 ) -> trace.Span:
+    """``send QUEUE`` for one push: one job (with its id) or a batch of ``batch`` jobs."""
     attributes = _attributes("send", queue, system, message_id, server)
     if batch > 1:
         attributes["messaging.batch.message_count"] = batch
@@ -142,6 +145,18 @@ def consumer_span(
     )
     token = otel_context.attach(trace.set_span_in_context(span))
     return span, token
+
+
+def end_push_span(span: trace.Span, failed: list[Amqp1qError], count: int) -> None:
+    """End a push's span: an error if any of its ``count`` jobs failed (the first recorded)."""
+    if failed:
+        first = failed[0]
+        span.record_exception(first)
+        what = f"{type(first).__name__}: {first}"
+        if count > 1:
+            what = f"{len(failed)} of {count} jobs failed; the first: {what}"
+        span.set_status(Status(StatusCode.ERROR, what))
+    span.end()
 
 
 def end_span(span: trace.Span, error: BaseException | None, token: object | None = None) -> None:

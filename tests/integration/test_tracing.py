@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from amqp1q import Job, JobQueue, _tracing
+from amqp1q import Job, JobQueue, JobTooLarge, _tracing
 from amqp1q.testing import Broker
 
 pytestmark = pytest.mark.anyio
@@ -73,10 +73,14 @@ async def test_a_failing_handler_marks_its_span_as_an_error(spans: InMemorySpanE
                 async with job.process():
                     raise RuntimeError("boom")
     finished = spans.get_finished_spans()
+    # One send span for the batch (no single message id), the creation context of both jobs.
     sends = [span for span in finished if span.name == "send traced"]
-    assert len(sends) == 2
-    assert all((s.attributes or {})["messaging.batch.message_count"] == 2 for s in sends)
+    assert len(sends) == 1
+    assert (sends[0].attributes or {})["messaging.batch.message_count"] == 2
+    assert "messaging.message.id" not in (sends[0].attributes or {})
     process = next(span for span in finished if span.name == "process traced")
+    assert process.parent is not None
+    assert process.parent.span_id == sends[0].context.span_id
     assert process.status.status_code is StatusCode.ERROR
     assert "boom" in (process.status.description or "")
 
@@ -91,3 +95,17 @@ async def test_without_an_sdk_jobs_go_out_untouched() -> None:
                 assert job is not None
                 assert dict(job.headers) == {"k": "v"}
                 await job.ack()
+
+
+async def test_a_batch_with_a_refused_job_marks_its_send_span_as_an_error(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with Broker(max_message_size=4096) as broker:
+        async with JobQueue.from_url(broker.url, queue="traced") as queue:
+            results = await queue.push_many(
+                [Job("fits", b"x"), Job("too big", b"x" * 8192)], return_exceptions=True
+            )
+    assert isinstance(results[1], JobTooLarge)
+    (send,) = [span for span in spans.get_finished_spans() if span.name == "send traced"]
+    assert send.status.status_code is StatusCode.ERROR
+    assert (send.status.description or "").startswith("1 of 2 jobs failed; the first: JobTooLarge")
