@@ -60,11 +60,14 @@ async def test_nothing_listening_names_host_and_port_within_the_connect_timeout(
 
 
 async def test_a_silent_listener_times_out_within_the_connect_timeout() -> None:
-    # A socket that accepts and never answers: the connect timeout, not a hang.
+    # A socket that accepts and never answers: the connect timeout, not a hang -- and the
+    # client's socket closed then, not left for the garbage collector.
     accepted: list[asyncio.StreamWriter] = []
+    readers: list[asyncio.StreamReader] = []
 
-    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
+        readers.append(reader)
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -75,6 +78,9 @@ async def test_a_silent_listener_times_out_within_the_connect_timeout() -> None:
             await queue.open()
         assert time.monotonic() - started < 2.5
         assert f"127.0.0.1:{port}" in str(caught.value)
+        (reader,) = readers
+        await asyncio.wait_for(reader.read(), 1)  # the protocol header, then end of stream
+        assert reader.at_eof()
     finally:
         for writer in accepted:
             writer.close()

@@ -130,7 +130,12 @@ class ClientConnection:
             ) from None
         self.engine.open()
         self._pump.flush()
-        await self._opened
+        try:
+            await self._opened
+        except BaseException:
+            # Refused, timed out or cancelled mid-handshake: the socket goes with it, now.
+            self._pump.abort()
+            raise
         self._pump.start_ticking()
 
     @property
