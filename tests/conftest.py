@@ -7,9 +7,15 @@ so a developer without RabbitMQ or Node can still run the rest. Use :func:`unava
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from amqp1q import _tracing
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
@@ -23,6 +29,21 @@ RABBITMQ_MANAGEMENT_URL = os.environ.get(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def traced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """amqp1q's spans, recorded into memory by an SDK provider of this test's own (the global
+    provider can be set once per process, so it is left alone)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
+    monkeypatch.setattr(_tracing, "active", lambda: True)
+    yield provider, exporter
+    provider.shutdown()
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -35,7 +35,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpMeterProvider, Observation
 
 from ._adapter import Outcome
-from ._otel import ProviderWatch
+from ._otel import ProviderWatch, messaging_attributes
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -142,13 +142,7 @@ _instruments = _Instruments(metrics.get_meter("amqp1q", __version__))
 
 def _base(queue: JobQueue) -> dict[str, Any]:
     system, server = queue._tracing_facts()
-    attributes: dict[str, Any] = {
-        "messaging.system": system,
-        "messaging.destination.name": queue.name,
-    }
-    if server is not None:
-        attributes["server.address"], attributes["server.port"] = server
-    return attributes
+    return messaging_attributes(system, queue.name, server)
 
 
 def _error_type(error: BaseException) -> str:

@@ -1,12 +1,13 @@
-"""What tracing and metrics share: noticing, cheaply, that the application installed an SDK."""
+"""What tracing and metrics share: noticing, cheaply, that the application installed an SDK,
+and the messaging attributes every span and measurement carries."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["ProviderWatch"]
+__all__ = ["ProviderWatch", "messaging_attributes"]
 
 #: How often, at most, to look for a provider while there is none (seconds).
 RECHECK: Final = 1.0
@@ -35,3 +36,16 @@ class ProviderWatch:
         self._next_check = now + RECHECK
         self._enabled = not isinstance(self._get_provider(), self._no_sdk)
         return self._enabled
+
+
+def messaging_attributes(
+    system: str, destination: str, server: tuple[str, int] | None
+) -> dict[str, Any]:
+    """``messaging.system``, ``messaging.destination.name`` and, where known, ``server.*``."""
+    attributes: dict[str, Any] = {
+        "messaging.system": system,
+        "messaging.destination.name": destination,
+    }
+    if server is not None:
+        attributes["server.address"], attributes["server.port"] = server
+    return attributes

@@ -30,7 +30,7 @@ from opentelemetry.trace import (
 )
 
 from ._errors import Amqp1qError
-from ._otel import ProviderWatch
+from ._otel import ProviderWatch, messaging_attributes
 from ._version import __version__
 
 __all__ = [
@@ -63,16 +63,10 @@ def active() -> bool:
 def _attributes(
     operation: str, queue: str, system: str, message_id: str | None, server: tuple[str, int] | None
 ) -> dict[str, Any]:
-    attributes: dict[str, Any] = {
-        "messaging.system": system,
-        "messaging.destination.name": queue,
-        "messaging.operation.type": operation,
-        "messaging.operation.name": operation,
-    }
+    attributes = messaging_attributes(system, queue, server)
+    attributes["messaging.operation.type"] = attributes["messaging.operation.name"] = operation
     if message_id is not None:
         attributes["messaging.message.id"] = message_id
-    if server is not None:
-        attributes["server.address"], attributes["server.port"] = server
     return attributes
 
 

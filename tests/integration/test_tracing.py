@@ -7,12 +7,10 @@ would change every later test in the process)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -23,14 +21,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
-    monkeypatch.setattr(_tracing, "active", lambda: True)
-    yield exporter
-    provider.shutdown()
+def spans(traced: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
+    return traced[1]
 
 
 async def test_push_and_process_share_one_trace(spans: InMemorySpanExporter) -> None:

@@ -22,11 +22,10 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from amqp1q import Job, JobQueue, _tracing
+from amqp1q import Job, JobQueue
 from amqp1q.testing import Broker
 
 servicebus = pytest.importorskip("azure.servicebus")
@@ -60,13 +59,11 @@ class Spans:
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spans]:
-    """An SDK tracer provider for amqp1q and for azure-core, with azure tracing turned on."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
-    monkeypatch.setattr(_tracing, "active", lambda: True)
+def spans(
+    monkeypatch: pytest.MonkeyPatch, traced: tuple[TracerProvider, InMemorySpanExporter]
+) -> Iterator[Spans]:
+    """amqp1q's provider (``traced``) for azure-core too, with azure tracing turned on."""
+    provider, exporter = traced
 
     def get_tracer(name: str, version: str | None = None, *_: Any, **kw: Any) -> trace.Tracer:
         return provider.get_tracer(name, version, schema_url=kw.get("schema_url"))
@@ -79,7 +76,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spans]:
         yield Spans(exporter, provider.get_tracer("test"))
     finally:
         settings.tracing_implementation.unset_value()
-        provider.shutdown()
 
 
 @pytest.fixture

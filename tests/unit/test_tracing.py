@@ -5,12 +5,9 @@ Request-Id form ``|TRACEID.SPANID.``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from amqp1q import _tracing
@@ -21,13 +18,8 @@ W3C = f"00-{TRACE_ID}-{SPAN_ID}-01"
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
-    yield exporter
-    provider.shutdown()
+def spans(traced: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
+    return traced[1]
 
 
 def _parent_of(headers: dict[str, str]) -> trace.SpanContext | None:
