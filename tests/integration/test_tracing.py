@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -53,6 +54,30 @@ async def test_push_and_process_share_one_trace(spans: InMemorySpanExporter) -> 
         assert attributes["messaging.message.id"] == receipt.job_id
         assert attributes["server.address"] == "127.0.0.1"
         assert attributes["server.port"] == broker.port
+
+
+async def test_baggage_where_a_job_was_pushed_is_current_where_it_is_processed(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with Broker() as broker:
+        async with JobQueue.from_url(broker.url, queue="traced") as queue:
+            token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+            try:
+                await queue.push(Job("a", 1))
+            finally:
+                otel_context.detach(token)
+            assert baggage.get_baggage("tenant") is None
+            async with queue.consume() as consumer:
+                job = await asyncio.wait_for(consumer.receive(), 5)
+                assert job is not None
+                assert job.headers["baggage"] == "tenant=acme"
+                async with job.process():
+                    assert baggage.get_baggage("tenant") == "acme"
+                assert baggage.get_baggage("tenant") is None
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    process = finished["process traced"]
+    assert process.parent is not None
+    assert process.parent.span_id == finished["send traced"].context.span_id
 
 
 async def test_a_failing_handler_marks_its_span_as_an_error(spans: InMemorySpanExporter) -> None:
