@@ -47,7 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from ._errors import Amqp1qError
-from ._job import Headers, Job, Receipt
+from ._job import Headers, Job, Receipt, new_job_id
 
 __all__ = [
     "ACK",
@@ -102,6 +102,20 @@ class Incoming:
     dead_letter_description: str | None = None
     #: Set when the message could not be read as a job (its raw body is in ``body``).
     decode_error: str | None = None
+
+    def copy_as_job(self, delay: float | None = None) -> Job:
+        """The job to push for a re-published copy (a retry, a release, a dead-letter): the
+        same name, body, id, headers, priority and content type. A foreign message may have no
+        id (a new one is made) or no name (``"unnamed"``)."""
+        return Job(
+            self.name or "unnamed",
+            self.body,
+            id=self.id or new_job_id(),
+            headers=self.headers,
+            priority=self.priority,
+            content_type=self.content_type,
+            delay=delay,
+        )
 
 
 #: A push's result: its receipt, or the typed error that refused it (JobRejected, JobTooLarge,

@@ -94,8 +94,6 @@ def _servicebus_adapter(
         for option in ("tls", "exchange", "routing_key", "broker")
         if getattr(options, option) is not None
     ]
-    if options.wire_format != "amqp1q":
-        unused.append(f"wire_format={options.wire_format!r}")
     if unused:
         raise UnsupportedFeature(
             f"{endpoint.display}: Service Bus takes no {', '.join(unused)} "
@@ -104,4 +102,10 @@ def _servicebus_adapter(
         )
     from .adapters.servicebus import ServiceBusAdapter
 
-    return ServiceBusAdapter(endpoint, name, ignore_priority=options.ignore_priority)
+    return ServiceBusAdapter(
+        endpoint,
+        name,
+        ignore_priority=options.ignore_priority,
+        wire_format=options.wire_format,
+        pipeline=options.pipeline,
+    )

@@ -23,6 +23,7 @@ from ._errors import (
 from ._factory import AdapterOptions, make_adapter
 from ._job import Job, Receipt
 from ._policy import ReconnectPolicy, RetryPolicy
+from ._roadrunner import check_wire_format
 from ._settings import (
     TLSConfig,
     check_bool,
@@ -148,8 +149,9 @@ class JobQueue:
         A password is not sent over plaintext ``amqp://`` to a host that is not loopback
         unless ``allow_plaintext_password=True`` (InvalidSetting at open otherwise).
         ``wire_format="roadrunner"`` writes jobs in the RoadRunner ``amqp1`` driver's envelope,
-        so PHP RoadRunner workers can consume them (``amqp://`` only; both formats are read);
-        ``pipeline`` is the RoadRunner pipeline it names (``rr_pipeline``; default: the queue).
+        so PHP RoadRunner workers can consume them (``amqp://`` and Service Bus; both formats
+        are read whatever it says); ``pipeline`` is the RoadRunner pipeline it names
+        (``rr_pipeline``; default: the queue).
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -170,7 +172,7 @@ class JobQueue:
             reconnect=_reconnect_policy(reconnect),
             ignore_priority=bool(ignore_priority),
             allow_plaintext_password=bool(allow_plaintext_password),
-            wire_format=_wire_format(wire_format),
+            wire_format=check_wire_format("wire_format", wire_format),
             pipeline=_optional_str("pipeline", pipeline),
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
@@ -520,9 +522,3 @@ def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
     if value is False:
         return None
     raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")
-
-
-def _wire_format(value: str) -> str:
-    if value not in ("amqp1q", "roadrunner"):
-        raise InvalidSetting(f'wire_format must be "amqp1q" or "roadrunner", got {value!r}')
-    return value

@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._redact import MASK, Secret
+from ._roadrunner import check_wire_format
 from ._settings import TLSConfig, check_bool, check_positive_int, check_priority, check_seconds
 from ._urls import AmqpEndpoint, ServiceBusEndpoint, parse_url
 
@@ -63,7 +64,8 @@ class WorkerConfig:
     ``None`` means "not set": the command's defaults (or its flags) apply. ``url`` is kept as a
     :class:`~amqp1q._redact.Secret` and shown masked; ``url_env`` names an environment variable
     read by :meth:`resolve_url`. ``roadrunner`` says the file was RoadRunner's: the wire format
-    then defaults to ``"roadrunner"`` on ``amqp://`` queues, so PHP workers can share them.
+    then defaults to ``"roadrunner"`` on ``amqp://`` and Service Bus queues, so PHP workers can
+    share them.
     """
 
     registry: str | None = None
@@ -123,7 +125,7 @@ class WorkerConfig:
     def queue_options(self, url: str) -> dict[str, Any]:
         """Keyword arguments for ``JobQueue.from_url(url, ...)``, checked against ``url``."""
         endpoint = parse_url(url)
-        network = isinstance(endpoint, AmqpEndpoint)
+        network = isinstance(endpoint, (AmqpEndpoint, ServiceBusEndpoint))
         if self.exchange is not None:
             no_exchanges = _no_exchanges(endpoint, self.broker)
             if no_exchanges:
@@ -187,12 +189,6 @@ def _url(name: str, value: object) -> Secret:
     return Secret(value)
 
 
-def _wire_format(name: str, value: object) -> str:
-    if value not in ("amqp1q", "roadrunner"):
-        raise InvalidSetting(f'{name} must be "amqp1q" or "roadrunner", got {value!r}')
-    return str(value)
-
-
 def _policy(cls: type[Any]) -> Callable[[str, object], Any]:
     def check(name: str, value: object) -> Any:
         if cls is ReconnectPolicy and isinstance(value, bool):
@@ -225,7 +221,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "prefetch": check_positive_int,
     "job_timeout": check_seconds,
     "grace": lambda name, value: check_seconds(name, value, allow_zero=True),
-    "wire_format": _wire_format,
+    "wire_format": check_wire_format,
     "auto_ack": check_bool,
     "requeue_on_fail": check_bool,
     "priority": check_priority,

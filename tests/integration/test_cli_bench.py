@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 
 import pytest
 
 from amqp1q import Job, JobQueue
 from amqp1q.testing import Broker
+
+from ..cli import run_cli, run_cli_async
 
 
 def _table(out: str) -> dict[str, list[str]]:
@@ -18,28 +17,8 @@ def _table(out: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [cell.strip() for cell in cells] for cells in rows[1:]}
 
 
-async def _run(*argv: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "amqp1q",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 def test_bench_runs_on_the_embedded_broker_by_default() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "amqp1q", "bench", "--jobs", "500"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("bench", "--jobs", "500")
     assert result.returncode == 0, result.stderr
     assert "the embedded broker on 127.0.0.1:" in result.stdout
     assert "in its own process" in result.stdout
@@ -61,7 +40,7 @@ def test_bench_runs_on_the_embedded_broker_by_default() -> None:
 @pytest.mark.anyio
 async def test_bench_consumes_every_job_it_pushed() -> None:
     async with Broker() as broker:
-        code, out, err = await _run(
+        code, out, err = await run_cli_async(
             "bench",
             "--url",
             f"{broker.url}/bench-q",
@@ -86,7 +65,7 @@ async def test_consume_stdout_is_json_lines_and_stderr_has_counts() -> None:
         url = f"{broker.url}/cli-counts"
         async with JobQueue.from_url(url) as queue:
             receipts = await queue.push_many([Job("mail", {"n": n}) for n in range(3)])
-        code, out, err = await _run("consume", "--url", url, "--count", "3")
+        code, out, err = await run_cli_async("consume", "--url", url, "--count", "3")
         assert code == 0, err
         records = [json.loads(line) for line in out.splitlines()]
         assert [record["id"] for record in records] == [receipt.job_id for receipt in receipts]
@@ -97,7 +76,7 @@ async def test_consume_stdout_is_json_lines_and_stderr_has_counts() -> None:
 
         async with JobQueue.from_url(url) as queue:
             await queue.push(Job("mail", None))
-        code, out, err = await _run("consume", "--url", url, "--count", "1", "--quiet")
+        code, out, err = await run_cli_async("consume", "--url", url, "--count", "1", "--quiet")
         assert code == 0, err
         assert json.loads(out)["name"] == "mail"
         assert err == ""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -13,15 +11,11 @@ from amqp1q import Job, JobQueue
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.cli import main
 
+from ..cli import run_cli, start_cli
+
 
 def test_demo_runs_on_the_embedded_broker_by_default() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "amqp1q", "demo", "--jobs", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("demo", "--jobs", "2000")
     assert result.returncode == 0, result.stderr
     assert "the embedded broker on 127.0.0.1:" in result.stdout
     assert "pushed 2,000 jobs" in result.stdout
@@ -30,16 +24,8 @@ def test_demo_runs_on_the_embedded_broker_by_default() -> None:
 
 @pytest.mark.anyio
 async def test_amqp1q_broker_serves_clients_and_checks_users() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "amqp1q",
-        "broker",
-        "--port",
-        "0",
-        "--user",
-        "app:pw",
-        stdout=asyncio.subprocess.PIPE,
+    process = await start_cli(
+        "broker", "--port", "0", "--user", "app:pw", stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None

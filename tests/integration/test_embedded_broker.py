@@ -16,6 +16,9 @@ from amqp1q import (
     PushTimeout,
     QueueNotFound,
 )
+from amqp1q._factory import AdapterOptions
+from amqp1q._urls import parse_url
+from amqp1q.adapters.proton import ProtonAdapter
 from amqp1q.adapters.proton._types import Described, ULong, encode
 from amqp1q.testing import Broker
 
@@ -175,6 +178,43 @@ async def test_a_stalled_broker_gives_push_timeout_and_close_does_not_hang() -> 
             await queue.push(Job("during", b""), timeout=1)
         await queue.close()
         assert asyncio.get_running_loop().time() - started < 5
+
+
+async def _adapter_with_receivers(
+    broker: Broker, receivers: int, *, close_timeout: float
+) -> ProtonAdapter:
+    adapter = ProtonAdapter(
+        parse_url(broker.url), AdapterOptions(), "q", close_timeout=close_timeout
+    )
+    await asyncio.wait_for(adapter.open(), 5)
+    for _ in range(receivers):
+        await asyncio.wait_for(adapter.receiver(auto_ack=False).open(), 5)
+    return adapter
+
+
+async def test_detaches_never_answered_cost_one_close_bound_not_one_per_consumer() -> None:
+    bound, consumers = 0.5, 8
+    async with Broker() as broker:
+        adapter = await _adapter_with_receivers(broker, consumers, close_timeout=bound)
+        broker.stall()  # from here on the broker answers nothing: no detach, no close
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(adapter.close(), 30)
+        elapsed = loop.time() - started
+    # One bound for the detaches together, one for the connection's close (then the socket is
+    # aborted). One detach after another would take consumers * bound = 4 s before the close.
+    assert 2 * bound * 0.9 <= elapsed < 2 * bound + 1.5
+
+
+async def test_a_close_cut_short_aborts_the_socket_and_stays_cancelled() -> None:
+    async with Broker() as broker:
+        adapter = await _adapter_with_receivers(broker, 3, close_timeout=30)
+        connection = adapter.connection
+        broker.stall()
+        with pytest.raises(asyncio.TimeoutError):  # the caller's bound, not the adapter's
+            await asyncio.wait_for(adapter.close(), 0.3)
+        await asyncio.sleep(0.1)  # the loop reports the aborted socket
+        assert not connection.is_open
 
 
 async def test_heartbeats_keep_an_idle_connection_open() -> None:

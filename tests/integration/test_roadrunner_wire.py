@@ -40,24 +40,29 @@ def _roadrunner_message(header: dict[str, object], body: str) -> proton.Message:
     return message
 
 
+#: A RoadRunner envelope's header as its current driver writes it ...
+CURRENT_HEADER: dict[str, object] = {
+    "rr_id": "rr-1",
+    "rr_job": "app.Jobs.SendEmail",
+    "rr_pipeline": "emails",
+    "rr_headers": {"tenant": ["acme", "ignored"], "trace": ["t-1"]},
+    "rr_delay": 0,
+    "rr_priority": 7,
+    "rr_auto_ack": False,
+}
+#: ... and in the earlier spelling, with headers written as base64 of JSON.
+OLDER_HEADER: dict[str, object] = {
+    "id": "rr-2",
+    "job": "app.Jobs.Report",
+    "pipeline": "emails",
+    "headers": base64.b64encode(json.dumps({"k": ["v"]}).encode()).decode(),
+    "priority": 2,
+    "auto_ack": True,
+}
+
+
 async def test_a_roadrunner_job_is_consumed_with_its_name_id_payload_and_headers() -> None:
-    current = {
-        "rr_id": "rr-1",
-        "rr_job": "app.Jobs.SendEmail",
-        "rr_pipeline": "emails",
-        "rr_headers": {"tenant": ["acme", "ignored"], "trace": ["t-1"]},
-        "rr_delay": 0,
-        "rr_priority": 7,
-        "rr_auto_ack": False,
-    }
-    older = {  # the earlier spelling, with headers written as base64 of JSON
-        "id": "rr-2",
-        "job": "app.Jobs.Report",
-        "pipeline": "emails",
-        "headers": base64.b64encode(json.dumps({"k": ["v"]}).encode()).decode(),
-        "priority": 2,
-        "auto_ack": True,
-    }
+    current, older = CURRENT_HEADER, OLDER_HEADER
     async with Broker() as broker:
         messages = [
             _roadrunner_message(current, '{"to":"a@b.c"}'),

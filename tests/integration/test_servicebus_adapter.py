@@ -49,6 +49,17 @@ def _jobs(broker: Broker, queue: str, **settings: Any) -> JobQueue:
     return JobQueue.from_url(broker.servicebus_connection_string(queue), **settings)
 
 
+async def _sdk_send(broker: Broker, queue: str, *messages: Any) -> None:
+    """Send ``messages`` (``ServiceBusMessage``) with azure-servicebus itself."""
+    async with (
+        ServiceBusClient.from_connection_string(
+            broker.servicebus_connection_string(), retry_total=0
+        ) as client,
+        client.get_queue_sender(queue) as sender,
+    ):
+        await sender.send_messages(list(messages))
+
+
 async def _one(queue: JobQueue, timeout: float = 5.0) -> Any:
     async with queue.consume() as consumer:
         job = await consumer.receive(timeout=timeout)
@@ -193,25 +204,21 @@ async def test_azure_ad_credentials(broker: Broker, credential_type: type[Any]) 
 
 async def test_properties_from_the_sdk_arrive_as_text_with_trace_context(broker: Broker) -> None:
     name = _queue()
-    async with (
-        ServiceBusClient.from_connection_string(
-            broker.servicebus_connection_string(), retry_total=0
-        ) as client,
-        client.get_queue_sender(name) as sender,
-    ):
-        await sender.send_messages(
-            servicebus.ServiceBusMessage(
-                b"{}",
-                message_id="m-1",
-                subject="traced",
-                content_type="application/json",
-                application_properties={
-                    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                    "Diagnostic-Id": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                    "n": 42,
-                },
-            )
-        )
+    await _sdk_send(
+        broker,
+        name,
+        servicebus.ServiceBusMessage(
+            b"{}",
+            message_id="m-1",
+            subject="traced",
+            content_type="application/json",
+            application_properties={
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "Diagnostic-Id": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "n": 42,
+            },
+        ),
+    )
     async with _jobs(broker, name) as queue:
         job = await _one(queue)
     assert (job.id, job.name, job.payload, job.attempt) == ("m-1", "traced", {}, 1)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from amqp1q.adapters.proton._codec import decode_message
 from amqp1q.testing import Broker
 from amqp1q.worker import NO_HANDLER, WorkerConfig, run_worker
 
+from ..cli import start_cli
 from ..conftest import RABBITMQ_URL
 from .test_roadrunner_wire import _roadrunner_message, _send_raw
 
@@ -257,16 +257,7 @@ async def _start_worker(project: Path, url: str, *args: str) -> asyncio.subproce
 async def _start(project: Path, *args: str) -> asyncio.subprocess.Process:
     """``amqp1q worker ARGS`` in ``project``, without ``$AMQP1Q_URL``."""
     env = {k: v for k, v in os.environ.items() if k != "AMQP1Q_URL"}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "amqp1q",
-        "worker",
-        *args,
-        cwd=project,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await start_cli("worker", *args, cwd=project, env=env, stderr=asyncio.subprocess.PIPE)
 
 
 async def _exit(process: asyncio.subprocess.Process, timeout: float) -> tuple[int, str]:
@@ -415,17 +406,7 @@ async def test_cli_worker_bad_registry_is_a_usage_error(
     tmp_path: Path, spec: str, message: str
 ) -> None:
     project = _project(tmp_path)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "amqp1q",
-        "worker",
-        spec,
-        "--url",
-        "amqp://127.0.0.1:1/q",
-        cwd=project,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await _start(project, spec, "--url", "amqp://127.0.0.1:1/q")
     code, err = await _exit(process, 30)
     assert code == 2
     assert message in err

@@ -25,6 +25,9 @@ class Backend:
     timing_slack = 0.05
     #: The broker orders jobs by priority (Azure Service Bus has no priority).
     supports_priority = True
+    #: A released job goes back in its place, ahead of those behind it. On Service Bus a release
+    #: is a re-send then complete (docs/brokers/servicebus.md): the job goes to the back.
+    release_keeps_order = True
 
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:12]
@@ -110,6 +113,7 @@ class ServiceBusBackend(Backend):
     name = "servicebus"
     timing_slack = 0.05
     supports_priority = False
+    release_keeps_order = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -435,7 +435,11 @@ async def test_closing_a_consumer_releases_what_it_buffered(backend: Backend) ->
             await job.ack()
         async with queue.consume(prefetch=5) as second:
             rest = await take(second, 4, timeout=5)
-            assert [j.payload for j in rest] == [1, 2, 3, 4]
+            payloads = [j.payload for j in rest]
+            if backend.release_keeps_order:
+                assert payloads == [1, 2, 3, 4]
+            else:  # released ones went to the back, behind any the first had not yet received
+                assert sorted(payloads) == [1, 2, 3, 4]
             assert all(j.attempt == 1 for j in rest)
             for j in rest:
                 await j.ack()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from amqp1q.cli import main
+
+from ..cli import run_cli
 
 
 def test_demo_reports_throughput(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,12 +87,6 @@ def test_usage_errors_exit_2(
 
 
 def test_python_dash_m_runs_the_cli() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "amqp1q", "demo", "--url", "memory://d/jobs", "--jobs", "100"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("demo", "--url", "memory://d/jobs", "--jobs", "100")
     assert result.returncode == 0, result.stderr
     assert "consumed 100 jobs" in result.stdout

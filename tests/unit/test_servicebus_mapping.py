@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 import sys
 import uuid
@@ -14,12 +15,14 @@ pytest.importorskip("azure.servicebus")
 from azure.servicebus import ServiceBusMessage
 
 from amqp1q import InvalidSetting, Job, JobQueue, UnsupportedFeature
+from amqp1q._roadrunner import encode_envelope
 from amqp1q.adapters.servicebus import (
     ATTEMPT_PROPERTY,
     ServiceBusAdapter,
     to_incoming,
     to_message,
 )
+from amqp1q.adapters.servicebus._mapping import to_roadrunner_message
 
 CONNECTION_STRING = (
     "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=Root;SharedAccessKey=s3cret;"
@@ -94,6 +97,74 @@ def test_a_property_with_no_text_form_is_reported_not_dropped_silently() -> None
     assert "blob" not in incoming.headers
     assert incoming.decode_error is not None
     assert "blob" in incoming.decode_error
+
+
+# -- RoadRunner's envelope (wire_format="roadrunner") ----------------------------------------------
+
+
+def test_a_roadrunner_message_is_the_envelope_with_the_headers_beside_it() -> None:
+    job = Job("app.Jobs.SendEmail", b'{"to":"a@b.c"}', headers={"tenant": "acme"}, priority=3)
+    message = to_roadrunner_message(job, "emails")
+    assert b"".join(message.body) == encode_envelope(job, "emails")
+    assert json.loads(encode_envelope(job, "emails"))["header"]["rr_pipeline"] == "emails"
+    # as RoadRunner writes it: no message-id, subject or content type
+    assert (message.message_id, message.subject, message.content_type) == (None, None, None)
+    assert message.application_properties == {"tenant": "acme"}
+
+
+def test_a_delayed_roadrunner_message_carries_x_delay_and_the_job_id_to_schedule_by() -> None:
+    job = Job("later", b"x", delay=1.5)
+    message = to_roadrunner_message(job, "q", attempt=2)
+    assert message.message_id == job.id  # Service Bus schedules a message by its id
+    assert message.application_properties == {"x-delay": 1500, ATTEMPT_PROPERTY: 2}
+
+
+def test_a_roadrunner_message_reads_back_as_its_job() -> None:
+    job = Job("app.Jobs.Report", b"text", headers={"k": "v"}, priority=7, delay=2)
+    incoming = to_incoming(to_roadrunner_message(job, "q", attempt=3))
+    assert (incoming.name, incoming.id, incoming.body) == ("app.Jobs.Report", job.id, b"text")
+    assert dict(incoming.headers) == {"k": "v"}  # x-delay is the push's, not a header
+    assert (incoming.priority, incoming.attempt, incoming.content_type) == (7, 3, None)
+    assert incoming.decode_error is None
+
+
+def test_a_roadrunner_envelope_from_another_client_is_read_with_or_without_a_message_id() -> None:
+    document = {
+        "header": {"job": "old.Job", "id": "rr-9", "headers": {"t": ["a", "b"]}, "priority": 2},
+        "body": "payload",
+    }
+    for message_id in (None, "assigned-by-the-service"):
+        message = ServiceBusMessage(json.dumps(document), message_id=message_id)
+        if message_id is None:
+            message.message_id = None
+        incoming = to_incoming(message)
+        assert (incoming.name, incoming.id, incoming.body) == ("old.Job", "rr-9", b"payload")
+        assert (dict(incoming.headers), incoming.priority) == ({"t": "a"}, 2)
+
+
+def test_an_amqp1q_job_whose_payload_looks_like_an_envelope_stays_itself() -> None:
+    body = {"header": {"rr_job": "not.me", "rr_id": "x"}, "body": "b"}
+    incoming = to_incoming(to_message(Job("mine", body)))
+    assert incoming.name == "mine"
+    assert json.loads(incoming.body) == body
+
+
+def test_from_url_passes_the_wire_format_and_pipeline_to_service_bus() -> None:
+    adapter = JobQueue.from_url(CONNECTION_STRING, wire_format="roadrunner").adapter
+    assert isinstance(adapter, ServiceBusAdapter)
+    assert (adapter.wire_format, adapter.pipeline) == ("roadrunner", "jobs")
+    named = JobQueue.from_url(CONNECTION_STRING, wire_format="roadrunner", pipeline="emails")
+    assert isinstance(named.adapter, ServiceBusAdapter)
+    assert named.adapter.pipeline == "emails"
+
+
+def test_bad_wire_format_combinations_on_service_bus_are_refused() -> None:
+    with pytest.raises(InvalidSetting, match='wire_format must be "amqp1q" or "roadrunner"'):
+        JobQueue.from_url(CONNECTION_STRING, wire_format="protobuf")
+    with pytest.raises(InvalidSetting, match="wire_format"):
+        ServiceBusAdapter.from_connection_string(CONNECTION_STRING, wire_format="json")
+    with pytest.raises(UnsupportedFeature, match="exchange"):
+        JobQueue.from_url(CONNECTION_STRING, wire_format="roadrunner", exchange="x")
 
 
 def test_from_url_picks_the_service_bus_adapter_and_hides_the_key() -> None:

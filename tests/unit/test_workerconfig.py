@@ -242,8 +242,8 @@ def test_roadrunner_default_exchange_and_service_bus_defaults(tmp_path: Path) ->
     assert config.tls == TLSConfig(root_ca="/etc/ca.pem")
     assert "amqp1.tls.client_auth_type" in config.ignored
     assert "jobs.pipelines.azure.config.multiple_ack" in config.ignored
-    # amqp1q's Service Bus adapter writes its own format: the RoadRunner default is for amqp://
-    assert config.queue_options(config.resolve_url() or "")["wire_format"] == "amqp1q"
+    # RoadRunner's driver shares Service Bus queues too: its envelope is the default there
+    assert config.queue_options(config.resolve_url() or "")["wire_format"] == "roadrunner"
 
 
 def test_the_amqp1q_section_overrides_the_pipeline(

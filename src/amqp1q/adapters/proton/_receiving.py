@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..._adapter import Incoming, Outcome, Settlement
 from ..._errors import Amqp1qError, DeliveryStale, QueueStateError
-from ..._job import RESERVED_HEADER_PREFIX, Headers, Job, new_job_id
+from ..._job import RESERVED_HEADER_PREFIX, Headers
+from ..._roadrunner import received_envelope
 from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle
 from ._codec import AMQPDecodeError, decode_message
 from ._links import (
@@ -37,7 +38,6 @@ from ._links import (
     Link,
     ReceiverLink,
 )
-from ._roadrunner import parse_envelope
 
 if TYPE_CHECKING:
     from .adapter import ProtonAdapter
@@ -356,39 +356,32 @@ class ProtonReceiver:
             extra[DEAD_LETTER_REASON_HEADER] = dead_letter.reason or "rejected"
             if dead_letter.description:
                 extra[DEAD_LETTER_DESCRIPTION_HEADER] = dead_letter.description
-        job = Job(
-            incoming.name or "unnamed",
-            incoming.body,
-            id=incoming.id or new_job_id(),  # a foreign message may carry none
-            headers=incoming.headers,
-            priority=incoming.priority,
-            content_type=incoming.content_type,
-            delay=delay,
-        )
+        job = incoming.copy_as_job(delay)
         await self._adapter.republish(job, queue, attempt=attempt, extra_properties=extra)
         self._apply(delivery, incoming, ACCEPTED)
 
     # -- closing --------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._closed and self._link is None:
+        """Detach, waiting up to the adapter's ``close_timeout`` for the broker's answer."""
+        try:
+            if self._closed and self._link is None:
+                return
+            self._closed = True
+            self.flush_acks()
+            self._release_buffered()
+            self._event.set()
+            link = self._link
+            if link is not None and link.alive:
+                link.close()
+                # The detach handshake: once answered, the broker has had the acks sent before it.
+                bound = self._adapter.close_timeout
+                try:
+                    await asyncio.wait_for(self._detached.wait(), bound)
+                except asyncio.TimeoutError:
+                    log.debug("detach of %r unanswered after %.1f s", self._adapter.address, bound)
+        finally:
             self._adapter.forget_receiver(self)
-            return
-        self._closed = True
-        self.flush_acks()
-        self._release_buffered()
-        self._event.set()
-        link = self._link
-        if link is not None and link.alive:
-            link.close()
-            # The detach handshake: once answered, the broker has had the acks sent before it.
-            try:
-                await asyncio.wait_for(self._detached.wait(), _DRAIN_TIMEOUT)
-            except asyncio.TimeoutError:
-                log.debug(
-                    "detach of %r unanswered after %.0f s", self._adapter.address, _DRAIN_TIMEOUT
-                )
-        self._adapter.forget_receiver(self)
 
 
 def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True) -> Incoming:
@@ -452,17 +445,13 @@ def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True)
             body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
-    # amqp1q's own format always has a message-id. The subject is no sign either way: RabbitMQ
-    # 3.x gives a message sent without properties (as RoadRunner's driver sends it) its
-    # routing key as subject.
-    if message.message_id is None and message.body_kind == "data" and decode_error is None:
-        envelope = parse_envelope(body)
-        if envelope is not None:  # a RoadRunner amqp1 job (see _roadrunner)
-            headers.pop("x-delay", None)
-            headers.update(envelope.headers)
-            message.message_id = envelope.id or None
+    if message.body_kind == "data" and decode_error is None:
+        envelope = received_envelope(body, message_id=message.message_id, subject=message.subject)
+        if envelope is not None:  # a RoadRunner amqp1 job (see amqp1q._roadrunner)
+            headers = envelope.job_headers(headers)
+            message.message_id = envelope.id or message.message_id
             message.subject = envelope.name
-            message.priority = envelope.priority if envelope.priority is not None else None
+            message.priority = envelope.priority
             body = envelope.body
     subject: Any = message.subject  # a str when well-formed; the decoder checks nothing
     if subject is not None and not isinstance(subject, str):

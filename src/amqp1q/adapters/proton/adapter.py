@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -24,6 +23,7 @@ from ..._errors import (
 from ..._factory import AdapterOptions
 from ..._job import Job, Receipt
 from ..._policy import ReconnectPolicy
+from ..._roadrunner import ROADRUNNER, encode_envelope
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
@@ -32,7 +32,6 @@ from ._client import ClientConnection, is_loopback, link_error
 from ._codec import ATTEMPT_PROPERTY, Message, encode_job, encode_message
 from ._links import Condition
 from ._receiving import ProtonReceiver
-from ._roadrunner import ROADRUNNER, encode_envelope
 from ._sending import Sender
 from ._types import Symbol, Timestamp
 
@@ -42,6 +41,8 @@ log = logging.getLogger("amqp1q.proton")
 
 #: Messages in flight (sent, outcome unknown) per sender link.
 DEFAULT_WINDOW: Final = 1000
+#: How long closing waits for the broker's answer: to each link's detach (all links at once),
+#: then to the connection's close (after which the socket is aborted).
 CLOSE_TIMEOUT: Final = 5.0
 #: Link or connection conditions that say "not your fault": the outcome of what was in flight is
 #: unknown, and it is sent again once the link is back.
@@ -63,12 +64,15 @@ class ProtonAdapter:
         *,
         dead_letters_of: str | None = None,
         window: int = DEFAULT_WINDOW,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self._endpoint = endpoint
         self._options = options
         self._queue = queue
         self._dead_letters_of = dead_letters_of
         self._window = window
+        #: The bound on each wait for the broker while closing (see :data:`CLOSE_TIMEOUT`).
+        self.close_timeout = close_timeout
         self._connection: ClientConnection | None = None
         self._profile: BrokerProfile | None = (
             profile_named(options.broker) if options.broker else None
@@ -304,21 +308,49 @@ class ProtonAdapter:
             self._connected.clear()
 
     async def close(self) -> None:
+        """Detach every link, then close the connection: at most two :attr:`close_timeout`
+        waits for a broker that stops answering, however many consumers there are.
+
+        Not shielded here: the facade shields and bounds it. Cut short by cancellation, it
+        aborts the socket before the cancellation goes on.
+        """
         self._closing = True
         self._connected.set()
-        task = self._reconnecting
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for receiver in list(self._receivers):
-            await receiver.close()
-        for sender in self._senders.values():
-            sender.close()
-        self._senders.clear()
         connection = self._connection
-        if connection is not None:
-            await connection.close(CLOSE_TIMEOUT)
+        try:
+            task = self._reconnecting
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait((task,))  # a cancellation of close itself still propagates
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("the reconnect task failed", exc_info=task.exception())
+                connection = self._connection  # (it may have dialled a new one)
+            await self._close_receivers()
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
+            if connection is not None:
+                await connection.close(self.close_timeout)
+        except BaseException:
+            if connection is not None:
+                connection.abort()  # never leave the socket open behind an unfinished close
+            raise
+
+    async def _close_receivers(self) -> None:
+        """Close the receivers together: each waits (bounded) for its detach to be answered,
+        so a silent broker costs one bound, not one per consumer; one failing stops no other."""
+        receivers = list(self._receivers)
+        if not receivers:
+            return
+        outcomes = await asyncio.gather(*(r.close() for r in receivers), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                log.debug(
+                    "closing a receiver on %r failed",
+                    self.address,
+                    exc_info=outcome,
+                    extra={"queue": self._queue},
+                )
 
     # -- push -----------------------------------------------------------------------------------
 
@@ -554,6 +586,7 @@ class ProtonAdapter:
             self._queue,
             dead_letters_of=self._queue,
             window=self._window,
+            close_timeout=self.close_timeout,
         )
 
 

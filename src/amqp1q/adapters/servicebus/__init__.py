@@ -10,6 +10,8 @@ Made by ``JobQueue.from_url("Endpoint=sb://...;EntityPath=QUEUE")`` (also with
   size limit; concurrent pushes are coalesced into the same batches. ``delay`` is
   ``schedule_messages`` (the receipt carries the sequence number). Service Bus has no priority:
   a non-zero priority is :class:`~amqp1q.UnsupportedFeature` unless ``ignore_priority=True``.
+  With ``wire_format="roadrunner"`` the body is the RoadRunner ``amqp1`` driver's envelope
+  (:mod:`amqp1q._roadrunner`, shared with the Proton adapter), which carries a job's priority.
 - **consume**: one ``ServiceBusReceiver`` per consumer, PEEK_LOCK (RECEIVE_AND_DELETE with
   ``auto_ack``), with the SDK's own prefetch off: a background pump asks for exactly the credit
   the consumer granted and not yet used, so the link credit follows the consumer's.
@@ -26,7 +28,8 @@ Modules, each with one job:
 
 - ``_sdk``: the azure-servicebus names used, imported once (the missing-extra ``ImportError``),
   and azure-core credentials fitted to the asyncio client;
-- ``_mapping``: Job <-> ``ServiceBusMessage``, and a received message -> ``Incoming``;
+- ``_mapping``: Job <-> ``ServiceBusMessage`` (amqp1q's format or RoadRunner's), and a
+  received message -> ``Incoming``;
 - ``_errors``: the SDK's exceptions -> amqp1q's, for opening, pushing and settling;
 - ``_sending``: the outbox, coalescing concurrent pushes into batches under the size limit;
 - ``_locks``: a held message's lock deadline and renewal time, and :func:`lock_scope`;

@@ -1,7 +1,9 @@
 """Job <-> ``ServiceBusMessage``: what a push sends and what a receive hands to the facade.
 
 No network here: :func:`to_message` builds the SDK message for a job (or a re-sent copy of a
-received one), :func:`to_incoming` decodes a received message into an :class:`Incoming`.
+received one), :func:`to_roadrunner_message` the same in RoadRunner's envelope
+(``wire_format="roadrunner"``), :func:`to_incoming` decodes a received message into an
+:class:`Incoming` -- a RoadRunner envelope included, whatever ``wire_format`` says.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any, Final, Protocol
 
 from ..._adapter import Incoming
 from ..._job import RESERVED_HEADER_PREFIX, Headers, Job
+from ..._roadrunner import DELAY_PROPERTY, encode_envelope, received_envelope
 from ..._tracing import TRACE_HEADERS
 from ._sdk import ServiceBusMessage
 
-__all__ = ["ATTEMPT_PROPERTY", "to_incoming", "to_message"]
+__all__ = ["ATTEMPT_PROPERTY", "to_incoming", "to_message", "to_roadrunner_message"]
 
 ATTEMPT_PROPERTY: Final = RESERVED_HEADER_PREFIX + "attempt"
 
@@ -37,23 +40,38 @@ def to_message(
     )
 
 
+def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> ServiceBusMessage:
+    """``job`` as the RoadRunner ``amqp1`` driver writes it (:mod:`amqp1q._roadrunner`): the
+    envelope naming ``pipeline`` as the body, and the application properties the Proton adapter
+    writes beside it -- the headers, ``x-delay`` (milliseconds) for a delayed job and an
+    ``attempt`` above 1. No subject or content type; no message-id either, unless the job is
+    delayed: Service Bus schedules a message by its id, so a delayed one carries the job's."""
+    extra = {DELAY_PROPERTY: int(job.delay * 1000)} if job.delay else None
+    envelope = encode_envelope(job, pipeline)
+    message_id = job.id if job.delay else None
+    return _message("", envelope, message_id, None, job.headers, attempt, None, extra)
+
+
 def _message(
     name: str,
     body: bytes,
-    message_id: str,
+    message_id: str | None,
     content_type: str | None,
     headers: Mapping[str, str],
     attempt: int,
     scheduled_at: datetime.datetime | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ServiceBusMessage:
     properties: dict[str | bytes, Any] = {}
     properties.update(headers)
     for key in TRACE_HEADERS:
         if key in properties:
             properties[key.encode()] = properties.pop(key)
+    if extra:
+        properties.update(extra)
     if attempt != 1:
         properties[ATTEMPT_PROPERTY] = attempt
-    return ServiceBusMessage(
+    message = ServiceBusMessage(
         body,
         message_id=message_id,
         subject=name or None,
@@ -61,6 +79,9 @@ def _message(
         application_properties=properties or None,
         scheduled_enqueue_time_utc=scheduled_at,
     )
+    if message_id is None:
+        message.message_id = None  # the SDK made one up (setting the scheduled time)
+    return message
 
 
 class _MessageLike(Protocol):
@@ -89,7 +110,8 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     (numbers, booleans and UUIDs are written out); ``x-amqp1q-*`` are amqp1q's own and the
     broker's ``DeadLetterReason`` / ``DeadLetterErrorDescription`` become
     ``dead_letter_reason`` / ``dead_letter_description``. ``attempt`` is the ``x-amqp1q-attempt``
-    the copy was sent with (1 if none) plus the broker's delivery count.
+    the copy was sent with (1 if none) plus the broker's delivery count. A RoadRunner envelope
+    gives the job's name, id, payload, headers and priority, as on the Proton adapter.
     """
     headers: dict[str, str] = {}
     base_attempt = 1
@@ -126,19 +148,29 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
         reason = getattr(message, "dead_letter_reason", None)
         description = description or getattr(message, "dead_letter_error_description", None)
     body, body_error = _body(message)
+    message_id, name = _text(message.message_id), _text(message.subject)
+    priority = None
+    if body_error is None and decode_error is None:
+        envelope = received_envelope(body, message_id=message_id, subject=name)
+        if envelope is not None:  # a RoadRunner amqp1 job (see amqp1q._roadrunner)
+            headers = envelope.job_headers(headers)
+            message_id = envelope.id or message_id
+            name = envelope.name
+            priority = envelope.priority
+            body = envelope.body
     delivery_count = getattr(message, "delivery_count", None) or 0
     content_type: Any = message.content_type
     if isinstance(content_type, bytes):
         content_type = content_type.decode("utf-8", "replace")
     return Incoming(
-        id=_text(message.message_id) or "",
-        name=_text(message.subject) or "",
+        id=message_id or "",
+        name=name or "",
         body=body,
         content_type=content_type,
         headers=Headers._trusted(headers),
         attempt=base_attempt + delivery_count,
         token=token,
-        priority=None,
+        priority=priority,
         enqueued_at=getattr(message, "enqueued_time_utc", None),
         dead_letter_reason=reason,
         dead_letter_description=description,

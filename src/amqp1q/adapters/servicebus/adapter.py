@@ -19,9 +19,10 @@ from typing import Any, Final
 from ..._adapter import Incoming, SendResult
 from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
 from ..._job import Job, Receipt, new_job_id
+from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
 from ._errors import _open_error, _push_error
-from ._mapping import _message, to_message
+from ._mapping import _message, to_message, to_roadrunner_message
 from ._receiving import _Receiver
 from ._sdk import (
     _CLOSE_TIMEOUT,
@@ -64,6 +65,10 @@ class ServiceBusAdapter:
 
     - ``ignore_priority`` (False): push jobs with a priority anyway, dropping it (Service Bus
       has none); by default a non-zero priority fails the push with ``UnsupportedFeature``;
+    - ``wire_format`` (``"amqp1q"``): ``"roadrunner"`` writes jobs (and re-sent copies) in the
+      RoadRunner ``amqp1`` driver's envelope, as the Proton adapter does; a job's own priority
+      then travels in it. Both formats are read whatever it says;
+    - ``pipeline`` (the queue): the RoadRunner pipeline the envelope names (``rr_pipeline``);
     - ``max_lock_renewal`` (300 s): how long a held message's lock is kept renewed;
     - ``receive_wait`` (5 s): how long one pull waits for messages before asking again;
     - ``socket_timeout`` (0.02 s): the receivers' socket read timeout (the SDK's is 0.2 s, which
@@ -81,6 +86,8 @@ class ServiceBusAdapter:
         fully_qualified_namespace: str | None = None,
         emulator: bool = False,
         ignore_priority: bool = False,
+        wire_format: str = "amqp1q",
+        pipeline: str | None = None,
         max_lock_renewal: float = DEFAULT_MAX_LOCK_RENEWAL,
         receive_wait: float = DEFAULT_RECEIVE_WAIT,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
@@ -109,6 +116,8 @@ class ServiceBusAdapter:
         self._entity = name
         self._dead_letters_of = dead_letters_of
         self.ignore_priority = ignore_priority
+        self.wire_format = check_wire_format("wire_format", wire_format)
+        self.pipeline = pipeline or name
         self.max_lock_renewal = max_lock_renewal
         self.receive_wait = receive_wait
         self.socket_timeout = socket_timeout
@@ -266,9 +275,9 @@ class ServiceBusAdapter:
                 continue
             if job.delay:
                 due = now + datetime.timedelta(seconds=job.delay)
-                scheduled.setdefault(due, []).append((index, to_message(job)))
+                scheduled.setdefault(due, []).append((index, self._to_message(job)))
             else:
-                immediate.append((index, to_message(job)))
+                immediate.append((index, self._to_message(job)))
         outbox = self._outbox_or_fail()
         futures = outbox.submit([message for _, message in immediate])
         for due, entries in scheduled.items():
@@ -294,7 +303,14 @@ class ServiceBusAdapter:
             done.append(result)
         return done
 
+    def _to_message(self, job: Job, attempt: int = 1) -> ServiceBusMessage:
+        if self.wire_format == ROADRUNNER:
+            return to_roadrunner_message(job, self.pipeline, attempt=attempt)
+        return to_message(job, attempt=attempt)
+
     def _check(self, job: Job, default_priority: int) -> Amqp1qError | None:
+        if self.wire_format == ROADRUNNER and job.priority is not None:
+            return None  # it travels in the envelope (rr_priority), as on the Proton adapter
         priority = default_priority if job.priority is None else job.priority
         if priority and not self.ignore_priority:
             return UnsupportedFeature(
@@ -338,15 +354,18 @@ class ServiceBusAdapter:
             scheduled_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
                 seconds=delay
             )
-        message = _message(
-            incoming.name,
-            incoming.body,
-            incoming.id or new_job_id(),
-            incoming.content_type,
-            incoming.headers,
-            attempt,
-            None,
-        )
+        if self.wire_format == ROADRUNNER:  # readable by RoadRunner's workers too
+            message = self._to_message(incoming.copy_as_job(delay), attempt)
+        else:
+            message = _message(
+                incoming.name,
+                incoming.body,
+                incoming.id or new_job_id(),
+                incoming.content_type,
+                incoming.headers,
+                attempt,
+                None,
+            )
         if scheduled_at is not None:
             [result] = await self._schedule([message], scheduled_at, incoming.id)
             if isinstance(result, Amqp1qError):

@@ -11,6 +11,10 @@ with no message-id, subject or content-type; application-properties carry the fi
 each header, and a delay also ``x-delay`` (milliseconds). An earlier RoadRunner spelled the keys
 ``id``, ``job``, ``pipeline``, ``headers``, ``priority``, ``auto_ack``; and it writes
 ``rr_headers`` base64-encoded (a Go byte slice in JSON). Reading accepts all of these.
+
+Shared by the adapters: the Proton adapter writes the envelope as one AMQP data section, the
+Service Bus adapter as a ``ServiceBusMessage`` body, with the same application properties; both
+recognise it on receipt (:func:`received_envelope`), whatever ``wire_format`` says.
 """
 
 from __future__ import annotations
@@ -21,11 +25,32 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..._job import Job
+from ._errors import InvalidSetting
+from ._job import Job
 
-__all__ = ["ROADRUNNER", "Envelope", "encode_envelope", "parse_envelope"]
+__all__ = [
+    "DELAY_PROPERTY",
+    "ROADRUNNER",
+    "WIRE_FORMATS",
+    "Envelope",
+    "check_wire_format",
+    "encode_envelope",
+    "parse_envelope",
+    "received_envelope",
+]
 
 ROADRUNNER: Final = "roadrunner"
+#: ``wire_format=`` values: amqp1q's own format (DESIGN section 3), or RoadRunner's envelope.
+WIRE_FORMATS: Final = ("amqp1q", ROADRUNNER)
+#: The application property a RoadRunner-format push adds for a delayed job (milliseconds).
+DELAY_PROPERTY: Final = "x-delay"
+
+
+def check_wire_format(name: str, value: object) -> str:
+    """``value`` if it is one of :data:`WIRE_FORMATS`; else InvalidSetting naming ``name``."""
+    if value not in WIRE_FORMATS:
+        raise InvalidSetting(f'{name} must be "amqp1q" or "roadrunner", got {value!r}')
+    return str(value)
 
 
 def encode_envelope(job: Job, pipeline: str) -> bytes:
@@ -56,6 +81,25 @@ class Envelope:
         self.body = body
         self.headers = headers
         self.priority = priority
+
+    def job_headers(self, properties: Mapping[str, str]) -> dict[str, str]:
+        """The job's headers: the message's application properties (less the ``x-delay`` a
+        delayed push adds) overlaid with the envelope's own."""
+        headers = {key: value for key, value in properties.items() if key != DELAY_PROPERTY}
+        headers.update(self.headers)
+        return headers
+
+
+def received_envelope(body: bytes, *, message_id: object, subject: object) -> Envelope | None:
+    """The envelope a received message's data-section ``body`` holds, or ``None``.
+
+    Tried only on a message without a message-id or without a subject: amqp1q's own format
+    always has both, RoadRunner's neither -- but RabbitMQ 3.x gives a message sent without
+    properties its routing key as subject, and Service Bus needs a message-id to schedule one.
+    """
+    if message_id is not None and subject:
+        return None
+    return parse_envelope(body)
 
 
 def parse_envelope(body: bytes) -> Envelope | None:
