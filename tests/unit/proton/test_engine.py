@@ -292,3 +292,32 @@ def test_idle_timeout_sends_heartbeats(pair: tuple[Engine, Peer, Engine, Peer]) 
     deadline = server.tick(1001.5)  # the client asked for frames at least every 2 s
     assert deadline > 1001.5
     assert server.data_to_send() != b""  # an empty frame: the heartbeat
+
+
+def test_a_links_own_session_ends_after_its_detach_is_answered(
+    pair: tuple[Engine, Peer, Engine, Peer],
+) -> None:
+    """detach, then end only once the peer answered: RabbitMQ 3.10 given both back to back
+    sometimes answers neither, and a consumer's close waits for the detach's answer."""
+    client, _, server, _ = pair
+    receiver = client.open_receiver("jobs")
+    pump(client, server)
+    assert receiver.own_session is not None
+    receiver.close()
+    assert receiver.own_session is not None  # not with the detach
+    pump(client, server)
+    assert receiver.own_session is None  # the answer ended it
+    assert client.links == []
+
+
+def test_a_links_session_can_be_ended_when_its_detach_goes_unanswered(
+    pair: tuple[Engine, Peer, Engine, Peer],
+) -> None:
+    client, _, server, _ = pair
+    receiver = client.open_receiver("jobs")
+    pump(client, server)
+    receiver.close()
+    receiver.end_session()
+    assert receiver.own_session is None
+    pump(client, server)
+    assert client.links == []

@@ -380,6 +380,8 @@ class ProtonReceiver:
                     await asyncio.wait_for(self._detached.wait(), bound)
                 except asyncio.TimeoutError:
                     log.debug("detach of %r unanswered after %.1f s", self._adapter.address, bound)
+                    if link.alive:
+                        link.end_session()
         finally:
             self._adapter.forget_receiver(self)
 
