@@ -23,7 +23,7 @@ from ..._errors import (
 from ..._factory import AdapterOptions
 from ..._job import Job, Receipt
 from ..._policy import ReconnectPolicy
-from ..._roadrunner import ROADRUNNER, encode_envelope
+from ..._roadrunner import DELAY_PROPERTY, ROADRUNNER, encode_envelope
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
@@ -503,7 +503,7 @@ class ProtonAdapter:
         """The RoadRunner ``amqp1`` driver's envelope (see ``_roadrunner``), durable."""
         properties: dict[str, Any] = dict(job.headers.items())
         if job.delay:
-            properties["x-delay"] = int(job.delay * 1000)
+            properties[DELAY_PROPERTY] = int(job.delay * 1000)
         if attempt > 1:
             properties[ATTEMPT_PROPERTY] = attempt
         properties.update(extra)
