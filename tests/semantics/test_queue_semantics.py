@@ -19,7 +19,7 @@ from amqp1q import (
 )
 
 from .conftest import Backend
-from .helpers import assert_nothing_more, take, take_one
+from .helpers import Point, assert_nothing_more, take, take_one
 
 pytestmark = pytest.mark.anyio
 
@@ -387,6 +387,30 @@ async def test_retry_on_retries_only_the_exceptions_it_names(backend: Backend) -
             assert (letter.name, letter.dead_letter_reason) == ("bug", "not retried")
             assert letter.dead_letter_description == (
                 "KeyError is not in retry_on: KeyError: 'user_id'"
+            )
+            await letter.ack()
+
+
+async def test_a_payload_that_is_not_the_declared_type_is_dead_lettered_at_once(
+    backend: Backend,
+) -> None:
+    queue = await backend.make_queue(retry=RetryPolicy(initial_delay=0))
+    async with queue:
+        await queue.push_many([Job("point", {"x": 1, "y": 2}), Job("point", {"x": "1"})])
+        async with queue.consume() as consumer:
+            good, bad = await take(consumer, 2)
+            for job in (good, bad):
+                async with job.process():
+                    assert job.payload_as(dict[str, int]) == {"x": 1, "y": 2}
+                    assert job.payload_as(Point) == Point(1, 2)
+            assert (good.outcome, bad.outcome) == (Outcome.ACK, Outcome.REJECT)
+            await assert_nothing_more(consumer)
+        async with queue.dead_letter_queue() as dlq, dlq.consume() as dead:
+            letter = await take_one(dead)
+            assert (letter.id, letter.attempt) == (bad.id, 1)
+            assert letter.dead_letter_reason == "invalid payload"
+            assert letter.dead_letter_description == (
+                "the payload is not a valid dict[str, int]: x: expected int, got str"
             )
             await letter.ack()
 
