@@ -371,10 +371,14 @@ class _Runner:
 
     async def _run(self, job: ReceivedJob) -> None:
         try:
-            # Settles the job (in job.process(), inside the middleware) and raises no Exception.
-            await _middleware.run(job, self._middleware, lambda: self._handle(job))
+            if self._middleware:  # settles the job in job.process(), inside the middleware
+                await _middleware.run(job, self._middleware, lambda: self._handle(job))
+            else:
+                async with job.process():
+                    await self._handle(job)
         except Exception:
-            log.warning("running job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
+            # process() swallows handler errors; this is settlement failing (say, a lost link).
+            log.warning("settling job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
         finally:
             self._slots.release()
 
