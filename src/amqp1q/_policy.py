@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -11,7 +12,13 @@ import attrs
 
 from ._errors import InvalidSetting
 
-__all__ = ["INVALID_PAYLOAD", "NOT_RETRIED", "ReconnectPolicy", "RetryPolicy"]
+__all__ = [
+    "INVALID_PAYLOAD",
+    "NOT_RETRIED",
+    "ReconnectPolicy",
+    "RetryPolicy",
+    "exceptions_named",
+]
 
 #: The dead-letter reason of a failure :meth:`RetryPolicy.dead_letters` refuses to retry.
 NOT_RETRIED: Final = "not retried"
@@ -62,6 +69,33 @@ def _classes(name: str, value: object) -> ExceptionClasses:
                 f"RetryPolicy.{name} must hold Exception subclasses, got {item!r}{hint}"
             )
     return classes
+
+
+def exceptions_named(value: object, where: str) -> object:
+    """A config file's exception names (``"TimeoutError"``, ``"myapp.errors:BadInput"`` or
+    ``"myapp.errors.BadInput"``) imported as classes; anything else is returned as it is.
+    Errors start with ``where`` (the setting's name)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return value
+    try:
+        return tuple(_import_exception(name) for name in value)
+    except InvalidSetting as exc:
+        raise InvalidSetting(f"{where}: {exc.message}") from None
+
+
+def _import_exception(name: str) -> object:
+    module_name, sep, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
+    if not sep:
+        module_name, attr = "builtins", name
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidSetting(f"cannot import the exception {name!r}: {exc}") from None
+    if not isinstance(found, type) or not issubclass(found, Exception):
+        raise InvalidSetting(f"{name!r} is not an Exception subclass")
+    return found
 
 
 def _retry_on(value: Sequence[type[Exception]] | type[Exception]) -> ExceptionClasses:

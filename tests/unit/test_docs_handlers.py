@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from amqp1q import Job, JobQueue, Outcome, Registry
-from amqp1q.worker import run_worker
+from amqp1q.worker import WorkerConfig, run_worker
 
 pytestmark = pytest.mark.anyio
 
 DOC = Path(__file__).parents[2] / "docs" / "worker.md"
 
 
-def _blocks(section: str) -> list[tuple[int, str]]:
-    """The ```python blocks under the ``## section`` heading, with their line numbers."""
+def _blocks(section: str, language: str = "python") -> list[tuple[int, str]]:
+    """The ``language`` blocks under the ``## section`` heading, with their line numbers."""
     text = DOC.read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
@@ -30,7 +30,7 @@ def _blocks(section: str) -> list[tuple[int, str]]:
     first = text[:start].count("\n") + 1
     return [
         (first + body[: match.start()].count("\n") + 1, match.group(1))
-        for match in re.finditer(r"```python\n(.*?)```", body, re.S)
+        for match in re.finditer(rf"```{language}\n(.*?)```", body, re.S)
     ]
 
 
@@ -121,6 +121,16 @@ async def test_retrying_only_some_failures() -> None:
     assert letters["missing"].dead_letter_description == (
         "KeyError is not in retry_on: KeyError: 'user_id'"
     )
+
+
+def test_the_config_files_retry_table_names_exceptions(tmp_path: Path) -> None:
+    [(_, text)] = _blocks("Configuration file", "toml")
+    path = tmp_path / "worker.toml"
+    path.write_text(text)
+    policy = WorkerConfig.load(path).retry
+    assert policy is not None
+    assert policy.retry_on == (ConnectionError, TimeoutError)
+    assert policy.dead_letter_on == (ConnectionRefusedError,)
 
 
 async def test_logging_middleware(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
-from amqp1q import InvalidSetting, RetryPolicy
+from amqp1q import InvalidSetting, PayloadError, RetryPolicy
+from amqp1q.worker import WorkerConfig
 
 
 def test_exponential_without_jitter() -> None:
@@ -146,3 +148,36 @@ def test_policies_with_exception_lists_are_values() -> None:
     assert one == two
     assert hash(one) == hash(two)
     assert "dead_letter_on=(<class 'KeyError'>,)" in repr(one)
+
+
+# -- exception names in a worker config file ----------------------------------------------------
+
+
+def test_a_config_file_names_exceptions(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        "[retry]\n"
+        'retry_on = ["ConnectionError", "asyncio.TimeoutError"]\n'
+        'dead_letter_on = ["json:JSONDecodeError", "amqp1q.PayloadError"]\n'
+    )
+    policy = WorkerConfig.load(path).retry
+    assert policy is not None
+    assert policy.retry_on == (ConnectionError, TimeoutError)
+    assert policy.dead_letter_on == (json.JSONDecodeError, PayloadError)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('retry_on = ["NoSuchError"]', r"retry.retry_on: cannot import the exception 'NoSuchE"),
+        ('retry_on = ["nosuchmodule:Error"]', r"No module named 'nosuchmodule'"),
+        ('dead_letter_on = ["json.dumps"]', r"retry.dead_letter_on: 'json.dumps' is not an Exc"),
+        ("dead_letter_on = 3", r"RetryPolicy.dead_letter_on must be a tuple of exception classes"),
+    ],
+)
+def test_bad_exception_names_in_a_config_file(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(f"[retry]\n{line}\n")
+    with pytest.raises(InvalidSetting, match=message) as info:
+        WorkerConfig.load(path)
+    assert str(path) in str(info.value)
