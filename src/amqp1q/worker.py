@@ -394,11 +394,13 @@ class _Runner:
             )
             await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
             return
-        call = handler(*self._registry._arguments(job.name, job))
+        await self._call(handler, job)
+
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+        arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
         if self._timeout is None:
-            await call
-        else:
-            await _within(call, self._timeout, job.name)
+            return handler(*arguments)
+        return _within(handler(*arguments), self._timeout, job.name)
 
     async def drain(self, consumer: Consumer, grace: float) -> None:
         """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""
