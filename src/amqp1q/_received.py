@@ -7,9 +7,9 @@ import datetime
 import logging
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _metrics, _tracing
+from . import _metrics, _tracing, _typed
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
 from ._errors import LockLost, PayloadError
 from ._job import Headers, Job
@@ -22,6 +22,7 @@ __all__ = ["ReceivedJob"]
 
 log = logging.getLogger("amqp1q.consumer")
 _UNDECODED: Any = object()
+T = TypeVar("T")
 _MAX_DESCRIPTION = 1024
 
 
@@ -69,6 +70,14 @@ class ReceivedJob:
             except PayloadError as exc:
                 raise PayloadError(exc.message, queue=self.queue, job_id=self.id) from None
         return self._payload
+
+    def payload_as(self, payload_type: type[T]) -> T:
+        """The payload checked against ``payload_type`` and built as one: an attrs class, a
+        dataclass, a ``TypedDict``, a pydantic model, or a JSON type (``list[int]``, ...);
+        ``bytes`` gives the raw body. Raises :class:`PayloadValidationError` listing every
+        problem — inside :meth:`process` that dead-letters the job at once, never retried."""
+        built: T = _typed.build(payload_type, self)
+        return built
 
     @property
     def headers(self) -> Headers:

@@ -30,7 +30,7 @@ from ._errors import (
     MissingDependency,
     UnsupportedFeature,
 )
-from ._policy import ReconnectPolicy, RetryPolicy
+from ._policy import ReconnectPolicy, RetryPolicy, exceptions_named
 from ._redact import MASK, Secret
 from ._roadrunner import check_wire_format
 from ._settings import TLSConfig, check_bool, check_positive_int, check_priority, check_seconds
@@ -197,6 +197,8 @@ def _policy(cls: type[Any]) -> Callable[[str, object], Any]:
         fields = [f.name for f in attrs.fields(cls)]
         for key in table:
             _known(f"{name}.{key}", key, fields)
+            if key in ("retry_on", "dead_letter_on"):  # exception names, in a file
+                table[key] = exceptions_named(table[key], f"{name}.{key}")
         return cls(**table)
 
     return check

@@ -8,13 +8,19 @@
     async def send_email(job: ReceivedJob) -> None:
         ...
 
+    @registry.handler("welcome")              # a typed payload: checked, then built
+    async def welcome(job: ReceivedJob, payload: Welcome) -> None:
+        ...
+
     async with JobQueue.from_url(url) as queue:
         await run_worker(registry, queue, concurrency=32, job_timeout=60)
 
 Each job runs in its own task inside ``async with job.process():`` — acked when its handler
 returns, retried (or dead-lettered after the queue's ``RetryPolicy.max_attempts``) when it raises
 or overruns ``job_timeout``, released when it is cancelled. A job whose name has no handler (and
-no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``.
+no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``; one whose
+payload is not its handler's declared type, with ``"invalid payload"``. Middleware
+(:meth:`Registry.add_middleware`) runs around every job, the first registered outermost.
 
 Stopping (``stop.set()``; the ``amqp1q worker`` command does it on SIGTERM/SIGINT): no new jobs
 are taken and those buffered are released; running handlers get ``grace`` seconds to finish,
@@ -30,14 +36,17 @@ import logging
 import signal
 import sys
 import types
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from . import _middleware
 from ._consumer import Consumer
 from ._errors import ConfigurationError, InvalidSetting
+from ._middleware import Middleware, check_middleware
 from ._queue import JobQueue
 from ._received import ReceivedJob
 from ._settings import check_positive_int, check_seconds
+from ._signature import Signature
 from ._workerconfig import WorkerConfig
 
 __all__ = [
@@ -52,8 +61,10 @@ __all__ = [
 
 log = logging.getLogger("amqp1q.worker")
 
-Handler = Callable[[ReceivedJob], Awaitable[None]]
+#: ``async def handler(job)``, or ``async def handler(job, payload: T)`` with a typed payload.
+Handler = Callable[[ReceivedJob], Awaitable[None]] | Callable[[ReceivedJob, Any], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
+M = TypeVar("M", bound=Middleware)
 
 _MISSING = object()
 NO_HANDLER = "no handler"
@@ -70,11 +81,20 @@ class Registry:
 
     @registry.default  # optional: jobs whose name has no handler
     async def unknown(job: ReceivedJob) -> None: ...
+
+    A handler taking a second parameter gets the payload checked against its annotation and
+    built as that type (an attrs class, a dataclass, a ``TypedDict``, a pydantic model, ``bytes``
+    or a JSON type); a payload that does not fit dead-letters the job at once.
+
+    ``middleware`` (or :meth:`add_middleware`) runs around every job: ``async def mw(job,
+    call_next)``; the first registered is the outermost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, middleware: Iterable[Middleware] = ()) -> None:
         self._handlers: dict[str, Handler] = {}
         self._default: Handler | None = None
+        self._signatures: dict[str | None, Signature] = {}
+        self._middleware = check_middleware(middleware)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
@@ -101,6 +121,7 @@ class Registry:
         if name in self._handlers:
             raise InvalidSetting(f"job name {name!r} already has a handler")
         _check_callable(func)
+        self._signatures[name] = Signature.of(func)
         self._handlers[name] = func
 
     def default(self, func: H) -> H:
@@ -108,8 +129,24 @@ class Registry:
         if self._default is not None:
             raise InvalidSetting("the registry already has a default handler")
         _check_callable(func)
+        self._signatures[None] = Signature.of(func)
         self._default = func
         return func
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware run around every job, outermost first."""
+        return self._middleware
+
+    def add_middleware(self, middleware: M) -> M:
+        """Run ``middleware`` around every job, inside those added before it (a decorator too)."""
+        self._middleware = (*self._middleware, *check_middleware([middleware]))
+        return middleware
+
+    def _arguments(self, name: str, job: ReceivedJob) -> tuple[Any, ...]:
+        """The arguments of ``name``'s handler for ``job`` (a typed payload is checked here)."""
+        signature = self._signatures.get(name if name in self._handlers else None)
+        return signature.arguments(job) if signature is not None else (job,)
 
     def resolve(self, name: str) -> Handler | None:
         """The handler for ``name``: its own, else the default, else ``None``."""
@@ -159,6 +196,7 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     grace: float = 30.0,
     prefetch: int | None = None,
+    middleware: Iterable[Middleware] = (),
 ) -> int:
     """Consume ``queue`` and run each job's handler, ``concurrency`` at most at once.
 
@@ -168,6 +206,9 @@ async def run_worker(
     asked to. A broker failure (say, the connection is lost and reconnecting gave up)
     propagates as an :class:`~amqp1q.Amqp1qError` after the same drain. Cancelling it cancels
     running handlers at once (their jobs released) and closes the queue.
+
+    ``middleware`` runs around every job, outside the registry's own (``JobService`` passes
+    its own here).
     """
     if not isinstance(registry, Registry):
         raise InvalidSetting(f"registry must be a Registry, not {type(registry).__name__}")
@@ -176,7 +217,8 @@ async def run_worker(
     timeout = None if job_timeout is None else check_seconds("job_timeout", job_timeout)
     grace = check_seconds("grace", grace, allow_zero=True)
     stop = asyncio.Event() if stop is None else stop
-    runner = _Runner(registry, concurrency, timeout)
+    around = (*check_middleware(middleware), *registry.middleware)
+    runner = _Runner(registry, concurrency, timeout, around)
     requested = False
     try:
         if not queue.is_open:
@@ -278,8 +320,15 @@ async def serve(
 class _Runner:
     """The tasks of one worker: a slot per running handler."""
 
-    def __init__(self, registry: Registry, concurrency: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        concurrency: int,
+        timeout: float | None,
+        middleware: tuple[Middleware, ...] = (),
+    ) -> None:
         self._registry = registry
+        self._middleware = middleware
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
@@ -322,26 +371,36 @@ class _Runner:
 
     async def _run(self, job: ReceivedJob) -> None:
         try:
-            handler = self._registry.resolve(job.name)
-            if handler is None:
-                log.warning(
-                    "no handler for job %s named %r; dead-lettered",
-                    job.id,
-                    job.name,
-                    extra={"queue": job.queue, "job_id": job.id},
-                )
-                await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
-                return
-            async with job.process():
-                if self._timeout is None:
-                    await handler(job)
-                else:
-                    await _within(handler(job), self._timeout, job.name)
+            if self._middleware:  # settles the job in job.process(), inside the middleware
+                await _middleware.run(job, self._middleware, lambda: self._handle(job))
+            else:
+                async with job.process():
+                    await self._handle(job)
         except Exception:
             # process() swallows handler errors; this is settlement failing (say, a lost link).
             log.warning("settling job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
         finally:
             self._slots.release()
+
+    async def _handle(self, job: ReceivedJob) -> None:
+        """Run ``job``'s handler (inside ``job.process()``); raise what it raises."""
+        handler = self._registry.resolve(job.name)
+        if handler is None:
+            log.warning(
+                "no handler for job %s named %r; dead-lettered",
+                job.id,
+                job.name,
+                extra={"queue": job.queue, "job_id": job.id},
+            )
+            await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
+            return
+        await self._call(handler, job)
+
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+        arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
+        if self._timeout is None:
+            return handler(*arguments)
+        return _within(handler(*arguments), self._timeout, job.name)
 
     async def drain(self, consumer: Consumer, grace: float) -> None:
         """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""

@@ -29,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from .._errors import InvalidSetting
+from .._middleware import Middleware, check_middleware
 from .._queue import JobQueue
 from .._settings import check_positive_int, check_seconds
 from ..worker import Registry, run_worker
@@ -42,6 +43,7 @@ __all__ = ["JobService"]
 log = logging.getLogger("amqp1q.integrations.web")
 
 _HEALTHY = "connected"
+M = TypeVar("M", bound=Middleware)
 
 
 class _WorkerSpec:
@@ -81,7 +83,8 @@ class JobService:
 
     ``grace`` (30 s) is the default time running handlers get to finish when the service stops;
     ``margin`` (5 s) is added on top before stragglers are cancelled outright, so stopping the
-    service never hangs.
+    service never hangs. ``middleware`` (or :meth:`add_middleware`) runs around every job of
+    every worker, outside each registry's own middleware; the first registered is outermost.
 
     A worker shares its :class:`~amqp1q.JobQueue` with request handlers that push to it; like
     :func:`~amqp1q.worker.run_worker`, it closes that queue when it ends. Give the worker a
@@ -89,9 +92,12 @@ class JobService:
     failure.
     """
 
-    def __init__(self, *, grace: float = 30.0, margin: float = 5.0) -> None:
+    def __init__(
+        self, *, grace: float = 30.0, margin: float = 5.0, middleware: Iterable[Middleware] = ()
+    ) -> None:
         self.grace = check_seconds("grace", grace, allow_zero=True)
         self.margin = check_seconds("margin", margin, allow_zero=True)
+        self._middleware = check_middleware(middleware)
         self._queues: dict[str, JobQueue] = {}
         self._workers: list[_WorkerSpec] = []
         self._stop: asyncio.Event | None = None
@@ -135,6 +141,18 @@ class JobService:
         if job_timeout is not None:
             job_timeout = check_seconds("job_timeout", job_timeout)
         self._workers.append(_WorkerSpec(name, registry, concurrency, job_timeout, prefetch))
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware run around every job of every worker, outermost first."""
+        return self._middleware
+
+    def add_middleware(self, middleware: M) -> M:
+        """Run ``middleware`` around every job of every worker (a decorator too)."""
+        if self._running:
+            raise InvalidSetting("middleware is added before the service starts")
+        self._middleware = (*self._middleware, *check_middleware([middleware]))
+        return middleware
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -209,6 +227,7 @@ class JobService:
                         stop=stop,
                         grace=grace,
                         prefetch=spec.prefetch,
+                        middleware=self._middleware,
                     ),
                     name=f"amqp1q worker {spec.label}",
                 )
