@@ -62,7 +62,8 @@ class ProtonReceiver:
         self._streak = 0
         self._settler = Settler(adapter, self._hold)
         self._held = HeldJobs(self._on_due)
-        self._due: deque[Held] = deque()  # held jobs whose time has come, handed out first
+        self._due: deque[Held] = deque()  # held jobs whose time has come, waiting for credit
+        self._ready: deque[Held] = deque()  # ... given credit: handed out before the buffer
         #: Jobs in hand that this consumer may have to give back itself, with their bytes:
         #: where the broker does not honour ``released``, or sent them pre-settled.
         self._in_hand: dict[Delivery, bytes] = {}
@@ -73,9 +74,6 @@ class ProtonReceiver:
         self._told = 0  # credit told to the broker, in all
         self._received = 0  # deliveries taken against that credit, in all
         self._over = 0  # deliveries beyond the credit (given back at once)
-        #: Held jobs handed out once due, without credit of their own: the next credit the
-        #: consumer grants pays for them (so the prefetch bound is kept over time).
-        self._debt = 0
 
     async def open(self) -> None:
         await self._attach()
@@ -102,15 +100,11 @@ class ProtonReceiver:
         if self._holding:
             # After a drain-less pause the old credit still stands: top it up, never past it.
             self._holding = False
-            self._debt = 0
             self._event.set()
-            standing = self._granted - self._received + len(self._buffer)
+            standing = self._granted - self._received + len(self._buffer) + len(self._ready)
             credit = max(0, credit - standing)
-        elif self._debt:
-            paid = min(credit, self._debt)
-            self._debt -= paid
-            credit -= paid
         self._granted += credit
+        self._admit_due()
         link = self._link
         if link is not None:
             self._flush_credit(link)
@@ -157,7 +151,6 @@ class ProtonReceiver:
                 )
         # The credit is void: start counting afresh (the consumer grants anew on resume).
         self._granted = self._told = self._received
-        self._debt = 0
         self._give_back_buffered()
 
     def _on_drained(self, _: ReceiverLink) -> None:
@@ -167,10 +160,10 @@ class ProtonReceiver:
         if self._auto_ack:
             return
         buffered = list(self._buffer)
-        buffered += [(held.delivery, held.payload) for held in self._due]
+        buffered += [(held.delivery, held.payload) for held in self._ready]
         self._buffer.clear()
-        self._due.clear()
-        self._settler.give_back(buffered)
+        self._ready.clear()
+        self._settler.give_back(buffered)  # (jobs come due wait in _due for credit again)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -209,8 +202,10 @@ class ProtonReceiver:
         # and the credit they used is owed again -- except pre-settled ones, which the broker
         # forgot when it sent them: those stay, to be handed out (they need no link).
         kept = [entry for entry in self._buffer if entry[0].remote_settled]
-        self._received -= len(self._buffer) - len(kept)
+        ready = [held for held in self._ready if held.delivery.remote_settled]
+        self._received -= len(self._buffer) - len(kept) + len(self._ready) - len(ready)
         self._buffer = deque(kept)
+        self._ready = deque(ready)
         self._link = None
         self._drained.set()
         self._detached.set()
@@ -236,9 +231,7 @@ class ProtonReceiver:
         """The supervisor gave up: the consumer's next receive raises ``error``."""
         self._failure = error
         self._closed = True
-        self._buffer.clear()
-        self._due.clear()
-        self._held.take_all()
+        self._forget_all()
         self._event.set()
         self._drained.set()
 
@@ -246,10 +239,10 @@ class ProtonReceiver:
         if self._link is None and not self._opened:
             raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
         buffer = self._buffer
-        due = self._due
+        ready = self._ready
         event = self._event
         while True:
-            while not (buffer or due) or self._holding:
+            while not (buffer or ready) or self._holding:
                 if self._closed:
                     if self._failure is not None:
                         raise self._failure
@@ -264,9 +257,8 @@ class ProtonReceiver:
                 self._streak = 0
                 await asyncio.sleep(0)
                 continue
-            if due:
-                held = due.popleft()
-                self._debt += 1
+            if ready:
+                held = ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
             delivery, payload = buffer.popleft()
             incoming, not_before = decode_delivery(
@@ -279,7 +271,9 @@ class ProtonReceiver:
                     self._received -= 1  # held jobs use no credit: the broker may send another
                     link = self._link
                     if link is not None and not self._holding:
-                        self._flush_credit(link)
+                        more = (self._told - self._received) - link.credit
+                        if more > 0:
+                            link.flow(more)
                     continue
             return self._hand_out(delivery, payload, incoming)
 
@@ -300,8 +294,22 @@ class ProtonReceiver:
             self._settler.retry_held(held)
         elif held.delivery.remote_settled or held.delivery.link.alive:
             self._due.append(held)
-            self._event.set()
+            self._admit_due()
         # else: unsettled on a link that died -- the broker has it back (and redelivers it)
+
+    def _admit_due(self) -> None:
+        """Give jobs that came due a unit of credit each, so the prefetch bound holds: credit
+        not yet told to the broker first; else credit the broker holds (should it use that
+        too, the delivery past the credit goes back); else they wait for :meth:`flow`."""
+        due = self._due
+        while due and not self._closed:
+            if self._granted > self._told:
+                self._told += 1
+            elif self._told <= self._received:
+                return
+            self._received += 1
+            self._ready.append(due.popleft())
+            self._event.set()
 
     # -- settlement -----------------------------------------------------------------------------
 
@@ -364,6 +372,7 @@ class ProtonReceiver:
 
     def _forget_all(self) -> None:
         self._buffer.clear()
+        self._ready.clear()
         self._due.clear()
         self._held.take_all()
 
@@ -371,8 +380,9 @@ class ProtonReceiver:
         """Everything this consumer holds, for giving back: (deliveries, delayed retries).
         Jobs still in hand are among them: settling one later raises DeliveryStale."""
         items = list(self._buffer)
-        items += [(held.delivery, held.payload) for held in self._due]
+        items += [(held.delivery, held.payload) for held in (*self._ready, *self._due)]
         self._buffer.clear()
+        self._ready.clear()
         self._due.clear()
         retries: list[Held] = []
         for held in self._held.take_all():
