@@ -93,6 +93,8 @@ class Settler:
         elif outcome is Outcome.RETRY:
             delay = settlement.delay
             if delay and profile.delay is DelayStyle.HELD:
+                if not presettled and not delivery.link.alive:
+                    self._apply(delivery, incoming, MODIFIED)  # raises DeliveryStale
                 self._hold(Held(delivery, payload or b"", incoming, retry=True), delay)
                 return None
             if delay:

@@ -145,11 +145,12 @@ class ProtonAdapter:
             return
         self._at_most_once = True
         log.warning(
-            "%s sends deliveries already settled although amqp1q asked for unsettled ones: it "
-            "delivers at most once. Jobs a consumer holds (up to its prefetch) are lost if its "
-            "process dies; ack needs nothing from the broker, and release, retry and reject "
-            "publish the job again (docs/brokers/qpid.md)",
-            self.profile.product if self._profile is not None else "the broker",
+            "the broker at %s sends jobs on %r already settled although amqp1q asked for "
+            "unsettled ones: it delivers at most once. Jobs a consumer holds (up to its "
+            "prefetch) are lost if its process dies; ack needs nothing from the broker, and "
+            "release, retry and reject publish the job again (docs/brokers/qpid.md)",
+            self._endpoint.display,
+            self.address,
             extra={"queue": self._queue, "address": self.address},
         )
 
