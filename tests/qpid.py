@@ -13,6 +13,7 @@ binary skips the test with the command to run -- or, under ``CI=true``, fails it
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import socket
@@ -26,6 +27,15 @@ from .conftest import unavailable
 ROOT = Path(__file__).resolve().parent.parent
 QPID_DIR = Path(os.environ.get("AMQP1Q_QPID_DIR", ROOT / ".brokers" / "qpid"))
 KINDS = ("c", "cpp")
+#: Brokers still running: killed when the test process exits, whatever happened to the tests.
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for process in list(_RUNNING):
+        if process.poll() is None:
+            process.kill()
 
 
 def binary(kind: str) -> Path:
@@ -74,6 +84,7 @@ class QpidBroker:
             self._process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
+            _RUNNING.add(self._process)
             if await self._listening(5.0):
                 return
             self.stop()
@@ -104,6 +115,7 @@ class QpidBroker:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=5)
+        _RUNNING.discard(process)
 
 
 @contextlib.asynccontextmanager
