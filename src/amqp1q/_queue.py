@@ -231,11 +231,16 @@ class JobQueue:
 
     def health(self) -> str:
         """``unopened``, ``connected``, ``reconnecting`` (a lost connection is being
-        re-dialled), ``failed`` (re-dialling gave up) or ``closed`` -- for readiness probes."""
+        re-dialled), ``failed`` (re-dialling gave up) or ``closed`` -- for readiness probes --
+        or ``at-most-once``: connected, but the broker has been seen sending jobs pre-settled to
+        a consumer that asked for at-least-once (a job in a consumer's hands is lost with its
+        process)."""
         if self._state is not _State.OPEN:
             return "unopened" if self._state is _State.UNOPENED else "closed"
-        state = getattr(self._adapter, "state", "connected")
-        return str(state)
+        state = str(getattr(self._adapter, "state", "connected"))
+        if state == "connected" and getattr(self._adapter, "at_most_once", False):
+            return "at-most-once"
+        return state
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -173,7 +173,9 @@ class ReceivedJob:
         - it ends normally: ``ack`` (unless the block settled the job itself);
         - it raises an exception: retry with backoff, or dead-letter after ``max_attempts``
           (or at once with ``requeue_on_fail=False``); the exception is logged and swallowed,
-          so a consumer loop keeps going — pass ``reraise=True`` to have it propagate;
+          so a consumer loop keeps going — pass ``reraise=True`` to have it propagate. Only
+          the handler's own exception ever leaves the block: if settling it fails too (the
+          connection is gone, say), that is logged, and the broker redelivers the job;
         - it is cancelled: ``release`` — the job goes back, no attempt counted, never lost or
           dead-lettered; the cancellation then propagates.
         """
@@ -266,7 +268,17 @@ class Processing:
                 extra={"queue": job.queue, "job_id": job.id},
             )
         else:
-            await consumer.settle_failure(job, exc)
+            try:
+                await consumer.settle_failure(job, exc)
+            except Exception as failure:
+                # The handler's exception is what the caller hears about, never ours.
+                log.warning(
+                    "could not settle job %s after its handler failed: %r",
+                    job.id,
+                    failure,
+                    exc_info=failure,
+                    extra={"queue": job.queue, "job_id": job.id},
+                )
         return not self._reraise
 
 

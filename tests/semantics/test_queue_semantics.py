@@ -655,3 +655,51 @@ async def test_concurrent_pushes_each_delivered_once(backend: Backend) -> None:
                 await job.ack()
             await assert_nothing_more(consumer)
     assert sorted(j.payload for j in got) == list(range(200))
+
+
+# -- delivery guarantees ------------------------------------------------------------------------
+
+
+async def test_health_says_whether_the_broker_delivers_at_most_once(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await backend.make_queue()
+    async with queue:
+        assert queue.health() == "connected"
+        await queue.push_many([Job("n", i) for i in range(5)])
+        async with queue.consume(prefetch=5) as consumer:
+            for job in await take(consumer, 5):
+                await job.ack()
+        said = [r for r in caplog.records if "at most once" in r.getMessage()]
+        if backend.at_most_once:
+            assert queue.health() == "at-most-once"
+            assert len(said) == 1, "one warning, not one per job"
+            assert said[0].levelname == "WARNING"
+        else:
+            assert queue.health() == "connected"
+            assert said == []
+
+
+async def test_jobs_held_by_a_consumer_whose_connection_dies(backend: Backend) -> None:
+    queue = await backend.make_queue(reconnect=False)
+    await queue.open()
+    try:
+        pushed = Job("held")
+        await queue.push(pushed)
+        consumer = queue.consume(prefetch=1)
+        await consumer.open()
+        held = await take_one(consumer)
+        assert held.id == pushed.id
+        backend.cut_connection(queue)  # as if the consumer's process had died
+    finally:
+        await queue.close(grace=0)
+    fresh = await backend.make_queue()
+    async with fresh, fresh.consume() as again:
+        if backend.keeps_unsettled:
+            redelivered = await take_one(again)
+            assert redelivered.id == pushed.id
+            await redelivered.ack()
+        else:
+            # The broker forgot the job when it sent it (pre-settled), or when the link that
+            # held it unsettled went away: lost, as docs/brokers/qpid.md says.
+            await assert_nothing_more(again, wait=0.5)

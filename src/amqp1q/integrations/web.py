@@ -42,7 +42,9 @@ __all__ = ["JobService"]
 
 log = logging.getLogger("amqp1q.integrations.web")
 
-_HEALTHY = "connected"
+#: Queue states a service is ready in. ``at-most-once`` is connected too: the broker's
+#: guarantee is a fact to see in the report (and the log), not a reason to stop serving.
+_HEALTHY = frozenset({"connected", "at-most-once"})
 M = TypeVar("M", bound=Middleware)
 
 
@@ -181,13 +183,14 @@ class JobService:
     def health(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded", "queues": {name: health}, "workers": {...}}``.
 
-        ``ok`` when every queue is ``connected`` and every worker is running.
+        ``ok`` when every queue is ``connected`` (or ``at-most-once``: connected to a broker
+        that delivers at most once) and every worker is running.
         """
         queues = {name: queue.health() for name, queue in self._queues.items()}
         workers: dict[str, list[str]] = {}
         for spec in self._workers:
             workers.setdefault(spec.queue, []).append(spec.state())
-        healthy = all(state == _HEALTHY for state in queues.values()) and all(
+        healthy = all(state in _HEALTHY for state in queues.values()) and all(
             state == "running" for states in workers.values() for state in states
         )
         return {

@@ -88,6 +88,7 @@ class ClientConnection:
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname
         self._queue = queue
+        self._mechanisms = mechanisms
         self.engine = Engine(
             self,
             container_id=container_id,
@@ -291,6 +292,14 @@ class ClientConnection:
                 )
             elif self.engine.sasl_refused:
                 err = self._transport_error(Condition("amqp:unauthorized-access", None))
+            elif self.engine.no_common_mechanism:
+                err = AuthenticationFailed(
+                    f"the broker at {self.where} offers no SASL mechanism amqp1q may use here "
+                    f"(amqp1q offered {self._mechanisms}; a broker that takes ANONYMOUS only "
+                    "wants no user and password in the URL)",
+                    queue=self._queue,
+                    condition="amqp:unauthorized-access",
+                )
             elif not self._opened.done():
                 err = ConnectFailed(
                     f"{self.where} closed the connection during the AMQP 1.0 handshake"

@@ -86,6 +86,7 @@ class ProtonAdapter:
         self._closing = False
         self._gave_up: Amqp1qError | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._at_most_once = False
         #: Called with the new :attr:`state` on each change (``JobQueue.on_state_change``).
         self.state_listeners: list[Callable[[str], None]] = []
         if options.tls is not None and endpoint.scheme != "amqps":
@@ -131,6 +132,27 @@ class ProtonAdapter:
                 "the broker is not known before the queue opens", queue=self._queue
             )
         return self._profile
+
+    @property
+    def at_most_once(self) -> bool:
+        """True once the broker has sent a consumer that asked for unsettled deliveries one
+        already settled: it delivers at most once (``JobQueue.health()`` says so)."""
+        return self._at_most_once
+
+    def saw_presettled(self) -> None:
+        """A receiver got a pre-settled delivery it did not ask for: say so, once."""
+        if self._at_most_once:
+            return
+        self._at_most_once = True
+        log.warning(
+            "the broker at %s sends jobs on %r already settled although amqp1q asked for "
+            "unsettled ones: it delivers at most once. Jobs a consumer holds (up to its "
+            "prefetch) are lost if its process dies; ack needs nothing from the broker, and "
+            "release, retry and reject publish the job again (docs/brokers/qpid.md)",
+            self._endpoint.display,
+            self.address,
+            extra={"queue": self._queue, "address": self.address},
+        )
 
     @property
     def connection(self) -> ClientConnection:
@@ -452,6 +474,43 @@ class ProtonAdapter:
         if not outcome.accepted:
             raise self._refusal(outcome.name, outcome.condition, job)
 
+    async def republish_raw(self, payloads: Sequence[bytes]) -> list[Amqp1qError | None]:
+        """Publish received messages again, byte for byte, to the address consumed from (a
+        release the broker would not honour); one error or None per payload, in order."""
+        address = self.address
+        outcomes: list[asyncio.Future[Any] | Amqp1qError] = []
+        try:
+            sender = await self._sender(address)
+        except Amqp1qError as exc:
+            return [exc] * len(payloads)
+        for payload in payloads:
+            try:
+                await sender.wait_for_room()
+                outcomes.append(sender.send(payload))
+            except Amqp1qError as exc:  # noqa: PERF203 - one error per payload
+                outcomes.append(exc)
+        errors: list[Amqp1qError | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Amqp1qError):
+                errors.append(outcome)
+                continue
+            try:
+                result = await outcome
+            except Amqp1qError as exc:
+                errors.append(exc)
+                continue
+            errors.append(
+                None
+                if result.accepted
+                else JobRejected(
+                    f"the broker answered {result.name} to a job given back to it",
+                    outcome=result.name,
+                    queue=self._queue,
+                    address=address,
+                )
+            )
+        return errors
+
     def _push_address(self) -> str:
         options = self._options
         if options.exchange is not None and options.address is None:
@@ -478,6 +537,7 @@ class ProtonAdapter:
             address = plan.address
             annotations = _annotations(plan)
             ttl = plan.ttl_ms
+            extra_properties.update(plan.properties)
         if self._options.wire_format == ROADRUNNER:
             return self._encode_roadrunner(
                 job, attempt, extra_properties, annotations, ttl
