@@ -23,8 +23,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ..._adapter import Incoming, Settlement
 from ..._errors import Amqp1qError, QueueStateError
@@ -41,6 +41,7 @@ __all__ = ["ProtonReceiver", "to_incoming"]
 log = logging.getLogger("amqp1q.proton")
 
 _DRAIN_TIMEOUT = 5.0
+_T = TypeVar("_T")
 _YIELD_EVERY = 8
 
 
@@ -201,11 +202,11 @@ class ProtonReceiver:
         # Deliveries buffered on a dead link were never handed out: the broker redelivers them,
         # and the credit they used is owed again -- except pre-settled ones, which the broker
         # forgot when it sent them: those stay, to be handed out (they need no link).
-        kept = [entry for entry in self._buffer if entry[0].remote_settled]
-        ready = [held for held in self._ready if held.delivery.remote_settled]
-        self._received -= len(self._buffer) - len(kept) + len(self._ready) - len(ready)
-        self._buffer = deque(kept)
-        self._ready = deque(ready)
+        # Filtered in place, never replaced: the deques live as long as the receiver (a receive()
+        # that once waited across a replacement watched the old, empty one for ever).
+        dropped = _keep_presettled(self._buffer, lambda entry: entry[0])
+        dropped += _keep_presettled(self._ready, lambda held: held.delivery)
+        self._received -= dropped
         self._link = None
         self._drained.set()
         self._detached.set()
@@ -238,11 +239,10 @@ class ProtonReceiver:
     async def receive(self) -> Incoming | None:
         if self._link is None and not self._opened:
             raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
-        buffer = self._buffer
-        ready = self._ready
         event = self._event
         while True:
-            while not (buffer or ready) or self._holding:
+            # The deques are read afresh after every wait, never kept in locals across one.
+            while not (self._buffer or self._ready) or self._holding:
                 if self._closed:
                     if self._failure is not None:
                         raise self._failure
@@ -257,10 +257,10 @@ class ProtonReceiver:
                 self._streak = 0
                 await asyncio.sleep(0)
                 continue
-            if ready:
-                held = ready.popleft()
+            if self._ready:
+                held = self._ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
-            delivery, payload = buffer.popleft()
+            delivery, payload = self._buffer.popleft()
             incoming, not_before = decode_delivery(
                 payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
             )
@@ -404,3 +404,14 @@ class ProtonReceiver:
         for held in retries:
             settler.retry_held(held)
         settler.give_back(items)
+
+
+def _keep_presettled(entries: deque[_T], delivery_of: Callable[[_T], Delivery]) -> int:
+    """Drop the entries whose delivery the broker still has (unsettled), in place, keeping
+    the order of the rest; return how many were dropped."""
+    kept = [entry for entry in entries if delivery_of(entry).remote_settled]
+    dropped = len(entries) - len(kept)
+    if dropped:
+        entries.clear()
+        entries.extend(kept)
+    return dropped
