@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -66,8 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     body = push.add_mutually_exclusive_group()
     body.add_argument("--payload", default=None, help="a JSON payload (default: null)")
     body.add_argument("--payload-file", default=None, help="a file sent as raw bytes ('-': stdin)")
-    push.add_argument("--header", action="append", default=[], metavar="K=V", help="a header")
-    push.add_argument("--priority", type=int, default=None)
+    push.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a header (repeat for more: --header tenant=a --header lang=en)",
+    )
+    push.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="0-255, higher first (default: the queue's, 0); Service Bus has none",
+    )
     push.add_argument("--delay", type=float, default=None, help="seconds before delivery")
     push.add_argument("--count", type=_positive, default=1, help="push this many copies")
     push.set_defaults(run=_push)
@@ -76,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     _url_argument(consume)
     consume.add_argument("--count", type=_positive, default=None, help="stop after this many")
     consume.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
-    consume.add_argument("--prefetch", type=_positive, default=10)
+    consume.add_argument(
+        "--prefetch", type=_positive, default=10, help="jobs held unsettled at once (10)"
+    )
     consume.add_argument(
         "--settle",
         choices=("ack", "release", "reject"),
@@ -99,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
         help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL, else local)",
     )
-    setup.add_argument("--vhost", default="/")
+    setup.add_argument(
+        "--vhost", default="/", help="the virtual host to declare them in (/, the default)"
+    )
     setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
     setup.set_defaults(run=_setup_rabbitmq)
     return parser
@@ -166,16 +182,22 @@ def _url_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
