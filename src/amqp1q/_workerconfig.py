@@ -77,6 +77,7 @@ class WorkerConfig:
     prefetch: int | None = None
     job_timeout: float | None = None
     grace: float | None = None
+    stall_warning: float | None = None
     wire_format: str | None = None
     auto_ack: bool | None = None
     requeue_on_fail: bool | None = None
@@ -221,6 +222,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "prefetch": check_positive_int,
     "job_timeout": check_seconds,
     "grace": lambda name, value: check_seconds(name, value, allow_zero=True),
+    "stall_warning": lambda name, value: check_seconds(name, value, allow_zero=True),
     "wire_format": check_wire_format,
     "auto_ack": check_bool,
     "requeue_on_fail": check_bool,

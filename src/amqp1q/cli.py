@@ -148,6 +148,14 @@ def _worker_parser(commands: Any) -> None:
         "--prefetch", type=_positive, default=None, help="consumer credit (--concurrency)"
     )
     worker.add_argument(
+        "--stall-warning",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="warn, naming the jobs in hand, when the event loop is blocked S seconds (0.5; "
+        "0: off)",
+    )
+    worker.add_argument(
         "--wire-format",
         choices=("amqp1q", "roadrunner"),
         default=None,
@@ -285,6 +293,7 @@ async def _push_jobs(url: str, jobs: list[Job]) -> int:
 
 async def _worker(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
+    from ._watchdog import DEFAULT_STALL_WARNING
     from .worker import WorkerConfig, serve
 
     try:
@@ -303,6 +312,7 @@ async def _worker(args: argparse.Namespace) -> int:
             grace=args.grace,
             prefetch=args.prefetch,
             wire_format=args.wire_format,
+            stall_warning=args.stall_warning,
         )
         url = config.resolve_url()
         if url is None:
@@ -326,6 +336,9 @@ async def _worker(args: argparse.Namespace) -> int:
         grace=30.0 if config.grace is None else config.grace,
         prefetch=config.prefetch,
         options=options,
+        stall_warning=(
+            DEFAULT_STALL_WARNING if config.stall_warning is None else config.stall_warning
+        ),
     )
 
 

@@ -16,6 +16,10 @@ returns, retried (or dead-lettered after the queue's ``RetryPolicy.max_attempts`
 or overruns ``job_timeout``, released when it is cancelled. A job whose name has no handler (and
 no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``.
 
+A handler may be a plain ``def``: it then runs in a worker thread (see ``_sync_handlers`` for
+what cancellation and ``job_timeout`` do to a thread). A handler that blocks the event loop
+instead is named in a warning by the stall watchdog (``stall_warning``, ``_watchdog``).
+
 Stopping (``stop.set()``; the ``amqp1q worker`` command does it on SIGTERM/SIGINT): no new jobs
 are taken and those buffered are released; running handlers get ``grace`` seconds to finish,
 then are cancelled (their jobs released, never lost); the queue is closed.
@@ -31,19 +35,23 @@ import signal
 import sys
 import types
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from ._consumer import Consumer
 from ._errors import ConfigurationError, InvalidSetting
 from ._queue import JobQueue
 from ._received import ReceivedJob
 from ._settings import check_positive_int, check_seconds
+from ._sync_handlers import ThreadedHandlers, is_async_handler
+from ._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
 from ._workerconfig import WorkerConfig
 
 __all__ = [
     "NO_HANDLER",
+    "AsyncHandler",
     "Handler",
     "Registry",
+    "SyncHandler",
     "WorkerConfig",
     "load_registry",
     "run_worker",
@@ -52,8 +60,23 @@ __all__ = [
 
 log = logging.getLogger("amqp1q.worker")
 
-Handler = Callable[[ReceivedJob], Awaitable[None]]
-H = TypeVar("H", bound=Handler)
+#: ``async def handler(job: ReceivedJob) -> None``
+AsyncHandler = Callable[[ReceivedJob], Awaitable[None]]
+#: ``def handler(job: ReceivedJob) -> None``, run in a worker thread
+SyncHandler = Callable[[ReceivedJob], None]
+Handler = AsyncHandler | SyncHandler
+AsyncHandlerT = TypeVar("AsyncHandlerT", bound=AsyncHandler)
+SyncHandlerT = TypeVar("SyncHandlerT", bound=SyncHandler)
+
+
+class HandlerDecorator(Protocol):
+    """What ``@registry.handler(name)`` returns: takes an async or a sync handler."""
+
+    @overload
+    def __call__(self, func: AsyncHandlerT, /) -> AsyncHandlerT: ...
+    @overload
+    def __call__(self, func: SyncHandlerT, /) -> SyncHandlerT: ...
+
 
 _MISSING = object()
 NO_HANDLER = "no handler"
@@ -67,6 +90,9 @@ class Registry:
 
     @registry.handler("send_email")
     async def send_email(job: ReceivedJob) -> None: ...
+
+    @registry.handler("resize_image")  # a plain def runs in a worker thread
+    def resize_image(job: ReceivedJob) -> None: ...
 
     @registry.default  # optional: jobs whose name has no handler
     async def unknown(job: ReceivedJob) -> None: ...
@@ -85,26 +111,39 @@ class Registry:
     def default_handler(self) -> Handler | None:
         return self._default
 
-    def handler(self, name: str) -> Callable[[H], H]:
-        """Register the decorated coroutine function for jobs named ``name`` (once per name)."""
+    def handler(self, name: str) -> HandlerDecorator:
+        """Register the decorated handler for jobs named ``name`` (once per name): an
+        ``async def``, or a plain ``def`` (run in a worker thread)."""
         if not isinstance(name, str) or not name:
             raise InvalidSetting(f"a handler's job name must be a non-empty str, got {name!r}")
 
-        def register(func: H) -> H:
+        def register(func: Any) -> Any:
             self.add(name, func)
             return func
 
         return register
 
+    @overload
+    def add(self, name: str, func: AsyncHandler) -> None: ...
+    @overload
+    def add(self, name: str, func: SyncHandler) -> None: ...
+
     def add(self, name: str, func: Handler) -> None:
-        """Register ``func`` for jobs named ``name``, without a decorator."""
+        """Register ``func`` (``async def`` or ``def``) for jobs named ``name``, without a
+        decorator."""
         if name in self._handlers:
             raise InvalidSetting(f"job name {name!r} already has a handler")
         _check_callable(func)
         self._handlers[name] = func
 
-    def default(self, func: H) -> H:
-        """Register the decorated coroutine function for jobs no other handler takes."""
+    @overload
+    def default(self, func: AsyncHandlerT) -> AsyncHandlerT: ...
+    @overload
+    def default(self, func: SyncHandlerT) -> SyncHandlerT: ...
+
+    def default(self, func: Handler) -> Handler:
+        """Register the decorated handler (``async def`` or ``def``) for jobs no other handler
+        takes."""
         if self._default is not None:
             raise InvalidSetting("the registry already has a default handler")
         _check_callable(func)
@@ -159,10 +198,14 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     grace: float = 30.0,
     prefetch: int | None = None,
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
+    _in_hand: JobsInHand | None = None,
 ) -> int:
     """Consume ``queue`` and run each job's handler, ``concurrency`` at most at once.
 
-    ``prefetch`` (default ``concurrency``) is the consumer's credit. Opens ``queue`` if it is
+    ``prefetch`` (default ``concurrency``) is the consumer's credit. ``stall_warning``
+    (0.5 s; ``None`` or 0: off) logs a warning naming the jobs in hand when the event loop is
+    blocked that long (a handler doing blocking work in ``async def``). Opens ``queue`` if it is
     not open, and always closes it before returning. Runs until ``stop`` is set, then drains
     (see the module docstring) and returns 0; returns 1 if the consumer ended without being
     asked to. A broker failure (say, the connection is lost and reconnecting gave up)
@@ -175,8 +218,14 @@ async def run_worker(
     prefetch = concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
     timeout = None if job_timeout is None else check_seconds("job_timeout", job_timeout)
     grace = check_seconds("grace", grace, allow_zero=True)
+    stall = check_stall_warning(stall_warning)
     stop = asyncio.Event() if stop is None else stop
-    runner = _Runner(registry, concurrency, timeout)
+    watchdog = None
+    if _in_hand is None and stall is not None:
+        _in_hand = JobsInHand()
+        watchdog = StallWatchdog(stall, _in_hand)
+        watchdog.start()
+    runner = _Runner(registry, concurrency, timeout, _in_hand)
     requested = False
     try:
         if not queue.is_open:
@@ -191,9 +240,22 @@ async def run_worker(
             finally:
                 await runner.drain(consumer, 0 if cancelled else grace)
     finally:
-        await runner.cancel_all()
-        await queue.close(grace=0)
+        try:
+            await runner.cancel_all()
+            await queue.close(grace=0)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            runner.note_threads_left()
     return 0 if requested else 1
+
+
+def check_stall_warning(value: float | None) -> float | None:
+    """``stall_warning`` checked: seconds > 0, or ``None`` (``None`` or 0: no watchdog)."""
+    if value is None:
+        return None
+    seconds = check_seconds("stall_warning", value, allow_zero=True)
+    return seconds or None
 
 
 async def serve(
@@ -206,6 +268,7 @@ async def serve(
     grace: float = 30.0,
     prefetch: int | None = None,
     options: Mapping[str, Any] | None = None,
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
 ) -> int:
     """The ``amqp1q worker`` command: load ``spec``, run until SIGTERM/SIGINT, drain, exit code.
 
@@ -235,6 +298,7 @@ async def serve(
             stop=stop,
             grace=grace,
             prefetch=prefetch,
+            stall_warning=stall_warning,
         )
     )
 
@@ -278,11 +342,19 @@ async def serve(
 class _Runner:
     """The tasks of one worker: a slot per running handler."""
 
-    def __init__(self, registry: Registry, concurrency: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        concurrency: int,
+        timeout: float | None,
+        in_hand: JobsInHand | None = None,
+    ) -> None:
         self._registry = registry
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadedHandlers(concurrency)
+        self._in_hand = in_hand
 
     async def dispatch(self, consumer: Consumer, stop: asyncio.Event) -> bool:
         """Hand jobs to handler tasks until ``stop`` is set (True) or the consumer ends (False)."""
@@ -321,6 +393,9 @@ class _Runner:
             stopping.cancel()
 
     async def _run(self, job: ReceivedJob) -> None:
+        # Jobs whose handler runs on the loop are in hand for the stall watchdog; a sync
+        # handler's thread cannot stall the loop.
+        in_hand = None
         try:
             handler = self._registry.resolve(job.name)
             if handler is None:
@@ -332,16 +407,34 @@ class _Runner:
                 )
                 await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
                 return
+            if self._in_hand is not None and is_async_handler(handler):
+                in_hand = self._in_hand
+                in_hand.started(job)
             async with job.process():
-                if self._timeout is None:
-                    await handler(job)
-                else:
-                    await _within(handler(job), self._timeout, job.name)
+                await self._call(handler, job)
         except Exception:
             # process() swallows handler errors; this is settlement failing (say, a lost link).
             log.warning("settling job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
         finally:
+            if in_hand is not None:
+                in_hand.ended(job)
             self._slots.release()
+
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+        if not is_async_handler(handler):
+            return self._threads.run(handler, job, self._timeout)
+        if self._timeout is None:
+            return handler(job)
+        return _within(handler(job), self._timeout, job.name)
+
+    def note_threads_left(self) -> None:
+        left = self._threads.abandoned
+        if left:
+            log.warning(
+                "%d cancelled sync handler(s) still running in their threads: the process "
+                "cannot exit before they return",
+                left,
+            )
 
     async def drain(self, consumer: Consumer, grace: float) -> None:
         """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""
