@@ -86,6 +86,7 @@ class WorkerConfig:
     routing_key: str | None = None
     container_id: str | None = None
     broker: str | None = None
+    vhost: str | None = None
     tls: TLSConfig | None = None
     retry: RetryPolicy | None = None
     reconnect: ReconnectPolicy | bool | None = None
@@ -159,7 +160,7 @@ class WorkerConfig:
 #: The settings passed on to ``JobQueue.from_url`` when set.
 _QUEUE_OPTIONS = (
     "queue address auto_ack requeue_on_fail priority retry exchange routing_key container_id "
-    "broker tls reconnect"
+    "broker vhost tls reconnect"
 ).split()
 
 
@@ -231,6 +232,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "routing_key": _text,
     "container_id": _text,
     "broker": _text,
+    "vhost": _text,
     "tls": _tls,
     "retry": _policy(RetryPolicy),
     "reconnect": _policy(ReconnectPolicy),

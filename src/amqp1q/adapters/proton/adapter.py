@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import ssl
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any, Final
 from ..._adapter import SendResult
 from ..._errors import (
     Amqp1qError,
+    AuthenticationFailed,
     ConnectionLost,
     InvalidSetting,
     JobRejected,
@@ -27,7 +29,13 @@ from ..._roadrunner import DELAY_PROPERTY, ROADRUNNER, encode_envelope
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
-from ._brokers import BrokerProfile, DelayPlan, detect, profile_named
+from ._brokers import (
+    RABBITMQ_DELAY_EXCHANGE_PREFIX,
+    BrokerProfile,
+    DelayPlan,
+    detect,
+    profile_named,
+)
 from ._client import ClientConnection, is_loopback, link_error
 from ._codec import ATTEMPT_PROPERTY, Message, encode_job, encode_message
 from ._links import Condition
@@ -161,6 +169,17 @@ class ProtonAdapter:
             self._queue = dlq
         if self._address is None:
             self._address = profile.queue_address(self._queue)
+        vhost = self._options.vhost
+        if vhost is not None and self._options.broker is None and not _is_rabbitmq(profile):
+            log.warning(
+                "%s is %s, not RabbitMQ, yet the virtual host went in RabbitMQ's form (%r); "
+                "pass broker=%r to send %r",
+                self._endpoint.display,
+                profile.product,
+                open_hostname(self._endpoint.host, vhost, None),
+                profile.name,
+                vhost,
+            )
         self._watch(connection)
         self._connected.set()
         log.debug("connected to %s (%s)", self._endpoint.display, profile.product)
@@ -188,7 +207,7 @@ class ProtonAdapter:
                 "sending a password to %s without TLS (allow_plaintext_password=True)",
                 endpoint.display,
             )
-        return ClientConnection(
+        connection = ClientConnection(
             host=endpoint.host,
             port=endpoint.port,
             ssl_context=_ssl_context(tls) if tls is not None else None,
@@ -197,11 +216,37 @@ class ProtonAdapter:
             user=user,
             password=password,
             mechanisms=mechanisms,
-            virtual_host=endpoint.host,
+            virtual_host=open_hostname(endpoint.host, options.vhost, options.broker),
             idle_timeout=60.0,
             properties={"product": "amqp1q", "version": __version__},
             queue=self._queue,
         )
+        connection.not_found_hint = self.not_found_hint
+        return connection
+
+    def not_found_hint(self, address: str) -> str:
+        """How to declare what is missing at ``address``, for a QueueNotFound's message:
+        on RabbitMQ, the ``amqp1q setup-rabbitmq`` command for it."""
+        profile = self._profile
+        if profile is None or not _is_rabbitmq(profile):
+            return ""
+        command = "amqp1q setup-rabbitmq --queue "
+        if address.startswith(profile.queue_prefix):
+            queue = address[len(profile.queue_prefix) :]
+            if profile.dead_letter_suffix and queue.endswith(profile.dead_letter_suffix):
+                queue = queue[: -len(profile.dead_letter_suffix)]  # declared with its queue
+            command += shlex.quote(queue)
+        elif RABBITMQ_DELAY_EXCHANGE_PREFIX in address:
+            command += f"{shlex.quote(self._queue)} (it declares the delay exchanges)"
+        else:
+            return ""
+        vhost = self._options.vhost
+        if vhost is not None and vhost not in ("/", "vhost:/"):
+            command += f" --vhost {shlex.quote(vhost.removeprefix(_VHOST_PREFIX))}"
+        if not is_loopback(self._endpoint.host):
+            host = self._endpoint.host
+            command += f" --management-url http://{f'[{host}]' if ':' in host else host}:15672"
+        return f" (declare it with: {command})"
 
     # -- the supervisor: re-dial a lost connection ----------------------------------------------
 
@@ -225,7 +270,8 @@ class ProtonAdapter:
             sender.fail(error)
         self._senders.clear()
         policy = self._options.reconnect
-        if self._closing or policy is None:
+        if self._closing or policy is None or isinstance(error, AuthenticationFailed):
+            # Refused credentials (or virtual host) are not passing: re-dialling only flaps.
             self._give_up(error)
             return
         log.warning(
@@ -550,7 +596,13 @@ class ProtonAdapter:
             connection = self._connection
             if connection is not None and connection.failure is not None:
                 return connection.failure
-            return link_error(condition, queue=self._queue, address=address, what="sender")
+            return link_error(
+                condition,
+                queue=self._queue,
+                address=address,
+                what="sender",
+                hint=self.not_found_hint(address),
+            )
 
         return error
 
@@ -588,6 +640,31 @@ class ProtonAdapter:
             window=self._window,
             close_timeout=self.close_timeout,
         )
+
+
+#: RabbitMQ (the 3.x plugin and 4.x) reads a virtual host from the Open frame's hostname so.
+_VHOST_PREFIX: Final = "vhost:"
+
+
+def open_hostname(host: str, vhost: str | None, broker: str | None) -> str:
+    """The Open frame's hostname (AMQP 1.0: "the name of the host ... to which the sending
+    peer is connecting", which brokers read as their virtual host).
+
+    Without ``vhost``, the URL's host. With one: ``vhost:NAME``, RabbitMQ's form (its
+    ``default_vhost`` is used otherwise), unless ``broker`` names a broker that is not
+    RabbitMQ: then ``NAME`` itself (Qpid reads the hostname as the virtual host's name).
+    """
+    if vhost is None:
+        return host
+    if vhost.startswith(_VHOST_PREFIX):
+        return vhost
+    if broker is None or broker.lower().startswith("rabbitmq"):
+        return _VHOST_PREFIX + vhost
+    return vhost
+
+
+def _is_rabbitmq(profile: BrokerProfile) -> bool:
+    return profile.name.startswith("rabbitmq")
 
 
 def _annotations(plan: DelayPlan) -> dict[Symbol, Any] | None:
