@@ -398,6 +398,11 @@ class ProtonAdapter:
                     extra={"queue": self._queue},
                 )
 
+    async def verify(self) -> None:
+        """Raise QueueNotFound unless the broker has the queue: attach the link a push uses
+        (on RabbitMQ 3.x, after a credit-less receiver probe), and keep it for the pushes."""
+        await self._sender(self._push_address())
+
     # -- push -----------------------------------------------------------------------------------
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
