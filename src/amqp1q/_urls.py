@@ -237,6 +237,10 @@ def _looks_like_connection_string(text: str) -> bool:
 
 
 def _parse_connection_string(text: str) -> ServiceBusEndpoint:
+    """A Service Bus connection string, checked for everything azure-servicebus 7.15 refuses
+    (its ``_parse_conn_str``: KEY=VALUE items, an Endpoint with a host, a key name with its
+    key, a key or a signature, not both), so that a bad one fails here with an InvalidURL
+    naming the part that is wrong, not later inside the SDK."""
     shown = redact(text)
     fields: dict[str, str] = {}
     for raw in text.split(";"):
@@ -258,6 +262,10 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
             raise InvalidURL(
                 f"malformed Service Bus connection string {shown!r}: {key.strip()!r} is given twice"
             )
+        if not value.strip():
+            raise InvalidURL(
+                f"the Service Bus connection string {shown!r} gives {key.strip()} no value"
+            )
         fields[name] = value.strip()
 
     endpoint = fields.get("endpoint")
@@ -277,18 +285,30 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
     emulator_flag = fields.get("usedevelopmentemulator", "false").lower()
     if emulator_flag not in ("true", "false"):
         raise InvalidURL(f"UseDevelopmentEmulator must be true or false in {shown!r}")
-    key_name = fields.get("sharedaccesskeyname") or None
+    key_name = fields.get("sharedaccesskeyname")
     access_key = fields.get("sharedaccesskey")
     signature = fields.get("sharedaccesssignature")
     if (key_name is None) != (access_key is None):
+        given, missing = (
+            ("SharedAccessKeyName", "SharedAccessKey")
+            if access_key is None
+            else ("SharedAccessKey", "SharedAccessKeyName")
+        )
         raise InvalidURL(
-            f"the Service Bus connection string {shown!r} needs both SharedAccessKeyName "
-            "and SharedAccessKey, or neither"
+            f"the Service Bus connection string {shown!r} has a {given} but no {missing}: "
+            "it needs both SharedAccessKeyName and SharedAccessKey, or neither"
         )
     if signature is not None and access_key is not None:
         raise InvalidURL(
             f"the Service Bus connection string {shown!r} has both a SharedAccessKey and a "
             "SharedAccessSignature; give one"
+        )
+    if signature is None and access_key is None:
+        raise InvalidURL(
+            f"the Service Bus connection string {shown!r} has no credentials: add "
+            "SharedAccessKeyName=...;SharedAccessKey=... or SharedAccessSignature=... (the "
+            "emulator's connection string has a key too); for Azure AD use "
+            "ServiceBusAdapter.from_credential"
         )
     return ServiceBusEndpoint(
         host=host,
@@ -296,7 +316,7 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
         key_name=key_name,
         key=Secret(access_key) if access_key is not None else None,
         signature=Secret(signature) if signature is not None else None,
-        entity_path=fields.get("entitypath") or None,
+        entity_path=fields.get("entitypath"),
         emulator=emulator_flag == "true",
     )
 
