@@ -118,6 +118,10 @@ async def test_an_unknown_vhost_fails_at_once_and_does_not_flap(
         with pytest.raises(AuthenticationFailed) as caught:
             await jobs.push(Job("x", None))
         assert jobs.health() == "failed"
+    async with JobQueue.from_url(RABBITMQ_URL, queue="q", vhost=name) as jobs:
+        with pytest.raises(AuthenticationFailed):
+            async with jobs.consume() as consumer:
+                await consumer.receive(timeout=5)
     assert time.monotonic() - started < 5
     assert f"refused access to 'vhost:{name}'" in str(caught.value)
     assert "does the virtual host exist" in str(caught.value)
