@@ -85,8 +85,19 @@ class ThreadedHandlers:
 
     def __init__(self, threads: int) -> None:
         self._limiter = anyio.CapacityLimiter(threads)
+        self._known: dict[object, bool] = {}
         #: Threads whose job was given up on (cancelled) but which still run.
         self._abandoned: set[asyncio.Task[Any]] = set()
+
+    def is_async(self, func: object) -> TypeGuard[Callable[[ReceivedJob], Awaitable[None]]]:
+        """:func:`is_async_handler`, remembered per handler: a dict lookup per job."""
+        try:
+            known = self._known.get(func)
+        except TypeError:  # an unhashable callable object
+            return is_async_handler(func)
+        if known is None:
+            known = self._known[func] = is_async_handler(func)
+        return known
 
     @property
     def abandoned(self) -> int:

@@ -42,7 +42,7 @@ from ._errors import ConfigurationError, InvalidSetting
 from ._queue import JobQueue
 from ._received import ReceivedJob
 from ._settings import check_positive_int, check_seconds
-from ._sync_handlers import ThreadedHandlers, is_async_handler
+from ._sync_handlers import ThreadedHandlers
 from ._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
 from ._workerconfig import WorkerConfig
 
@@ -407,7 +407,7 @@ class _Runner:
                 )
                 await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
                 return
-            if self._in_hand is not None and is_async_handler(handler):
+            if self._in_hand is not None and self._threads.is_async(handler):
                 in_hand = self._in_hand
                 in_hand.started(job)
             async with job.process():
@@ -421,7 +421,7 @@ class _Runner:
             self._slots.release()
 
     def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
-        if not is_async_handler(handler):
+        if not self._threads.is_async(handler):
             return self._threads.run(handler, job, self._timeout)
         if self._timeout is None:
             return handler(job)
