@@ -9,7 +9,8 @@ from amqp1q import InvalidSetting, InvalidURL, JobQueue, UnsupportedFeature
 from amqp1q._factory import AdapterOptions
 from amqp1q._urls import AmqpEndpoint, parse_url
 from amqp1q.adapters.proton._brokers import profile_named
-from amqp1q.adapters.proton.adapter import ProtonAdapter, open_hostname
+from amqp1q.adapters.proton._vhosts import open_hostname
+from amqp1q.adapters.proton.adapter import ProtonAdapter
 
 PASSWORD = "s3cr3t-pw"
 

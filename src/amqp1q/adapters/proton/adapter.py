@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import ssl
 import time
 import uuid
@@ -29,19 +28,14 @@ from ..._roadrunner import DELAY_PROPERTY, ROADRUNNER, encode_envelope
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
-from ._brokers import (
-    RABBITMQ_DELAY_EXCHANGE_PREFIX,
-    BrokerProfile,
-    DelayPlan,
-    detect,
-    profile_named,
-)
+from ._brokers import BrokerProfile, DelayPlan, detect, profile_named
 from ._client import ClientConnection, is_loopback, link_error
 from ._codec import ATTEMPT_PROPERTY, Message, encode_job, encode_message
 from ._links import Condition
 from ._receiving import ProtonReceiver
 from ._sending import Sender
 from ._types import Symbol, Timestamp
+from ._vhosts import declare_hint, is_rabbitmq, open_hostname
 
 __all__ = ["ProtonAdapter"]
 
@@ -170,7 +164,7 @@ class ProtonAdapter:
         if self._address is None:
             self._address = profile.queue_address(self._queue)
         vhost = self._options.vhost
-        if vhost is not None and self._options.broker is None and not _is_rabbitmq(profile):
+        if vhost is not None and self._options.broker is None and not is_rabbitmq(profile):
             log.warning(
                 "%s is %s, not RabbitMQ, yet the virtual host went in RabbitMQ's form (%r); "
                 "pass broker=%r to send %r",
@@ -225,28 +219,14 @@ class ProtonAdapter:
         return connection
 
     def not_found_hint(self, address: str) -> str:
-        """How to declare what is missing at ``address``, for a QueueNotFound's message:
-        on RabbitMQ, the ``amqp1q setup-rabbitmq`` command for it."""
-        profile = self._profile
-        if profile is None or not _is_rabbitmq(profile):
-            return ""
-        command = "amqp1q setup-rabbitmq --queue "
-        if address.startswith(profile.queue_prefix):
-            queue = address[len(profile.queue_prefix) :]
-            if profile.dead_letter_suffix and queue.endswith(profile.dead_letter_suffix):
-                queue = queue[: -len(profile.dead_letter_suffix)]  # declared with its queue
-            command += shlex.quote(queue)
-        elif RABBITMQ_DELAY_EXCHANGE_PREFIX in address:
-            command += f"{shlex.quote(self._queue)} (it declares the delay exchanges)"
-        else:
-            return ""
-        vhost = self._options.vhost
-        if vhost is not None and vhost not in ("/", "vhost:/"):
-            command += f" --vhost {shlex.quote(vhost.removeprefix(_VHOST_PREFIX))}"
-        if not is_loopback(self._endpoint.host):
-            host = self._endpoint.host
-            command += f" --management-url http://{f'[{host}]' if ':' in host else host}:15672"
-        return f" (declare it with: {command})"
+        """How to declare what is missing at ``address``, for a QueueNotFound's message."""
+        return declare_hint(
+            self._profile,
+            address,
+            queue=self._queue,
+            vhost=self._options.vhost,
+            host=self._endpoint.host,
+        )
 
     # -- the supervisor: re-dial a lost connection ----------------------------------------------
 
@@ -645,31 +625,6 @@ class ProtonAdapter:
             window=self._window,
             close_timeout=self.close_timeout,
         )
-
-
-#: RabbitMQ (the 3.x plugin and 4.x) reads a virtual host from the Open frame's hostname so.
-_VHOST_PREFIX: Final = "vhost:"
-
-
-def open_hostname(host: str, vhost: str | None, broker: str | None) -> str:
-    """The Open frame's hostname (AMQP 1.0: "the name of the host ... to which the sending
-    peer is connecting", which brokers read as their virtual host).
-
-    Without ``vhost``, the URL's host. With one: ``vhost:NAME``, RabbitMQ's form (its
-    ``default_vhost`` is used otherwise), unless ``broker`` names a broker that is not
-    RabbitMQ: then ``NAME`` itself (Qpid reads the hostname as the virtual host's name).
-    """
-    if vhost is None:
-        return host
-    if vhost.startswith(_VHOST_PREFIX):
-        return vhost
-    if broker is None or broker.lower().startswith("rabbitmq"):
-        return _VHOST_PREFIX + vhost
-    return vhost
-
-
-def _is_rabbitmq(profile: BrokerProfile) -> bool:
-    return profile.name.startswith("rabbitmq")
 
 
 def _annotations(plan: DelayPlan) -> dict[Symbol, Any] | None:
