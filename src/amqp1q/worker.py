@@ -22,6 +22,10 @@ no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``; 
 payload is not its handler's declared type, with ``"invalid payload"``. Middleware
 (:meth:`Registry.add_middleware`) runs around every job, the first registered outermost.
 
+A handler may be a plain ``def``: it then runs in a worker thread (see ``_sync_handlers`` for
+what cancellation and ``job_timeout`` do to a thread). A handler that blocks the event loop
+instead is named in a warning by the stall watchdog (``stall_warning``, ``_watchdog``).
+
 Stopping (``stop.set()``; the ``amqp1q worker`` command does it on SIGTERM/SIGINT): no new jobs
 are taken and those buffered are released; running handlers get ``grace`` seconds to finish,
 then are cancelled (their jobs released, never lost); the queue is closed.
@@ -37,7 +41,7 @@ import signal
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from . import _middleware
 from ._consumer import Consumer
@@ -47,12 +51,16 @@ from ._queue import JobQueue
 from ._received import ReceivedJob
 from ._settings import check_positive_int, check_seconds
 from ._signature import Signature
+from ._sync_handlers import ThreadedHandlers
+from ._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
 from ._workerconfig import WorkerConfig
 
 __all__ = [
     "NO_HANDLER",
+    "AsyncHandler",
     "Handler",
     "Registry",
+    "SyncHandler",
     "WorkerConfig",
     "load_registry",
     "run_worker",
@@ -61,10 +69,28 @@ __all__ = [
 
 log = logging.getLogger("amqp1q.worker")
 
-#: ``async def handler(job)``, or ``async def handler(job, payload: T)`` with a typed payload.
-Handler = Callable[[ReceivedJob], Awaitable[None]] | Callable[[ReceivedJob, Any], Awaitable[None]]
-H = TypeVar("H", bound=Handler)
+#: ``async def handler(job) -> None``, or ``async def handler(job, payload: T) -> None`` with a
+#: typed payload.
+AsyncHandler = (
+    Callable[[ReceivedJob], Awaitable[None]] | Callable[[ReceivedJob, Any], Awaitable[None]]
+)
+#: ``def handler(job) -> None``, or ``def handler(job, payload: T) -> None``: run in a worker
+#: thread.
+SyncHandler = Callable[[ReceivedJob], None] | Callable[[ReceivedJob, Any], None]
+Handler = AsyncHandler | SyncHandler
 M = TypeVar("M", bound=Middleware)
+AsyncHandlerT = TypeVar("AsyncHandlerT", bound=AsyncHandler)
+SyncHandlerT = TypeVar("SyncHandlerT", bound=SyncHandler)
+
+
+class HandlerDecorator(Protocol):
+    """What ``@registry.handler(name)`` returns: takes an async or a sync handler."""
+
+    @overload
+    def __call__(self, func: AsyncHandlerT, /) -> AsyncHandlerT: ...
+    @overload
+    def __call__(self, func: SyncHandlerT, /) -> SyncHandlerT: ...
+
 
 _MISSING = object()
 NO_HANDLER = "no handler"
@@ -78,6 +104,9 @@ class Registry:
 
     @registry.handler("send_email")
     async def send_email(job: ReceivedJob) -> None: ...
+
+    @registry.handler("resize_image")  # a plain def runs in a worker thread
+    def resize_image(job: ReceivedJob) -> None: ...
 
     @registry.default  # optional: jobs whose name has no handler
     async def unknown(job: ReceivedJob) -> None: ...
@@ -105,27 +134,40 @@ class Registry:
     def default_handler(self) -> Handler | None:
         return self._default
 
-    def handler(self, name: str) -> Callable[[H], H]:
-        """Register the decorated coroutine function for jobs named ``name`` (once per name)."""
+    def handler(self, name: str) -> HandlerDecorator:
+        """Register the decorated handler for jobs named ``name`` (once per name): an
+        ``async def``, or a plain ``def`` (run in a worker thread)."""
         if not isinstance(name, str) or not name:
             raise InvalidSetting(f"a handler's job name must be a non-empty str, got {name!r}")
 
-        def register(func: H) -> H:
+        def register(func: Any) -> Any:
             self.add(name, func)
             return func
 
         return register
 
+    @overload
+    def add(self, name: str, func: AsyncHandler) -> None: ...
+    @overload
+    def add(self, name: str, func: SyncHandler) -> None: ...
+
     def add(self, name: str, func: Handler) -> None:
-        """Register ``func`` for jobs named ``name``, without a decorator."""
+        """Register ``func`` (``async def`` or ``def``) for jobs named ``name``, without a
+        decorator."""
         if name in self._handlers:
             raise InvalidSetting(f"job name {name!r} already has a handler")
         _check_callable(func)
         self._signatures[name] = Signature.of(func)
         self._handlers[name] = func
 
-    def default(self, func: H) -> H:
-        """Register the decorated coroutine function for jobs no other handler takes."""
+    @overload
+    def default(self, func: AsyncHandlerT) -> AsyncHandlerT: ...
+    @overload
+    def default(self, func: SyncHandlerT) -> SyncHandlerT: ...
+
+    def default(self, func: Handler) -> Handler:
+        """Register the decorated handler (``async def`` or ``def``) for jobs no other handler
+        takes."""
         if self._default is not None:
             raise InvalidSetting("the registry already has a default handler")
         _check_callable(func)
@@ -197,10 +239,14 @@ async def run_worker(
     grace: float = 30.0,
     prefetch: int | None = None,
     middleware: Iterable[Middleware] = (),
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
+    _in_hand: JobsInHand | None = None,
 ) -> int:
     """Consume ``queue`` and run each job's handler, ``concurrency`` at most at once.
 
-    ``prefetch`` (default ``concurrency``) is the consumer's credit. Opens ``queue`` if it is
+    ``prefetch`` (default ``concurrency``) is the consumer's credit. ``stall_warning``
+    (0.5 s; ``None`` or 0: off) logs a warning naming the jobs in hand when the event loop is
+    blocked that long (a handler doing blocking work in ``async def``). Opens ``queue`` if it is
     not open, and always closes it before returning. Runs until ``stop`` is set, then drains
     (see the module docstring) and returns 0; returns 1 if the consumer ended without being
     asked to. A broker failure (say, the connection is lost and reconnecting gave up)
@@ -216,9 +262,15 @@ async def run_worker(
     prefetch = concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
     timeout = None if job_timeout is None else check_seconds("job_timeout", job_timeout)
     grace = check_seconds("grace", grace, allow_zero=True)
+    stall = check_stall_warning(stall_warning)
     stop = asyncio.Event() if stop is None else stop
     around = (*check_middleware(middleware), *registry.middleware)
-    runner = _Runner(registry, concurrency, timeout, around)
+    watchdog = None
+    if _in_hand is None and stall is not None:
+        _in_hand = JobsInHand()
+        watchdog = StallWatchdog(stall, _in_hand)
+        watchdog.start()
+    runner = _Runner(registry, concurrency, timeout, around, _in_hand)
     requested = False
     try:
         if not queue.is_open:
@@ -233,9 +285,22 @@ async def run_worker(
             finally:
                 await runner.drain(consumer, 0 if cancelled else grace)
     finally:
-        await runner.cancel_all()
-        await queue.close(grace=0)
+        try:
+            await runner.cancel_all()
+            await queue.close(grace=0)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            runner.note_threads_left()
     return 0 if requested else 1
+
+
+def check_stall_warning(value: float | None) -> float | None:
+    """``stall_warning`` checked: seconds > 0, or ``None`` (``None`` or 0: no watchdog)."""
+    if value is None:
+        return None
+    seconds = check_seconds("stall_warning", value, allow_zero=True)
+    return seconds or None
 
 
 async def serve(
@@ -248,6 +313,7 @@ async def serve(
     grace: float = 30.0,
     prefetch: int | None = None,
     options: Mapping[str, Any] | None = None,
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
 ) -> int:
     """The ``amqp1q worker`` command: load ``spec``, run until SIGTERM/SIGINT, drain, exit code.
 
@@ -277,6 +343,7 @@ async def serve(
             stop=stop,
             grace=grace,
             prefetch=prefetch,
+            stall_warning=stall_warning,
         )
     )
 
@@ -326,12 +393,15 @@ class _Runner:
         concurrency: int,
         timeout: float | None,
         middleware: tuple[Middleware, ...] = (),
+        in_hand: JobsInHand | None = None,
     ) -> None:
         self._registry = registry
         self._middleware = middleware
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadedHandlers(concurrency)
+        self._in_hand = in_hand
 
     async def dispatch(self, consumer: Consumer, stop: asyncio.Event) -> bool:
         """Hand jobs to handler tasks until ``stop`` is set (True) or the consumer ends (False)."""
@@ -394,13 +464,33 @@ class _Runner:
             )
             await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
             return
-        await self._call(handler, job)
+        # Jobs whose handler runs on the loop are in hand for the stall watchdog; a sync
+        # handler's thread cannot stall the loop.
+        in_hand = self._in_hand if self._threads.is_async(handler) else None
+        if in_hand is not None:
+            in_hand.started(job)
+        try:
+            await self._call(handler, job)
+        finally:
+            if in_hand is not None:
+                in_hand.ended(job)
 
     def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
         arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
+        if not self._threads.is_async(handler):
+            return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
         if self._timeout is None:
             return handler(*arguments)
         return _within(handler(*arguments), self._timeout, job.name)
+
+    def note_threads_left(self) -> None:
+        left = self._threads.abandoned
+        if left:
+            log.warning(
+                "%d cancelled sync handler(s) still running in their threads: the process "
+                "cannot exit before they return",
+                left,
+            )
 
     async def drain(self, consumer: Consumer, grace: float) -> None:
         """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""
