@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from amqp1q import Job, JobQueue, QueueNotFound, ReceivedJob, Registry
+from amqp1q import CallNext, Job, JobQueue, Outcome, QueueNotFound, ReceivedJob, Registry
 from amqp1q.integrations.web import JobService
 from amqp1q.testing import Broker
 
@@ -194,3 +194,40 @@ async def test_the_service_watchdog_names_a_stalling_job_or_says_none_was_in_han
 async def broker_url() -> AsyncIterator[str]:
     async with Broker() as broker:
         yield broker.url
+
+
+async def test_a_degraded_service_starts_its_workers_with_its_middleware(
+    strict_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start_degraded (issue 19's papercuts) and middleware (its handler API) together: the
+    workers started late, once the queue exists, run the service's middleware too."""
+    monkeypatch.setattr("amqp1q.integrations.web.RECHECK_EVERY", 0.2)
+    seen: list[tuple[str, Outcome]] = []
+    registry = Registry()
+
+    @registry.handler("record")
+    def record(job: ReceivedJob, value: int) -> None:  # a sync handler with a typed payload
+        assert value == 7
+
+    async def observe(job: ReceivedJob, call_next: CallNext) -> None:
+        seen.append((job.name, (await call_next()).outcome))
+
+    service = JobService(grace=1, margin=1, middleware=[observe], start_degraded=True)
+    service.add_queue("jobs", JobQueue.from_url(strict_broker.url, queue=QUEUE))
+    service.add_worker("jobs", registry)
+    async with service.running():
+        assert service.health() == {
+            "status": "degraded",
+            "queues": {"jobs": "missing"},
+            "workers": {"jobs": ["waiting"]},
+        }
+        strict_broker.declare(QUEUE)
+        deadline = time.monotonic() + 10
+        while service.health()["status"] != "ok":
+            assert time.monotonic() < deadline, service.health()
+            await asyncio.sleep(0.05)
+        await service.get("jobs").push(Job("record", 7))
+        while not seen:
+            assert time.monotonic() < deadline, "the worker never ran the job"
+            await asyncio.sleep(0.05)
+    assert seen == [("record", Outcome.ACK)]
