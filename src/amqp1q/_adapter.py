@@ -16,6 +16,9 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
                                         seen delivering at most once to a consumer that asked
                                         for at-least-once (pre-settled deliveries); read by
                                         ``JobQueue.health()``, which then says ``at-most-once``
+    adapter.verify()                    optional: raise QueueNotFound unless the queue exists
+                                        (a startup check; without it, open() is taken to have
+                                        checked, or the backend has no missing queues)
 
     receiver.open()                     attach; raise QueueNotFound if there is no such queue
     receiver.flow(n)                    grant n more deliveries (credit). Never deliver more

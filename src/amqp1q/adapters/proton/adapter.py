@@ -13,6 +13,7 @@ from typing import Any, Final
 from ..._adapter import SendResult
 from ..._errors import (
     Amqp1qError,
+    AuthenticationFailed,
     ConnectionLost,
     InvalidSetting,
     JobRejected,
@@ -34,6 +35,7 @@ from ._links import Condition
 from ._receiving import ProtonReceiver
 from ._sending import Sender
 from ._types import Symbol, Timestamp
+from ._vhosts import declare_hint, is_rabbitmq, open_hostname
 
 __all__ = ["ProtonAdapter"]
 
@@ -183,6 +185,17 @@ class ProtonAdapter:
             self._queue = dlq
         if self._address is None:
             self._address = profile.queue_address(self._queue)
+        vhost = self._options.vhost
+        if vhost is not None and self._options.broker is None and not is_rabbitmq(profile):
+            log.warning(
+                "%s is %s, not RabbitMQ, yet the virtual host went in RabbitMQ's form (%r); "
+                "pass broker=%r to send %r",
+                self._endpoint.display,
+                profile.product,
+                open_hostname(self._endpoint.host, vhost, None),
+                profile.name,
+                vhost,
+            )
         self._watch(connection)
         self._connected.set()
         log.debug("connected to %s (%s)", self._endpoint.display, profile.product)
@@ -210,7 +223,7 @@ class ProtonAdapter:
                 "sending a password to %s without TLS (allow_plaintext_password=True)",
                 endpoint.display,
             )
-        return ClientConnection(
+        connection = ClientConnection(
             host=endpoint.host,
             port=endpoint.port,
             ssl_context=_ssl_context(tls) if tls is not None else None,
@@ -219,10 +232,22 @@ class ProtonAdapter:
             user=user,
             password=password,
             mechanisms=mechanisms,
-            virtual_host=endpoint.host,
+            virtual_host=open_hostname(endpoint.host, options.vhost, options.broker),
             idle_timeout=60.0,
             properties={"product": "amqp1q", "version": __version__},
             queue=self._queue,
+        )
+        connection.not_found_hint = self.not_found_hint
+        return connection
+
+    def not_found_hint(self, address: str) -> str:
+        """How to declare what is missing at ``address``, for a QueueNotFound's message."""
+        return declare_hint(
+            self._profile,
+            address,
+            queue=self._queue,
+            vhost=self._options.vhost,
+            host=self._endpoint.host,
         )
 
     # -- the supervisor: re-dial a lost connection ----------------------------------------------
@@ -247,7 +272,8 @@ class ProtonAdapter:
             sender.fail(error)
         self._senders.clear()
         policy = self._options.reconnect
-        if self._closing or policy is None:
+        if self._closing or policy is None or isinstance(error, AuthenticationFailed):
+            # Refused credentials (or virtual host) are not passing: re-dialling only flaps.
             self._give_up(error)
             return
         log.warning(
@@ -373,6 +399,11 @@ class ProtonAdapter:
                     exc_info=outcome,
                     extra={"queue": self._queue},
                 )
+
+    async def verify(self) -> None:
+        """Raise QueueNotFound unless the broker has the queue: attach the link a push uses
+        (on RabbitMQ 3.x, after a credit-less receiver probe), and keep it for the pushes."""
+        await self._sender(self._push_address())
 
     # -- push -----------------------------------------------------------------------------------
 
@@ -610,7 +641,13 @@ class ProtonAdapter:
             connection = self._connection
             if connection is not None and connection.failure is not None:
                 return connection.failure
-            return link_error(condition, queue=self._queue, address=address, what="sender")
+            return link_error(
+                condition,
+                queue=self._queue,
+                address=address,
+                what="sender",
+                hint=self.not_found_hint(address),
+            )
 
         return error
 

@@ -21,7 +21,13 @@ from ..._errors import AlreadySettled, DeliveryStale, LockLost, QueueStateError
 from ._errors import _describe, _open_error, _settle_error
 from ._locks import _Delivery
 from ._mapping import to_incoming
-from ._sdk import _CLOSE_TIMEOUT, ServiceBusReceivedMessage, ServiceBusReceiver, sb_errors
+from ._sdk import (
+    _CLOSE_TIMEOUT,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiver,
+    _open_once,
+    sb_errors,
+)
 
 if TYPE_CHECKING:
     from .adapter import ServiceBusAdapter
@@ -69,7 +75,7 @@ class _Receiver:
         if hasattr(sdk, "_further_pull_receive_timeout"):
             sdk._further_pull_receive_timeout = _FURTHER_PULL
         try:
-            await sdk.__aenter__()
+            await _open_once(sdk)
         except sb_errors.ServiceBusError as exc:
             with contextlib.suppress(Exception):
                 await sdk.close()

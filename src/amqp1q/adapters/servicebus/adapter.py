@@ -17,7 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ..._adapter import Incoming, SendResult
-from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
+from ..._errors import (
+    Amqp1qError,
+    InvalidSetting,
+    InvalidURL,
+    QueueStateError,
+    UnsupportedFeature,
+)
 from ..._job import Job, Receipt, new_job_id
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
@@ -33,6 +39,7 @@ from ._sdk import (
     ServiceBusSender,
     ServiceBusSubQueue,
     _async_credential,
+    _open_once,
     sb_errors,
 )
 from ._sending import _Outbox
@@ -234,12 +241,18 @@ class ServiceBusAdapter:
     async def open(self) -> None:
         if self._closed:
             raise QueueStateError("the adapter is closed", queue=self.queue)
-        self._client = self._make_client()
+        try:
+            self._client = self._make_client()
+        except ValueError as exc:  # what the SDK refuses that parse_url let through
+            raise InvalidURL(
+                f"azure-servicebus refused the connection string {self.display}: {exc}",
+                queue=self.queue,
+            ) from None
         if self._dead_letters_of is not None:
             return  # nothing is pushed to a dead-letter queue; receivers connect on their own
         sender = self._client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
         try:
-            await sender.__aenter__()
+            await _open_once(sender)
         except sb_errors.ServiceBusError as exc:
             raise _open_error(exc, queue=self.queue, display=self.display) from None
         self._sender = sender
