@@ -214,10 +214,6 @@ REQUIRES: dict[str, tuple[str, str]] = {
         "supports_priority",
         "the broker has no message priority",
     ),
-    "test_prefetch_bound_holds_per_consumer": (
-        "consumers_share_a_queue",
-        "a consumer without credit starves the others (the broker's round robin stops at it)",
-    ),
     "test_jobs_held_by_a_consumer_whose_connection_dies": (
         "can_cut_connections",
         "the suite cannot cut this backend's connection",
