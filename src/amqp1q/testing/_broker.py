@@ -33,6 +33,10 @@ log = logging.getLogger("amqp1q.testing")
 PRODUCT: Final = "amqp1q-broker"
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
 DEFAULT_LOCK_DURATION: Final = 30.0
+#: The max-message-size a Service Bus emulation announces unless given one: the Standard tier's
+#: 256 KB. Clients size batches by it (@azure/service-bus takes an announced 0 literally: no
+#: message then fits in a batch).
+SERVICEBUS_MAX_MESSAGE_SIZE: Final = 256 * 1024
 
 
 class Broker:
@@ -50,8 +54,9 @@ class Broker:
     messages and enforced; ``max_frame_size`` bounds incoming frames; ``ssl`` (a server
     :class:`ssl.SSLContext`) serves ``amqps://``, with SASL EXTERNAL for clients whose
     certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``);
-    ``servicebus=True`` emulates Service Bus for azure-servicebus clients (see
-    :meth:`servicebus_connection_string`).
+    ``servicebus=True`` emulates Service Bus for azure-servicebus and @azure/service-bus
+    clients (see :meth:`servicebus_connection_string`), with a 256 KB ``max_message_size``
+    unless given one.
     """
 
     def __init__(
@@ -157,11 +162,15 @@ class Broker:
 
     def enable_servicebus(self) -> None:
         """Emulate Service Bus for azure-servicebus clients ($cbs, $management; see
-        :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`."""
+        :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`. Links
+        that take messages announce ``max_message_size`` (by default Service Bus Standard's
+        256 KB)."""
         from ._servicebus import ServiceBusEmulation
 
         if self.servicebus is None:
             self.servicebus = ServiceBusEmulation(self)
+            if not self.max_message_size:
+                self.max_message_size = SERVICEBUS_MAX_MESSAGE_SIZE
 
     # -- queues ---------------------------------------------------------------------------------
 
