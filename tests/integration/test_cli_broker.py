@@ -1,13 +1,17 @@
-"""The CLI's network half: the demo on the embedded broker, and ``amqp1q broker``."""
+"""The CLI's network half: the demo on the embedded broker, and ``amqp1q broker`` (with and
+without ``--servicebus``)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
-from amqp1q import Job, JobQueue
+from amqp1q import ConnectFailed, Job, JobQueue, QueueNotFound
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.cli import main
 
@@ -39,6 +43,73 @@ async def test_amqp1q_broker_serves_clients_and_checks_users() -> None:
                 job = await asyncio.wait_for(consumer.receive(), 5)
                 assert job.name == "from-cli-test"
                 await job.ack()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.fixture
+async def servicebus_cli() -> AsyncIterator[tuple[str, str]]:
+    """``amqp1q broker --servicebus --strict --queue jobs``: its first lines of output, and
+    the connection string it printed."""
+    process = await start_cli(
+        "broker",
+        "--port",
+        "0",
+        "--servicebus",
+        "--strict",
+        "--queue",
+        "jobs",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(3)]
+        found = re.search(r"connection string: (Endpoint=\S+)", lines[1])
+        assert found is not None, lines
+        yield "".join(lines), found.group(1)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.mark.anyio
+async def test_amqp1q_broker_servicebus_prints_the_connection_string_and_serves_it(
+    servicebus_cli: tuple[str, str],
+) -> None:
+    output, connection_string = servicebus_cli
+    assert "listening on amqp://127.0.0.1:" in output
+    assert "UseDevelopmentEmulator=true" in connection_string
+    assert "entities: jobs" in output
+    async with JobQueue.from_url(connection_string, queue="jobs") as queue:
+        await queue.push(Job("through-the-emulation", {"n": 1}))
+        async with queue.consume() as consumer:
+            job = await consumer.receive(timeout=10)
+            assert job is not None
+            assert (job.name, job.payload) == ("through-the-emulation", {"n": 1})
+            await job.ack()
+    with pytest.raises(QueueNotFound):  # --strict: only --queue entities exist
+        async with JobQueue.from_url(connection_string, queue="undeclared"):
+            pass
+
+
+@pytest.mark.anyio
+async def test_a_service_bus_client_of_a_plain_cli_broker_is_told_to_use_servicebus() -> None:
+    process = await start_cli("broker", "--port", "0", stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        connection_string = (
+            f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=v;"
+            "UseDevelopmentEmulator=true;EntityPath=jobs"
+        )
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed) as caught:
+            async with JobQueue.from_url(connection_string):
+                pass
+        assert time.monotonic() - started < 5  # told at once, not left to the connect timeout
+        assert "start it with `amqp1q broker --servicebus`" in str(caught.value)
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 10)

@@ -221,3 +221,12 @@ async def test_a_single_js_message_and_raw_bytes_arrive_intact(broker: Broker) -
     async with JobQueue.from_url(broker.servicebus_connection_string(queue)) as jobs_queue:
         [job] = await _jobs(jobs_queue, 1)
     assert (job.id, job.name, job.payload) == ("raw-1", "js.raw", raw)
+
+
+async def test_a_plain_broker_tells_the_js_sdk_at_once_to_start_it_with_servicebus() -> None:
+    async with Broker() as plain:  # no emulation
+        started = time.monotonic()
+        answer = await js(plain, "send-one", "jobs", {"message": {"body": "lost?"}}, ok=False)
+        assert time.monotonic() - started < 10  # node's start included
+        assert "start it with `amqp1q broker --servicebus`" in answer["error"]["message"]
+        assert plain.store.queues == {}

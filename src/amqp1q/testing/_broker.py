@@ -37,6 +37,11 @@ DEFAULT_LOCK_DURATION: Final = 30.0
 #: 256 KB. Clients size batches by it (@azure/service-bus takes an announced 0 literally: no
 #: message then fits in a batch).
 SERVICEBUS_MAX_MESSAGE_SIZE: Final = 256 * 1024
+#: What a Service Bus client hears from a broker that does not emulate Service Bus.
+NO_SERVICEBUS: Final = (
+    "this amqp1q broker does not emulate Azure Service Bus: start it with "
+    "`amqp1q broker --servicebus` (from Python: Broker(servicebus=True))"
+)
 
 
 class Broker:
@@ -97,6 +102,7 @@ class Broker:
         self.stats_delivered = 0
         # Service Bus emulation hooks (see amqp1q.testing._servicebus); None: plain broker.
         self.servicebus: Any = None
+        self._no_servicebus: Any = None
         if servicebus:
             self.enable_servicebus()
 
@@ -222,6 +228,17 @@ class Broker:
         self._timers.pop(queue.name, None)
         queue.promote_due(now_ms())
         self._schedule(queue)
+
+    def _cbs_refusal(self, address: str | None) -> Any:
+        """For a ``$cbs`` link on a broker without the emulation: a stand-in that answers every
+        put-token with why it fails (None for any other address)."""
+        from ._servicebus import CBS_NODE, ServiceBusEmulation
+
+        if (_queue_name(address) or "").lower() != CBS_NODE:
+            return None
+        if self._no_servicebus is None:
+            self._no_servicebus = ServiceBusEmulation(self, refusal=NO_SERVICEBUS)
+        return self._no_servicebus
 
     def _take_refusal(self) -> bool:
         if self._refuse_attaches > 0:
@@ -416,8 +433,8 @@ class _Connection(asyncio.Protocol):
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
-        special = broker.servicebus.attach(self, link, address) if broker.servicebus else False
-        if special:
+        emulation = broker.servicebus or broker._cbs_refusal(address)
+        if emulation is not None and emulation.attach(self, link, address):
             return
         name = _queue_name(address)
         queue = broker.store.queue(name) if name else None

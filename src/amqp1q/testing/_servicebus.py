@@ -69,13 +69,18 @@ MESSAGE_NOT_FOUND: Final = VENDOR + "message-not-found"
 #: Credit kept granted on request links ($cbs and $management senders).
 REQUEST_CREDIT: Final = 100
 _TERMINAL: Final = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
+PLAIN_BROKER: Final = "amqp1q broker without the Service Bus emulation"
 
 
 class ServiceBusEmulation:
     """The Service Bus nodes of one :class:`~amqp1q.testing.Broker` (see the module docstring)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, refusal: str | None = None) -> None:
         self.broker = broker
+        #: Set on a broker that does not emulate Service Bus: every put-token is answered 501
+        #: with this description, so an SDK fails at once saying why (a refused ``$cbs`` attach
+        #: leaves azure-servicebus waiting forever, and an unanswered put-token 60 s).
+        self.refusal = refusal
         #: Per connection: the client's receiver links for node answers, by node address.
         self._responders: weakref.WeakKeyDictionary[_Connection, dict[str, _Responder]] = (
             weakref.WeakKeyDictionary()
@@ -132,6 +137,8 @@ class ServiceBusEmulation:
     def handle(self, connection: _Connection, node: str, request: Message) -> None:
         props = _text_keys(request.application_properties)
         operation = str(props.get("operation") or "")
+        if node == CBS_NODE and self._closed_for_refusal(connection):
+            return
         if node == CBS_NODE:
             reply = self._cbs(connection, operation, request)
         else:
@@ -155,9 +162,31 @@ class ServiceBusEmulation:
         )
         responder.send(encode_message(response))
 
+    def _closed_for_refusal(self, connection: _Connection) -> bool:
+        """On a broker without the emulation, refuse an azure-servicebus (Python) client's token
+        by closing its connection: it retries a token answered with an error status (for about
+        15 s) and drops the description, but gives up at once, description intact, on a
+        connection closed with ``amqp:not-implemented``. @azure/service-bus is the other way
+        round (a closed connection leaves it waiting out its operation timeout), as other
+        clients may be: they get the answer (:meth:`_cbs`)."""
+        engine = connection.engine
+        if self.refusal is None or engine is None:
+            return False
+        if not str(engine.remote_properties.get("product", "")).startswith("azsdk-python"):
+            return False
+        self.tokens_refused += 1
+        log.warning("a Service Bus client put a token: %s", self.refusal)
+        # A non-empty info map: azure-servicebus reads the error's third field unconditionally.
+        engine.close(Condition("amqp:not-implemented", self.refusal, {"broker": PLAIN_BROKER}))
+        return True
+
     def _cbs(self, connection: _Connection, operation: str, request: Message) -> _Reply:
         if operation != "put-token":
             return 400, f"unknown $cbs operation {operation!r}", None, "amqp:not-implemented"
+        if self.refusal is not None:
+            self.tokens_refused += 1
+            log.warning("a Service Bus client put a token: %s", self.refusal)
+            return 501, self.refusal, None, None
         token = request.body if request.body_kind == "value" else None
         if isinstance(token, bytes):
             token = token.decode("utf-8", "replace")
