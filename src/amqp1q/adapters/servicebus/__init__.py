@@ -46,9 +46,9 @@ works, only less well), to check on every SDK upgrade:
   how long a pull goes on collecting after its first message (the SDK's 0.2 s delays every job).
 """
 
-from ._locks import lock_scope
+from ._locks import MAX_CONCURRENT_RENEWALS, lock_scope
 from ._mapping import ATTEMPT_PROPERTY, to_incoming, to_message
-from ._receiving import MAX_CONCURRENT_RENEWALS, MAX_PENDING_SETTLEMENTS
+from ._receiving import MAX_PENDING_SETTLEMENTS
 from .adapter import (
     DEAD_LETTER_SUFFIX,
     DEFAULT_MAX_LOCK_RENEWAL,
