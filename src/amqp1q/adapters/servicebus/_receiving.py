@@ -47,6 +47,13 @@ MAX_PENDING_SETTLEMENTS: Final = 256
 #: After the first message of a pull, how long the SDK goes on collecting more (its own default,
 #: 0.2 s, delays every job by that much when the queue is not full).
 _FURTHER_PULL: Final = 0.005
+#: What Service Bus answers about one message (its lock, or its state): every other failure of
+#: a settlement or renewal says the receiver's connection is broken.
+_REFUSALS: Final = (
+    sb_errors.MessageLockLostError,
+    sb_errors.MessageNotFoundError,
+    sb_errors.MessageAlreadySettled,
+)
 
 
 class _Receiver:
@@ -63,6 +70,8 @@ class _Receiver:
         self._event = asyncio.Event()
         self._pump_wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
+        self._pull: asyncio.Task[list[ServiceBusReceivedMessage]] | None = None  # the pump's
+        self._lost_by: BaseException | None = None  # why _connection_failed cut the pull short
         self._background: set[asyncio.Task[None]] = set()
         self._locks = _LockKeeper(
             f"amqp1q-servicebus-locks-{self._queue}",
@@ -163,12 +172,21 @@ class _Receiver:
                 self._pump_wake.clear()
                 await self._pump_wake.wait()
                 continue
-            try:
-                messages = await sdk.receive_messages(
+            pull = loop.create_task(
+                sdk.receive_messages(
                     max_message_count=want, max_wait_time=self._adapter.receive_wait
                 )
-            except Exception as exc:
-                if self._closed or not await self._reconnect(exc):
+            )
+            self._pull = pull
+            try:
+                await asyncio.wait({pull})
+            finally:
+                self._pull = None
+                pull.cancel()  # if the pump itself was cancelled
+            try:
+                messages = pull.result()
+            except (Exception, asyncio.CancelledError) as exc:  # cancelled: _connection_failed
+                if self._closed or not await self._reconnect(self._lost_by or exc):
                     return
                 sdk = self._sdk
                 assert sdk is not None
@@ -183,9 +201,17 @@ class _Receiver:
             if messages:
                 self._event.set()
 
-    async def _reconnect(self, cause: Exception) -> bool:
+    def _connection_failed(self, generation: int, exc: BaseException) -> None:
+        """A settlement or renewal says the receiver's connection is gone: stop waiting on its
+        receive (the SDK notices seconds later), so the pump replaces it now."""
+        if generation == self._generation and self._pull is not None:
+            self._lost_by = exc
+            self._pull.cancel()
+
+    async def _reconnect(self, cause: BaseException) -> bool:
         """Replace the SDK receiver after a failed receive; False once the policy gives up."""
         old, self._sdk = self._sdk, None
+        self._lost_by = None
         self._generation += 1
         stale = list(self._buffer)  # the broker takes them back with the old link
         self._buffer.clear()
@@ -194,7 +220,7 @@ class _Receiver:
             delivery.settled = True
         self._locks.keep_only(self._generation)
         if old is not None:
-            self._in_background(_close_quietly(old))
+            self._in_background(_close_quietly(old, dead=True))
         what = f"receiving from {self._queue!r}"
         try:
             self._sdk = await self._adapter.supervisor.redial(what, self._connect, cause)
@@ -235,7 +261,12 @@ class _Receiver:
         sdk = self._sdk
         if sdk is None or delivery.generation != self._generation:
             raise DeliveryStale("the receiver it came from is gone", queue=self._queue)
-        until: datetime.datetime | None = await sdk.renew_message_lock(delivery.message)
+        try:
+            until: datetime.datetime | None = await sdk.renew_message_lock(delivery.message)
+        except Exception as exc:
+            if not isinstance(exc, _REFUSALS):  # the receiver is broken, not the lock
+                self._connection_failed(delivery.generation, exc)
+            raise
         return until
 
     def _lose(self, delivery: _Delivery, why: str) -> None:
@@ -311,6 +342,8 @@ class _Receiver:
         try:
             await call
         except Exception as exc:
+            if not isinstance(exc, _REFUSALS):  # the receiver is broken, not the job
+                self._connection_failed(incoming.token.generation, exc)
             raise _settle_error(exc, queue=self._queue, job_id=incoming.id) from None
 
     async def _resend_then_complete(

@@ -85,13 +85,20 @@ def _track_sockets(handler: Any) -> None:
     handler._create_handler = create_handler
 
 
-async def _close_quietly(handler: Any) -> None:
-    """Close an SDK sender or receiver, bounded, whatever it raises; then every socket it
-    opened (see :func:`_track_sockets`)."""
+async def _close_quietly(handler: Any, *, dead: bool = False) -> None:
+    """Close an SDK sender or receiver, bounded, whatever it raises, and every socket it opened
+    (see :func:`_track_sockets`). ``dead``: its connection failed, so its sockets are closed
+    first (the SDK's close otherwise waits seconds for answers that cannot come)."""
+    if dead:
+        await _close_sockets(handler)
     try:
         await asyncio.wait_for(handler.close(), _CLOSE_TIMEOUT)
     except (Exception, asyncio.TimeoutError):
         log.debug("closing a Service Bus sender or receiver failed", exc_info=True)
+    await _close_sockets(handler)
+
+
+async def _close_sockets(handler: Any) -> None:
     for transport in getattr(handler, "_amqp1q_transports", ()):
         if getattr(transport, "writer", None) is not None:
             with contextlib.suppress(Exception, asyncio.TimeoutError):

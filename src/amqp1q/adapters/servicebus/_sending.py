@@ -195,7 +195,7 @@ class _Outbox:
         """A fresh sender in place of ``failed`` (once, however many callers saw it fail)."""
         async with self._replacing:
             if self.sender is failed:
-                task = asyncio.get_running_loop().create_task(_close_quietly(failed))
+                task = asyncio.get_running_loop().create_task(_close_quietly(failed, dead=True))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
                 what = f"sending to {self._queue!r}"
