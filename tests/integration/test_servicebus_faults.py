@@ -136,12 +136,11 @@ async def test_fifty_cuts_lose_nothing_and_one_consume_loop_reaches_the_last_job
             nonlocal duplicates, end_seen
             # One loop from start to end: it must never end by itself.
             async for job in queue.consume():
-                if job.name == END:
-                    end_seen = True
-                elif job.id in consumed:
+                if job.id in consumed:
                     duplicates += 1
                 else:
                     consumed.add(job.id)
+                end_seen = end_seen or job.name == END
                 try:
                     await job.ack()
                 except Amqp1qError:
