@@ -32,7 +32,7 @@ from ._sdk import (
     ServiceBusReceivedMessage,
     ServiceBusReceiver,
     _close_quietly,
-    _open_once,
+    _no_reopen,
     _track_sockets,
     sb_errors,
 )
@@ -119,7 +119,7 @@ class _Receiver:
             if isinstance(exc, sb_errors.ServiceBusError):
                 raise _open_error(exc, queue=self._queue, display=adapter.display) from None
             raise
-        _open_once(sdk)
+        _no_reopen(sdk)
         return sdk
 
     async def close(self) -> None:

@@ -105,7 +105,7 @@ async def _close_sockets(handler: Any) -> None:
                 await asyncio.wait_for(transport.close(), _CLOSE_TIMEOUT)
 
 
-def _open_once(handler: Any) -> None:
+def _no_reopen(handler: Any) -> None:
     """Keep an opened SDK sender or receiver from opening itself again once its handler shut
     down: its operations then fail at once, and amqp1q opens a fresh object instead.
 

@@ -36,7 +36,7 @@ from ._sdk import (
     ServiceBusSubQueue,
     _async_credential,
     _close_quietly,
-    _open_once,
+    _no_reopen,
     _track_sockets,
     sb_errors,
 )
@@ -290,7 +290,7 @@ class ServiceBusAdapter:
             if isinstance(exc, sb_errors.ServiceBusError):
                 raise _open_error(exc, queue=self.queue, display=self.display) from None
             raise
-        _open_once(sender)
+        _no_reopen(sender)
         return sender
 
     async def close(self) -> None:
