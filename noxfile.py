@@ -14,7 +14,11 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 
 def _brokers(session: nox.Session) -> None:
-    for script in ("scripts/brokers/rabbitmq.sh", "scripts/peers/node.sh"):
+    for script in (
+        "scripts/brokers/rabbitmq.sh",
+        "scripts/brokers/qpid.sh",
+        "scripts/peers/node.sh",
+    ):
         session.run("bash", script, external=True, success_codes=[0])
 
 

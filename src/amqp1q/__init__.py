@@ -33,6 +33,7 @@ from ._errors import (
     LockLost,
     MissingDependency,
     PayloadError,
+    PayloadValidationError,
     PushError,
     PushTimeout,
     QueueNotFound,
@@ -42,6 +43,7 @@ from ._errors import (
     UnsupportedFeature,
 )
 from ._job import Headers, Job, Receipt
+from ._middleware import CallNext, Handled, Middleware
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._queue import JobQueue
 from ._received import Processing, ReceivedJob
@@ -56,11 +58,13 @@ __all__ = [
     "Amqp1qConnectionError",
     "Amqp1qError",
     "AuthenticationFailed",
+    "CallNext",
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
     "Consumer",
     "DeliveryStale",
+    "Handled",
     "Headers",
     "Incoming",
     "InvalidJob",
@@ -71,9 +75,11 @@ __all__ = [
     "JobRejected",
     "JobTooLarge",
     "LockLost",
+    "Middleware",
     "MissingDependency",
     "Outcome",
     "PayloadError",
+    "PayloadValidationError",
     "Processing",
     "PushError",
     "PushTimeout",

@@ -12,6 +12,13 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
     adapter.receiver(auto_ack)          -> Receiver, not yet open
     adapter.dead_letter_adapter()       -> Adapter for the queue's dead-letter queue
     adapter.close()                     release everything; must not hang
+    adapter.at_most_once                (optional, default False) True once the broker has been
+                                        seen delivering at most once to a consumer that asked
+                                        for at-least-once (pre-settled deliveries); read by
+                                        ``JobQueue.health()``, which then says ``at-most-once``
+    adapter.verify()                    optional: raise QueueNotFound unless the queue exists
+                                        (a startup check; without it, open() is taken to have
+                                        checked, or the backend has no missing queues)
 
     receiver.open()                     attach; raise QueueNotFound if there is no such queue
     receiver.flow(n)                    grant n more deliveries (credit). Never deliver more

@@ -97,8 +97,13 @@ async def run(
     status: StatusLine | None = None,
     check_empty: bool = False,
     on_phase: Callable[[Phase], None] | None = None,
+    summaries: bool = True,
 ) -> list[Phase]:
-    """Push and consume ``plan.jobs`` jobs ``plan.rounds`` times on an open ``queue``."""
+    """Push and consume ``plan.jobs`` jobs ``plan.rounds`` times on an open ``queue``.
+
+    ``summaries``: when ``status`` is not live, end each phase with a done line on it (off
+    when the caller reports each phase itself, so the result is not written twice).
+    """
     prefix = f"bench-{uuid.uuid4().hex[:12]}-"
     if check_empty:
         await _check_empty(queue)
@@ -106,8 +111,10 @@ async def run(
     for round_ in range(1, plan.rounds + 1):
         suffix = f" {round_}/{plan.rounds}" if plan.rounds > 1 else ""
         for phase in (
-            await _push(queue, plan, round_, f"{prefix}{round_}-", status, "push" + suffix),
-            await _consume(queue, plan, round_, prefix, status, "consume" + suffix),
+            await _push(
+                queue, plan, round_, f"{prefix}{round_}-", status, "push" + suffix, summaries
+            ),
+            await _consume(queue, plan, round_, prefix, status, "consume" + suffix, summaries),
         ):
             phases.append(phase)
             if on_phase is not None:
@@ -116,7 +123,13 @@ async def run(
 
 
 async def _push(
-    queue: JobQueue, plan: Plan, round_: int, prefix: str, status: StatusLine | None, label: str
+    queue: JobQueue,
+    plan: Plan,
+    round_: int,
+    prefix: str,
+    status: StatusLine | None,
+    label: str,
+    summary: bool,
 ) -> Phase:
     n, payload = plan.jobs, b"x" * plan.size
     taken = pushed = 0
@@ -137,14 +150,20 @@ async def _push(
                 stop.set()
 
     cpu, wall = time.process_time(), time.perf_counter()
-    async with _progress(status, label, n, lambda: pushed):
+    async with _progress(status, label, n, lambda: pushed, summary):
         await _until(stop, [produce() for _ in range(plan.producers)])
     seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return Phase("push", round_, n, seconds, cpu, tuple(calls))
 
 
 async def _consume(
-    queue: JobQueue, plan: Plan, round_: int, prefix: str, status: StatusLine | None, label: str
+    queue: JobQueue,
+    plan: Plan,
+    round_: int,
+    prefix: str,
+    status: StatusLine | None,
+    label: str,
+    summary: bool,
 ) -> Phase:
     n = plan.jobs
     acked = 0
@@ -169,7 +188,7 @@ async def _consume(
                     stop.set()
 
     cpu, wall = time.process_time(), time.perf_counter()
-    async with _progress(status, label, n, lambda: acked):
+    async with _progress(status, label, n, lambda: acked, summary):
         await _until(stop, [drain() for _ in range(plan.consumers)])
     seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return Phase("consume", round_, n, seconds, cpu)
@@ -210,7 +229,11 @@ async def _until(stop: asyncio.Event, workers: Sequence[Coroutine[Any, Any, None
 
 @contextlib.asynccontextmanager
 async def _progress(
-    status: StatusLine | None, label: str, total: int, done: Callable[[], int]
+    status: StatusLine | None,
+    label: str,
+    total: int,
+    done: Callable[[], int],
+    summary: bool = True,
 ) -> AsyncIterator[None]:
     if status is None:
         yield
@@ -229,7 +252,8 @@ async def _progress(
             yield
     finally:
         seconds = time.perf_counter() - started
-        status.finish(None if status.live else done_line(f"{label}:", done(), seconds))
+        shown = summary and not status.live
+        status.finish(done_line(f"{label}:", done(), seconds) if shown else None)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -329,7 +353,14 @@ async def _command(name: str, args: argparse.Namespace, *, queue: str, own_proce
                     flush=True,
                 )
             status = StatusLine(sys.stderr)
-            await run(jobs, plan, status=status, check_empty=bool(args.url), on_phase=report)
+            await run(
+                jobs,
+                plan,
+                status=status,
+                check_empty=bool(args.url),
+                on_phase=report,
+                summaries=name == "bench",  # demo's result lines go to stdout, once
+            )
     except (BenchAborted, BrokerDidNotStart) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from . import _metrics
 from ._adapter import RELEASE, Outcome, Receiver, Settlement
-from ._errors import AlreadySettled, QueueStateError
+from ._errors import AlreadySettled, PayloadValidationError, QueueStateError
+from ._policy import INVALID_PAYLOAD, NOT_RETRIED
 from ._received import ReceivedJob, _clip
 from ._shield import CleanupTimeout, shielded
 
@@ -297,11 +298,26 @@ class Consumer:
         policy = queue.retry_policy
         detail = _clip(f"{type(exc).__name__}: {exc}")
         context = {"queue": self.queue_name, "job_id": job.id, "attempt": job.attempt}
-        if not queue.requeue_on_fail:
+        if isinstance(exc, PayloadValidationError):  # retrying cannot fix a payload
+            description = _clip(exc.message)
+            settlement = Settlement(Outcome.REJECT, reason=INVALID_PAYLOAD, description=description)
+            log.warning("job %s dead-lettered: %s", job.id, description, extra=context)
+        elif not queue.requeue_on_fail:
             settlement = Settlement(Outcome.REJECT, reason="handler failed", description=detail)
             log.warning(
                 "job %s failed; dead-lettered (requeue_on_fail=False)",
                 job.id,
+                exc_info=exc,
+                extra=context,
+            )
+        elif (refused := policy.dead_letters(exc)) is not None:
+            settlement = Settlement(
+                Outcome.REJECT, reason=NOT_RETRIED, description=_clip(f"{refused}: {detail}")
+            )
+            log.warning(
+                "job %s failed; dead-lettered without retrying (%s)",
+                job.id,
+                refused,
                 exc_info=exc,
                 extra=context,
             )

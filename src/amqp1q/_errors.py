@@ -15,6 +15,7 @@ The tree::
     │   └── MissingDependency              (also ImportError) an optional extra is not installed
     ├── InvalidJob                         (also ValueError) a job that cannot be sent as given
     │   └── PayloadError                   a payload that cannot be (de)serialised
+    │       └── PayloadValidationError     a received payload that is not the declared type
     ├── QueueStateError                    the queue or consumer is not open (or already closed)
     ├── Amqp1qConnectionError              (also ConnectionError)
     │   ├── ConnectFailed                  nothing listening, DNS failure, connect timeout
@@ -53,6 +54,7 @@ __all__ = [
     "LockLost",
     "MissingDependency",
     "PayloadError",
+    "PayloadValidationError",
     "PushError",
     "PushTimeout",
     "QueueNotFound",
@@ -170,6 +172,33 @@ class PayloadError(InvalidJob):
     """A payload that cannot be serialised (on push) or deserialised (on receipt)."""
 
 
+class PayloadValidationError(PayloadError):
+    """A received payload does not match the type its handler declared (or ``payload_as``).
+
+    ``payload_type`` names the type; ``errors`` lists what is wrong, one ``"path: problem"``
+    each. Inside ``job.process()`` it dead-letters the job at once (reason ``"invalid
+    payload"``, the errors in the description): retrying cannot fix a payload.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        payload_type: str | None = None,
+        errors: tuple[str, ...] = (),
+        **context: str | None,
+    ) -> None:
+        self.payload_type = payload_type
+        self.errors = errors
+        super().__init__(message, **context)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_invalid,
+            (self.message, self.payload_type, self.errors, _context(self)),
+        )
+
+
 # -- state -----------------------------------------------------------------------------------
 
 
@@ -240,6 +269,15 @@ def _context(err: Amqp1qError) -> dict[str, str | None]:
         "condition": err.condition,
         "description": err.description,
     }
+
+
+def _rebuild_invalid(
+    message: str,
+    payload_type: str | None,
+    errors: tuple[str, ...],
+    context: dict[str, str | None],
+) -> PayloadValidationError:
+    return PayloadValidationError(message, payload_type=payload_type, errors=errors, **context)
 
 
 def _rebuild_rejected(message: str, outcome: str, context: dict[str, str | None]) -> JobRejected:

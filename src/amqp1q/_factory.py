@@ -24,6 +24,8 @@ class AdapterOptions:
     exchange: str | None = None
     routing_key: str | None = None
     broker: str | None = None
+    #: The broker's virtual host (``vhost=``, or ``?vhost=`` in the URL).
+    vhost: str | None = None
     connect_timeout: float = 10.0
     max_message_size: int | None = None
     #: How jobs are written: ``"amqp1q"`` (DESIGN section 3) or ``"roadrunner"`` (the
@@ -40,7 +42,7 @@ class AdapterOptions:
 
     def given(self) -> list[str]:
         """Names of the network options set (those that mean nothing to ``memory://``)."""
-        names = ("container_id", "tls", "exchange", "routing_key", "broker")
+        names = ("container_id", "tls", "exchange", "routing_key", "broker", "vhost")
         return [name for name in names if getattr(self, name) is not None]
 
 
@@ -91,13 +93,14 @@ def _servicebus_adapter(
 ) -> Adapter:
     unused = [
         option
-        for option in ("tls", "exchange", "routing_key", "broker")
+        for option in ("tls", "exchange", "routing_key", "broker", "vhost")
         if getattr(options, option) is not None
     ]
     if unused:
         raise UnsupportedFeature(
             f"{endpoint.display}: Service Bus takes no {', '.join(unused)} "
-            "(TLS is always on outside the emulator; queues are entities, not exchanges)",
+            "(TLS is always on outside the emulator; queues are entities, not exchanges; "
+            "a namespace has no virtual hosts)",
             queue=name,
         )
     from .adapters.servicebus import ServiceBusAdapter

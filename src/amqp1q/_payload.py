@@ -2,8 +2,9 @@
 
 ``bytes`` (and ``bytearray`` / ``memoryview``) travel as they are, typed
 ``application/octet-stream`` unless a content type is given. Anything else is JSON, compact and
-UTF-8, typed ``application/json``. A received body is decoded by its content type: JSON when it
-says JSON, ``bytes`` otherwise.
+UTF-8, typed ``application/json``; attrs, dataclass and pydantic instances (and enums) inside it
+become JSON objects (and values) — the payload types a handler may declare (``_typed``). A
+received body is decoded by its content type: JSON when it says JSON, ``bytes`` otherwise.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import json
 from typing import Any, Final
 
 from ._errors import PayloadError
+from ._typed import to_json
 
 __all__ = ["JSON", "OCTET_STREAM", "decode_payload", "encode_payload"]
 
 JSON: Final = "application/json"
 OCTET_STREAM: Final = "application/octet-stream"
 
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=to_json
+)
 _dumps = _encoder.encode
 _loads = json.loads
 
@@ -41,7 +45,8 @@ def encode_payload(payload: Any, content_type: str | None) -> tuple[bytes, str]:
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(
             f"the payload cannot be serialised as JSON: {exc} "
-            "(pass bytes, or JSON-compatible values: dict, list, str, int, float, bool, None)"
+            "(pass bytes, or JSON-compatible values: dict, list, str, int, float, bool, None, "
+            "and attrs, dataclass or pydantic instances)"
         ) from None
 
 

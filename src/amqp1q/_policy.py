@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 import attrs
 
 from ._errors import InvalidSetting
 
-__all__ = ["ReconnectPolicy", "RetryPolicy"]
+__all__ = [
+    "INVALID_PAYLOAD",
+    "NOT_RETRIED",
+    "ReconnectPolicy",
+    "RetryPolicy",
+    "exceptions_named",
+]
+
+#: The dead-letter reason of a failure :meth:`RetryPolicy.dead_letters` refuses to retry.
+NOT_RETRIED: Final = "not retried"
+#: The dead-letter reason of a job whose payload is not its handler's declared type.
+INVALID_PAYLOAD: Final = "invalid payload"
 
 
 def _positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -33,6 +46,74 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: object) -> 
         raise InvalidSetting(f"RetryPolicy.{attribute.name} must be a number >= 1, got {value!r}")
 
 
+ExceptionClasses = tuple[type[Exception], ...]
+
+
+def _classes(name: str, value: object) -> ExceptionClasses:
+    """A tuple (or list) of Exception subclasses, or one such class, as a tuple."""
+    items: Iterable[object]
+    if isinstance(value, type):
+        items = (value,)
+    elif isinstance(value, (tuple, list)):
+        items = value
+    else:
+        raise InvalidSetting(
+            f"RetryPolicy.{name} must be a tuple of exception classes, like (ValueError,), "
+            f"got {value!r}"
+        )
+    classes = tuple(items)
+    for item in classes:
+        if not isinstance(item, type) or not issubclass(item, Exception):
+            hint = " (pass the class itself, not its name)" if isinstance(item, str) else ""
+            raise InvalidSetting(
+                f"RetryPolicy.{name} must hold Exception subclasses, got {item!r}{hint}"
+            )
+    return classes
+
+
+def exceptions_named(value: object, where: str) -> object:
+    """A config file's exception names (``"TimeoutError"``, ``"myapp.errors:BadInput"`` or
+    ``"myapp.errors.BadInput"``) imported as classes; anything else is returned as it is.
+    Errors start with ``where`` (the setting's name)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return value
+    try:
+        return tuple(_import_exception(name) for name in value)
+    except InvalidSetting as exc:
+        raise InvalidSetting(f"{where}: {exc.message}") from None
+
+
+def _import_exception(name: str) -> object:
+    module_name, sep, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
+    if not sep:
+        module_name, attr = "builtins", name
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidSetting(f"cannot import the exception {name!r}: {exc}") from None
+    if not isinstance(found, type) or not issubclass(found, Exception):
+        raise InvalidSetting(f"{name!r} is not an Exception subclass")
+    return found
+
+
+def _retry_on(value: Sequence[type[Exception]] | type[Exception]) -> ExceptionClasses:
+    return _classes("retry_on", value)
+
+
+def _dead_letter_on(value: Sequence[type[Exception]] | type[Exception]) -> ExceptionClasses:
+    return _classes("dead_letter_on", value)
+
+
+def _disjoint(policy: RetryPolicy, _: attrs.Attribute[Any], value: ExceptionClasses) -> None:
+    both = [cls.__name__ for cls in value if cls in policy.retry_on]
+    if both:
+        raise InvalidSetting(
+            f"RetryPolicy: {', '.join(both)} cannot be in both retry_on and dead_letter_on"
+        )
+
+
 @attrs.frozen(slots=True)
 class RetryPolicy:
     """Exponential backoff with jitter, a bounded number of attempts, then the dead-letter queue.
@@ -42,6 +123,19 @@ class RetryPolicy:
     dead-lettered. The delay before retry ``n`` is ``initial_delay * multiplier ** (n - 1)``,
     capped at ``max_delay``; with ``jitter`` it is drawn uniformly from ``[delay / 2, delay]``,
     so a burst of failures spreads out but no retry comes sooner than half its step.
+
+    Which failures are retried at all (see :meth:`dead_letters`): an exception is matched
+    against ``retry_on`` and ``dead_letter_on`` by subclass, as ``except`` does.
+
+    - only a ``dead_letter_on`` class matches: dead-lettered at once, without retrying;
+    - only a ``retry_on`` class matches: retried as above;
+    - neither matches: dead-lettered at once (``retry_on`` is an allow-list);
+    - both match: the more specific class wins — retried only if a matching ``retry_on`` class
+      is a subclass of every matching ``dead_letter_on`` class; otherwise (say, unrelated
+      classes of a multiply-inheriting exception) dead-lettered.
+
+    The defaults, ``retry_on=(Exception,)`` and ``dead_letter_on=()``, retry every failure. A
+    class may not be in both. Settling by hand is not affected: ``job.retry()`` retries.
     """
 
     max_attempts: int = attrs.field(default=5, validator=_positive_int)
@@ -49,6 +143,10 @@ class RetryPolicy:
     max_delay: float = attrs.field(default=300.0, validator=_non_negative)
     multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
     jitter: bool = True
+    retry_on: ExceptionClasses = attrs.field(default=(Exception,), converter=_retry_on)
+    dead_letter_on: ExceptionClasses = attrs.field(
+        default=(), converter=_dead_letter_on, validator=_disjoint
+    )
 
     def backoff(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait before retrying a job that failed on ``attempt``."""
@@ -65,6 +163,23 @@ class RetryPolicy:
     def exhausted(self, attempt: int) -> bool:
         """True when a failure on ``attempt`` should dead-letter the job rather than retry it."""
         return attempt >= self.max_attempts
+
+    def dead_letters(self, exc: BaseException) -> str | None:
+        """Why a failure with ``exc`` is dead-lettered at once, or ``None`` if it is retried.
+
+        The reason names the rule, for the dead-letter description: ``"ValueError is in
+        dead_letter_on"``, ``"JSONDecodeError is in dead_letter_on (as ValueError)"``,
+        ``"KeyError is not in retry_on"``.
+        """
+        kind = type(exc)
+        refuse = [cls for cls in self.dead_letter_on if issubclass(kind, cls)]
+        allow = [cls for cls in self.retry_on if issubclass(kind, cls)]
+        if not refuse:
+            return None if allow else f"{kind.__name__} is not in retry_on"
+        if any(all(issubclass(cls, other) for other in refuse) for cls in allow):
+            return None  # a retry_on class more specific than every dead_letter_on match
+        via = "" if refuse[0] is kind else f" (as {refuse[0].__name__})"
+        return f"{kind.__name__} is in dead_letter_on{via}"
 
 
 def _optional_positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -33,7 +33,7 @@ from ._settings import (
 )
 from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._stats import Counters, QueueStats
-from ._urls import parse_url
+from ._urls import AmqpEndpoint, Endpoint, parse_url
 
 __all__ = ["JobQueue"]
 
@@ -119,6 +119,7 @@ class JobQueue:
         exchange: str | None = None,
         routing_key: str | None = None,
         broker: str | None = None,
+        vhost: str | None = None,
         push_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 10.0,
@@ -142,6 +143,9 @@ class JobQueue:
         ``address=`` is used verbatim. Without either, the URL path (or ``EntityPath``) is the
         queue. ``exchange``/``routing_key`` publish through a RabbitMQ exchange; ``broker``
         overrides broker detection (``"rabbitmq3"``, ``"rabbitmq4"``, ``"artemis"``, ...).
+        ``vhost`` (or ``?vhost=NAME`` in an ``amqp://`` URL) names the broker's virtual host:
+        sent as ``vhost:NAME`` in the Open frame's hostname, as RabbitMQ reads it, or as
+        ``NAME`` itself when ``broker`` names another broker.
         ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; ``True`` for the default, ``False``
         for none) re-dials a lost connection and re-attaches consumers (``amqp://``).
         ``ignore_priority`` lets jobs with a priority go to a broker without priorities (Azure
@@ -155,6 +159,7 @@ class JobQueue:
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
+        vhost = _vhost(endpoint, _optional_str("vhost", vhost))
         options = AdapterOptions(
             queue=_optional_str("queue", queue),
             address=_optional_str("address", address),
@@ -163,6 +168,7 @@ class JobQueue:
             exchange=_optional_str("exchange", exchange),
             routing_key=_optional_str("routing_key", routing_key),
             broker=_optional_str("broker", broker),
+            vhost=vhost,
             connect_timeout=check_seconds("connect_timeout", connect_timeout),
             max_message_size=(
                 None
@@ -231,11 +237,16 @@ class JobQueue:
 
     def health(self) -> str:
         """``unopened``, ``connected``, ``reconnecting`` (a lost connection is being
-        re-dialled), ``failed`` (re-dialling gave up) or ``closed`` -- for readiness probes."""
+        re-dialled), ``failed`` (re-dialling gave up) or ``closed`` -- for readiness probes --
+        or ``at-most-once``: connected, but the broker has been seen sending jobs pre-settled to
+        a consumer that asked for at-least-once (a job in a consumer's hands is lost with its
+        process)."""
         if self._state is not _State.OPEN:
             return "unopened" if self._state is _State.UNOPENED else "closed"
-        state = getattr(self._adapter, "state", "connected")
-        return str(state)
+        state = str(getattr(self._adapter, "state", "connected"))
+        if state == "connected" and getattr(self._adapter, "at_most_once", False):
+            return "at-most-once"
+        return state
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -512,6 +523,16 @@ def _optional_str(name: str, value: object) -> str | None:
     if not isinstance(value, str) or not value:
         raise InvalidSetting(f"{name} must be a non-empty str, got {value!r}")
     return value
+
+
+def _vhost(endpoint: Endpoint, given: str | None) -> str | None:
+    """``vhost=`` and the URL's ``?vhost=`` agree (or one of them is unset)."""
+    in_url = endpoint.vhost if isinstance(endpoint, AmqpEndpoint) else None
+    if given is not None and in_url is not None and given != in_url:
+        raise InvalidSetting(
+            f"vhost={given!r} disagrees with the URL's ?vhost={in_url}; give it once"
+        )
+    return given if given is not None else in_url
 
 
 def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:

@@ -7,9 +7,9 @@ import datetime
 import logging
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _metrics, _tracing
+from . import _metrics, _tracing, _typed
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
 from ._errors import LockLost, PayloadError
 from ._job import Headers, Job
@@ -22,6 +22,7 @@ __all__ = ["ReceivedJob"]
 
 log = logging.getLogger("amqp1q.consumer")
 _UNDECODED: Any = object()
+T = TypeVar("T")
 _MAX_DESCRIPTION = 1024
 
 
@@ -69,6 +70,14 @@ class ReceivedJob:
             except PayloadError as exc:
                 raise PayloadError(exc.message, queue=self.queue, job_id=self.id) from None
         return self._payload
+
+    def payload_as(self, payload_type: type[T]) -> T:
+        """The payload checked against ``payload_type`` and built as one: an attrs class, a
+        dataclass, a ``TypedDict``, a pydantic model, or a JSON type (``list[int]``, ...);
+        ``bytes`` gives the raw body. Raises :class:`PayloadValidationError` listing every
+        problem — inside :meth:`process` that dead-letters the job at once, never retried."""
+        built: T = _typed.build(payload_type, self)
+        return built
 
     @property
     def headers(self) -> Headers:
@@ -164,7 +173,9 @@ class ReceivedJob:
         - it ends normally: ``ack`` (unless the block settled the job itself);
         - it raises an exception: retry with backoff, or dead-letter after ``max_attempts``
           (or at once with ``requeue_on_fail=False``); the exception is logged and swallowed,
-          so a consumer loop keeps going — pass ``reraise=True`` to have it propagate;
+          so a consumer loop keeps going — pass ``reraise=True`` to have it propagate. Only
+          the handler's own exception ever leaves the block: if settling it fails too (the
+          connection is gone, say), that is logged, and the broker redelivers the job;
         - it is cancelled: ``release`` — the job goes back, no attempt counted, never lost or
           dead-lettered; the cancellation then propagates.
         """
@@ -257,7 +268,17 @@ class Processing:
                 extra={"queue": job.queue, "job_id": job.id},
             )
         else:
-            await consumer.settle_failure(job, exc)
+            try:
+                await consumer.settle_failure(job, exc)
+            except Exception as failure:
+                # The handler's exception is what the caller hears about, never ours.
+                log.warning(
+                    "could not settle job %s after its handler failed: %r",
+                    job.id,
+                    failure,
+                    exc_info=failure,
+                    extra={"queue": job.queue, "job_id": job.id},
+                )
         return not self._reraise
 
 

@@ -1,6 +1,7 @@
 """Parsing the three kinds of location ``JobQueue.from_url`` accepts.
 
-- ``amqp://user:pass@host:5672/queue`` and ``amqps://...`` (default ports 5672 / 5671);
+- ``amqp://user:pass@host:5672/queue`` and ``amqps://...`` (default ports 5672 / 5671), with
+  one query parameter, ``?vhost=NAME``, the broker's virtual host;
 - Azure Service Bus connection strings, ``Endpoint=sb://NS.servicebus.windows.net/;
   SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=QUEUE`` (also ``SharedAccessSignature=``
   and ``UseDevelopmentEmulator=true`` with an explicit port);
@@ -42,6 +43,8 @@ class AmqpEndpoint:
     username: str | None = None
     password: Secret | None = None
     queue: str | None = None
+    #: The broker's virtual host (``?vhost=NAME``); None: the broker's default.
+    vhost: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -56,7 +59,8 @@ class AmqpEndpoint:
             user = urllib.parse.quote(self.username, safe="")
             user += ":***@" if self.password is not None else "@"
         path = "/" + urllib.parse.quote(self.queue, safe="/$") if self.queue else ""
-        return f"{self.scheme}://{user}{host}:{self.port}{path}"
+        query = "?vhost=" + urllib.parse.quote(self.vhost, safe="") if self.vhost else ""
+        return f"{self.scheme}://{user}{host}:{self.port}{path}{query}"
 
 
 @attrs.frozen
@@ -150,11 +154,7 @@ def _parse_amqp(url: str) -> AmqpEndpoint:
     host = parts.hostname
     if not host:
         raise InvalidURL(f"the URL {shown!r} names no host")
-    if parts.query:
-        raise InvalidURL(
-            f"the URL {shown!r} has query parameters, which amqp1q does not read; "
-            "pass settings as keyword arguments to JobQueue.from_url"
-        )
+    vhost = _query_vhost(parts.query, shown)
     if parts.fragment:
         raise InvalidURL(f"the URL {shown!r} has a fragment ('#...'), which amqp1q does not read")
     scheme = parts.scheme.lower()
@@ -174,7 +174,35 @@ def _parse_amqp(url: str) -> AmqpEndpoint:
         username=username,
         password=password,
         queue=queue or None,
+        vhost=vhost,
     )
+
+
+#: The query parameters an ``amqp://`` URL may carry.
+AMQP_QUERY: Final = ("vhost",)
+
+
+def _query_vhost(query: str, shown: str) -> str | None:
+    """``?vhost=NAME`` (percent-decoded), the one query parameter read; others are refused."""
+    if not query:
+        return None
+    try:
+        fields = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise InvalidURL(f"malformed query in the URL {shown!r}: expected ?vhost=NAME") from None
+    unknown = sorted(set(fields) - set(AMQP_QUERY))
+    if unknown:
+        raise InvalidURL(
+            f"the URL {shown!r} has query parameters amqp1q does not read ({', '.join(unknown)}); "
+            "?vhost=NAME is the one it takes: pass other settings as keyword arguments to "
+            "JobQueue.from_url"
+        )
+    values = fields["vhost"]
+    if len(values) > 1:
+        raise InvalidURL(f"the URL {shown!r} gives vhost more than once")
+    if not values[0]:
+        raise InvalidURL(f"the URL {shown!r} has an empty vhost (the default is '/')")
+    return values[0]
 
 
 def _parse_memory(url: str) -> MemoryEndpoint:
@@ -209,6 +237,10 @@ def _looks_like_connection_string(text: str) -> bool:
 
 
 def _parse_connection_string(text: str) -> ServiceBusEndpoint:
+    """A Service Bus connection string, checked for everything azure-servicebus 7.15 refuses
+    (its ``_parse_conn_str``: KEY=VALUE items, an Endpoint with a host, a key name with its
+    key, a key or a signature, not both), so that a bad one fails here with an InvalidURL
+    naming the part that is wrong, not later inside the SDK."""
     shown = redact(text)
     fields: dict[str, str] = {}
     for raw in text.split(";"):
@@ -230,6 +262,10 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
             raise InvalidURL(
                 f"malformed Service Bus connection string {shown!r}: {key.strip()!r} is given twice"
             )
+        if not value.strip():
+            raise InvalidURL(
+                f"the Service Bus connection string {shown!r} gives {key.strip()} no value"
+            )
         fields[name] = value.strip()
 
     endpoint = fields.get("endpoint")
@@ -249,18 +285,30 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
     emulator_flag = fields.get("usedevelopmentemulator", "false").lower()
     if emulator_flag not in ("true", "false"):
         raise InvalidURL(f"UseDevelopmentEmulator must be true or false in {shown!r}")
-    key_name = fields.get("sharedaccesskeyname") or None
+    key_name = fields.get("sharedaccesskeyname")
     access_key = fields.get("sharedaccesskey")
     signature = fields.get("sharedaccesssignature")
     if (key_name is None) != (access_key is None):
+        given, missing = (
+            ("SharedAccessKeyName", "SharedAccessKey")
+            if access_key is None
+            else ("SharedAccessKey", "SharedAccessKeyName")
+        )
         raise InvalidURL(
-            f"the Service Bus connection string {shown!r} needs both SharedAccessKeyName "
-            "and SharedAccessKey, or neither"
+            f"the Service Bus connection string {shown!r} has a {given} but no {missing}: "
+            "it needs both SharedAccessKeyName and SharedAccessKey, or neither"
         )
     if signature is not None and access_key is not None:
         raise InvalidURL(
             f"the Service Bus connection string {shown!r} has both a SharedAccessKey and a "
             "SharedAccessSignature; give one"
+        )
+    if signature is None and access_key is None:
+        raise InvalidURL(
+            f"the Service Bus connection string {shown!r} has no credentials: add "
+            "SharedAccessKeyName=...;SharedAccessKey=... or SharedAccessSignature=... (the "
+            "emulator's connection string has a key too); for Azure AD use "
+            "ServiceBusAdapter.from_credential"
         )
     return ServiceBusEndpoint(
         host=host,
@@ -268,7 +316,7 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
         key_name=key_name,
         key=Secret(access_key) if access_key is not None else None,
         signature=Secret(signature) if signature is not None else None,
-        entity_path=fields.get("entitypath") or None,
+        entity_path=fields.get("entitypath"),
         emulator=emulator_flag == "true",
     )
 

@@ -30,7 +30,7 @@ from ._errors import (
     MissingDependency,
     UnsupportedFeature,
 )
-from ._policy import ReconnectPolicy, RetryPolicy
+from ._policy import ReconnectPolicy, RetryPolicy, exceptions_named
 from ._redact import MASK, Secret
 from ._roadrunner import check_wire_format
 from ._settings import TLSConfig, check_bool, check_positive_int, check_priority, check_seconds
@@ -77,6 +77,7 @@ class WorkerConfig:
     prefetch: int | None = None
     job_timeout: float | None = None
     grace: float | None = None
+    stall_warning: float | None = None
     wire_format: str | None = None
     auto_ack: bool | None = None
     requeue_on_fail: bool | None = None
@@ -85,6 +86,7 @@ class WorkerConfig:
     routing_key: str | None = None
     container_id: str | None = None
     broker: str | None = None
+    vhost: str | None = None
     tls: TLSConfig | None = None
     retry: RetryPolicy | None = None
     reconnect: ReconnectPolicy | bool | None = None
@@ -158,7 +160,7 @@ class WorkerConfig:
 #: The settings passed on to ``JobQueue.from_url`` when set.
 _QUEUE_OPTIONS = (
     "queue address auto_ack requeue_on_fail priority retry exchange routing_key container_id "
-    "broker tls reconnect"
+    "broker vhost tls reconnect"
 ).split()
 
 
@@ -197,6 +199,8 @@ def _policy(cls: type[Any]) -> Callable[[str, object], Any]:
         fields = [f.name for f in attrs.fields(cls)]
         for key in table:
             _known(f"{name}.{key}", key, fields)
+            if key in ("retry_on", "dead_letter_on"):  # exception names, in a file
+                table[key] = exceptions_named(table[key], f"{name}.{key}")
         return cls(**table)
 
     return check
@@ -221,6 +225,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "prefetch": check_positive_int,
     "job_timeout": check_seconds,
     "grace": lambda name, value: check_seconds(name, value, allow_zero=True),
+    "stall_warning": lambda name, value: check_seconds(name, value, allow_zero=True),
     "wire_format": check_wire_format,
     "auto_ack": check_bool,
     "requeue_on_fail": check_bool,
@@ -229,6 +234,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "routing_key": _text,
     "container_id": _text,
     "broker": _text,
+    "vhost": _text,
     "tls": _tls,
     "retry": _policy(RetryPolicy),
     "reconnect": _policy(ReconnectPolicy),

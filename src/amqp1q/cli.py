@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -67,8 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     body = push.add_mutually_exclusive_group()
     body.add_argument("--payload", default=None, help="a JSON payload (default: null)")
     body.add_argument("--payload-file", default=None, help="a file sent as raw bytes ('-': stdin)")
-    push.add_argument("--header", action="append", default=[], metavar="K=V", help="a header")
-    push.add_argument("--priority", type=int, default=None)
+    push.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a header (repeat for more: --header tenant=a --header lang=en)",
+    )
+    push.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="0-255, higher first (default: the queue's, 0); Service Bus has none",
+    )
     push.add_argument("--delay", type=float, default=None, help="seconds before delivery")
     push.add_argument("--count", type=_positive, default=1, help="push this many copies")
     push.set_defaults(run=_push)
@@ -77,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     _url_argument(consume)
     consume.add_argument("--count", type=_positive, default=None, help="stop after this many")
     consume.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
-    consume.add_argument("--prefetch", type=_positive, default=10)
+    consume.add_argument(
+        "--prefetch", type=_positive, default=10, help="jobs held unsettled at once (10)"
+    )
     consume.add_argument(
         "--settle",
         choices=("ack", "release", "reject"),
@@ -100,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
         help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL, else local)",
     )
-    setup.add_argument("--vhost", default="/")
+    setup.add_argument(
+        "--vhost", default="/", help="the virtual host to declare them in (/, the default)"
+    )
     setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
     setup.set_defaults(run=_setup_rabbitmq)
     return parser
@@ -133,6 +149,14 @@ def _worker_parser(commands: Any) -> None:
         "--prefetch", type=_positive, default=None, help="consumer credit (--concurrency)"
     )
     worker.add_argument(
+        "--stall-warning",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="warn, naming the jobs in hand, when the event loop is blocked S seconds (0.5; "
+        "0: off)",
+    )
+    worker.add_argument(
         "--wire-format",
         choices=("amqp1q", "roadrunner"),
         default=None,
@@ -148,16 +172,22 @@ def _url_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -245,6 +275,7 @@ async def _push_jobs(url: str, jobs: list[Job]) -> int:
 
 async def _worker(args: argparse.Namespace) -> int:
     from ._errors import ConfigurationError
+    from ._watchdog import DEFAULT_STALL_WARNING
     from .worker import WorkerConfig, serve
 
     try:
@@ -263,6 +294,7 @@ async def _worker(args: argparse.Namespace) -> int:
             grace=args.grace,
             prefetch=args.prefetch,
             wire_format=args.wire_format,
+            stall_warning=args.stall_warning,
         )
         url = config.resolve_url()
         if url is None:
@@ -286,6 +318,9 @@ async def _worker(args: argparse.Namespace) -> int:
         grace=30.0 if config.grace is None else config.grace,
         prefetch=config.prefetch,
         options=options,
+        stall_warning=(
+            DEFAULT_STALL_WARNING if config.stall_warning is None else config.stall_warning
+        ),
     )
 
 

@@ -8,13 +8,23 @@
     async def send_email(job: ReceivedJob) -> None:
         ...
 
+    @registry.handler("welcome")              # a typed payload: checked, then built
+    async def welcome(job: ReceivedJob, payload: Welcome) -> None:
+        ...
+
     async with JobQueue.from_url(url) as queue:
         await run_worker(registry, queue, concurrency=32, job_timeout=60)
 
 Each job runs in its own task inside ``async with job.process():`` — acked when its handler
 returns, retried (or dead-lettered after the queue's ``RetryPolicy.max_attempts``) when it raises
 or overruns ``job_timeout``, released when it is cancelled. A job whose name has no handler (and
-no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``.
+no :meth:`Registry.default`) is dead-lettered with the reason ``"no handler"``; one whose
+payload is not its handler's declared type, with ``"invalid payload"``. Middleware
+(:meth:`Registry.add_middleware`) runs around every job, the first registered outermost.
+
+A handler may be a plain ``def``: it then runs in a worker thread (see ``_sync_handlers`` for
+what cancellation and ``job_timeout`` do to a thread). A handler that blocks the event loop
+instead is named in a warning by the stall watchdog (``stall_warning``, ``_watchdog``).
 
 Stopping (``stop.set()``; the ``amqp1q worker`` command does it on SIGTERM/SIGINT): no new jobs
 are taken and those buffered are released; running handlers get ``grace`` seconds to finish,
@@ -29,21 +39,27 @@ import importlib
 import logging
 import signal
 import sys
-import types
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
+from . import _middleware
 from ._consumer import Consumer
 from ._errors import ConfigurationError, InvalidSetting
+from ._middleware import Middleware, check_middleware
 from ._queue import JobQueue
 from ._received import ReceivedJob
+from ._registry import AsyncHandler, Handler, Registry, SyncHandler
 from ._settings import check_positive_int, check_seconds
+from ._sync_handlers import ThreadedHandlers
+from ._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
 from ._workerconfig import WorkerConfig
 
 __all__ = [
     "NO_HANDLER",
+    "AsyncHandler",
     "Handler",
     "Registry",
+    "SyncHandler",
     "WorkerConfig",
     "load_registry",
     "run_worker",
@@ -52,77 +68,9 @@ __all__ = [
 
 log = logging.getLogger("amqp1q.worker")
 
-Handler = Callable[[ReceivedJob], Awaitable[None]]
-H = TypeVar("H", bound=Handler)
-
 _MISSING = object()
 NO_HANDLER = "no handler"
 """The dead-letter reason of a job whose name has no handler (and no default handler)."""
-
-
-class Registry:
-    """Handlers by job name, filled with decorators::
-
-    registry = Registry()
-
-    @registry.handler("send_email")
-    async def send_email(job: ReceivedJob) -> None: ...
-
-    @registry.default  # optional: jobs whose name has no handler
-    async def unknown(job: ReceivedJob) -> None: ...
-    """
-
-    def __init__(self) -> None:
-        self._handlers: dict[str, Handler] = {}
-        self._default: Handler | None = None
-
-    @property
-    def handlers(self) -> Mapping[str, Handler]:
-        """The handlers by job name (read-only)."""
-        return types.MappingProxyType(self._handlers)
-
-    @property
-    def default_handler(self) -> Handler | None:
-        return self._default
-
-    def handler(self, name: str) -> Callable[[H], H]:
-        """Register the decorated coroutine function for jobs named ``name`` (once per name)."""
-        if not isinstance(name, str) or not name:
-            raise InvalidSetting(f"a handler's job name must be a non-empty str, got {name!r}")
-
-        def register(func: H) -> H:
-            self.add(name, func)
-            return func
-
-        return register
-
-    def add(self, name: str, func: Handler) -> None:
-        """Register ``func`` for jobs named ``name``, without a decorator."""
-        if name in self._handlers:
-            raise InvalidSetting(f"job name {name!r} already has a handler")
-        _check_callable(func)
-        self._handlers[name] = func
-
-    def default(self, func: H) -> H:
-        """Register the decorated coroutine function for jobs no other handler takes."""
-        if self._default is not None:
-            raise InvalidSetting("the registry already has a default handler")
-        _check_callable(func)
-        self._default = func
-        return func
-
-    def resolve(self, name: str) -> Handler | None:
-        """The handler for ``name``: its own, else the default, else ``None``."""
-        return self._handlers.get(name, self._default)
-
-    def __repr__(self) -> str:
-        default = " +default" if self._default is not None else ""
-        return f"<Registry {sorted(self._handlers)}{default}>"
-
-
-def _check_callable(func: object) -> None:
-    if not callable(func):
-        raise InvalidSetting(f"a handler must be callable, got {func!r}")
 
 
 def load_registry(spec: str) -> Registry:
@@ -159,15 +107,23 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     grace: float = 30.0,
     prefetch: int | None = None,
+    middleware: Iterable[Middleware] = (),
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
+    _in_hand: JobsInHand | None = None,
 ) -> int:
     """Consume ``queue`` and run each job's handler, ``concurrency`` at most at once.
 
-    ``prefetch`` (default ``concurrency``) is the consumer's credit. Opens ``queue`` if it is
+    ``prefetch`` (default ``concurrency``) is the consumer's credit. ``stall_warning``
+    (0.5 s; ``None`` or 0: off) logs a warning naming the jobs in hand when the event loop is
+    blocked that long (a handler doing blocking work in ``async def``). Opens ``queue`` if it is
     not open, and always closes it before returning. Runs until ``stop`` is set, then drains
     (see the module docstring) and returns 0; returns 1 if the consumer ended without being
     asked to. A broker failure (say, the connection is lost and reconnecting gave up)
     propagates as an :class:`~amqp1q.Amqp1qError` after the same drain. Cancelling it cancels
     running handlers at once (their jobs released) and closes the queue.
+
+    ``middleware`` runs around every job, outside the registry's own (``JobService`` passes
+    its own here).
     """
     if not isinstance(registry, Registry):
         raise InvalidSetting(f"registry must be a Registry, not {type(registry).__name__}")
@@ -175,8 +131,15 @@ async def run_worker(
     prefetch = concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
     timeout = None if job_timeout is None else check_seconds("job_timeout", job_timeout)
     grace = check_seconds("grace", grace, allow_zero=True)
+    stall = check_stall_warning(stall_warning)
     stop = asyncio.Event() if stop is None else stop
-    runner = _Runner(registry, concurrency, timeout)
+    around = (*check_middleware(middleware), *registry.middleware)
+    watchdog = None
+    if _in_hand is None and stall is not None:
+        _in_hand = JobsInHand()
+        watchdog = StallWatchdog(stall, _in_hand)
+        watchdog.start()
+    runner = _Runner(registry, concurrency, timeout, around, _in_hand)
     requested = False
     try:
         if not queue.is_open:
@@ -191,9 +154,22 @@ async def run_worker(
             finally:
                 await runner.drain(consumer, 0 if cancelled else grace)
     finally:
-        await runner.cancel_all()
-        await queue.close(grace=0)
+        try:
+            await runner.cancel_all()
+            await queue.close(grace=0)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            runner.note_threads_left()
     return 0 if requested else 1
+
+
+def check_stall_warning(value: float | None) -> float | None:
+    """``stall_warning`` checked: seconds > 0, or ``None`` (``None`` or 0: no watchdog)."""
+    if value is None:
+        return None
+    seconds = check_seconds("stall_warning", value, allow_zero=True)
+    return seconds or None
 
 
 async def serve(
@@ -206,6 +182,7 @@ async def serve(
     grace: float = 30.0,
     prefetch: int | None = None,
     options: Mapping[str, Any] | None = None,
+    stall_warning: float | None = DEFAULT_STALL_WARNING,
 ) -> int:
     """The ``amqp1q worker`` command: load ``spec``, run until SIGTERM/SIGINT, drain, exit code.
 
@@ -235,6 +212,7 @@ async def serve(
             stop=stop,
             grace=grace,
             prefetch=prefetch,
+            stall_warning=stall_warning,
         )
     )
 
@@ -278,11 +256,21 @@ async def serve(
 class _Runner:
     """The tasks of one worker: a slot per running handler."""
 
-    def __init__(self, registry: Registry, concurrency: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        concurrency: int,
+        timeout: float | None,
+        middleware: tuple[Middleware, ...] = (),
+        in_hand: JobsInHand | None = None,
+    ) -> None:
         self._registry = registry
+        self._middleware = middleware
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadedHandlers(concurrency)
+        self._in_hand = in_hand
 
     async def dispatch(self, consumer: Consumer, stop: asyncio.Event) -> bool:
         """Hand jobs to handler tasks until ``stop`` is set (True) or the consumer ends (False)."""
@@ -322,26 +310,56 @@ class _Runner:
 
     async def _run(self, job: ReceivedJob) -> None:
         try:
-            handler = self._registry.resolve(job.name)
-            if handler is None:
-                log.warning(
-                    "no handler for job %s named %r; dead-lettered",
-                    job.id,
-                    job.name,
-                    extra={"queue": job.queue, "job_id": job.id},
-                )
-                await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
-                return
-            async with job.process():
-                if self._timeout is None:
-                    await handler(job)
-                else:
-                    await _within(handler(job), self._timeout, job.name)
+            if self._middleware:  # settles the job in job.process(), inside the middleware
+                await _middleware.run(job, self._middleware, lambda: self._handle(job))
+            else:
+                async with job.process():
+                    await self._handle(job)
         except Exception:
             # process() swallows handler errors; this is settlement failing (say, a lost link).
             log.warning("settling job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
         finally:
             self._slots.release()
+
+    async def _handle(self, job: ReceivedJob) -> None:
+        """Run ``job``'s handler (inside ``job.process()``); raise what it raises."""
+        handler = self._registry.resolve(job.name)
+        if handler is None:
+            log.warning(
+                "no handler for job %s named %r; dead-lettered",
+                job.id,
+                job.name,
+                extra={"queue": job.queue, "job_id": job.id},
+            )
+            await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
+            return
+        # Jobs whose handler runs on the loop are in hand for the stall watchdog; a sync
+        # handler's thread cannot stall the loop.
+        in_hand = self._in_hand if self._threads.is_async(handler) else None
+        if in_hand is not None:
+            in_hand.started(job)
+        try:
+            await self._call(handler, job)
+        finally:
+            if in_hand is not None:
+                in_hand.ended(job)
+
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+        arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
+        if not self._threads.is_async(handler):
+            return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
+        if self._timeout is None:
+            return handler(*arguments)
+        return _within(handler(*arguments), self._timeout, job.name)
+
+    def note_threads_left(self) -> None:
+        left = self._threads.abandoned
+        if left:
+            log.warning(
+                "%d cancelled sync handler(s) still running in their threads: the process "
+                "cannot exit before they return",
+                left,
+            )
 
     async def drain(self, consumer: Consumer, grace: float) -> None:
         """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""

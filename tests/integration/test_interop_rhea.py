@@ -1,5 +1,6 @@
 """Interop with Node's rhea, an AMQP 1.0 client nobody here wrote: both directions, on
-RabbitMQ 3.x and on the embedded broker; name, body, headers and id intact."""
+RabbitMQ 3.x, the embedded broker and Qpid Proton's C and C++ example brokers; name, body,
+headers and id intact."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from amqp1q import Job, JobQueue
 from amqp1q.testing import Broker
 
 from ..conftest import RABBITMQ_URL, unavailable
+from ..qpid import qpid_broker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -58,12 +60,15 @@ class Peer:
         return out.decode()
 
 
-@pytest.fixture(params=["rabbitmq", "embedded"])
+@pytest.fixture(params=["rabbitmq", "embedded", "qpid-c", "qpid-cpp"])
 async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
     name = f"amqp1q-rhea-{request.node.name[-40:].strip('[]').replace('[', '-')}"
     if request.param == "rabbitmq":
         queue = request.getfixturevalue("rabbitmq_queue")  # declared, deleted afterwards
         yield Peer(RABBITMQ_URL, queue, f"/amq/queue/{queue}")
+    elif request.param.startswith("qpid-"):
+        async with qpid_broker(request.param.removeprefix("qpid-")) as qpid:  # ANONYMOUS only
+            yield Peer(qpid.url, name, name)
     else:
         async with Broker() as broker:
             yield Peer(broker.url, name, name)

@@ -111,3 +111,42 @@ async def test_a_consumer_ends_when_the_supervisor_gives_up() -> None:
                 await broker.stop()
                 with pytest.raises(ConnectionLost, match="2 attempts"):
                     await asyncio.wait_for(consumer.receive(), 5)
+
+
+@pytest.mark.parametrize("profile", ["amqp1q", "generic"])
+async def test_a_consumer_waiting_when_the_connection_drops_gets_the_next_job(
+    profile: str,
+) -> None:
+    # Regression: the receiver's buffer was replaced (not emptied) when its link died, and a
+    # receive() already waiting watched the old one forever -- RabbitMQ's stop_app/start_app
+    # caught it with the consumer idle (tests/integration/test_rabbitmq_restart.py).
+    async with Broker() as broker:
+        url_queue = JobQueue.from_url(broker.url, queue="q", reconnect=FAST, broker=profile)
+        async with url_queue as queue, queue.consume(prefetch=5) as consumer:
+            waiting = asyncio.create_task(consumer.receive())
+            await asyncio.sleep(0.1)  # the receive is waiting for a delivery
+            assert broker.drop_connections() == 1
+            await queue.push(Job("after", "after"), timeout=5)  # once reconnected
+            job = await asyncio.wait_for(waiting, 5)
+            assert job is not None
+            assert job.payload == "after"
+            await job.ack()
+        assert len(broker.queue("q")) == 0
+
+
+async def test_a_presettled_job_held_across_a_drop_reaches_a_waiting_consumer() -> None:
+    # The same, for the jobs that came due (generic profile: delays held by the consumer; with
+    # auto_ack the held delivery is pre-settled, so it outlives its link).
+    async with Broker() as broker:
+        url_queue = JobQueue.from_url(
+            broker.url, queue="q", reconnect=FAST, broker="generic", auto_ack=True
+        )
+        async with url_queue as queue:
+            await queue.push(Job("later", "later", delay=0.5))
+            async with queue.consume(prefetch=5) as consumer:
+                waiting = asyncio.create_task(consumer.receive())
+                await asyncio.sleep(0.2)  # held, not yet due; the receive is waiting
+                assert broker.drop_connections() == 1
+                job = await asyncio.wait_for(waiting, 5)
+                assert job is not None
+                assert job.payload == "later"

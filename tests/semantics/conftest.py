@@ -28,6 +28,15 @@ class Backend:
     #: A released job goes back in its place, ahead of those behind it. On Service Bus a release
     #: is a re-send then complete (docs/brokers/servicebus.md): the job goes to the back.
     release_keeps_order = True
+    #: The broker sends jobs pre-settled whatever the consumer asks for (at most once):
+    #: ``health()`` says ``at-most-once`` and one warning is logged.
+    at_most_once = False
+    #: Jobs a consumer held unsettled when its connection died go to the next consumer.
+    keeps_unsettled = True
+    #: :meth:`cut_connection` can drop a queue's connection the way a dying process would.
+    can_cut_connections = False
+    #: Consumers of one queue each get jobs while another holds its whole prefetch.
+    consumers_share_a_queue = True
 
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:12]
@@ -40,6 +49,10 @@ class Backend:
 
     async def cleanup(self) -> None:
         """Called once after the test."""
+
+    def cut_connection(self, queue: JobQueue) -> None:
+        """Drop ``queue``'s connection at once, as if its process died (Proton adapter)."""
+        queue.adapter.connection.abort()  # type: ignore[attr-defined]
 
 
 class MemoryBackend(Backend):
@@ -55,6 +68,7 @@ class RabbitMQBackend(Backend):
 
     name = "rabbitmq"
     timing_slack = 0.1
+    can_cut_connections = True
     _delays_ready = False
 
     def __init__(self) -> None:
@@ -88,15 +102,17 @@ class EmbeddedBackend(Backend):
 
     name = "embedded"
     timing_slack = 0.05
+    can_cut_connections = True
 
     def __init__(self) -> None:
         super().__init__()
         from amqp1q.testing import Broker
 
-        self.broker = Broker()
+        self.broker: Any = Broker()
         self._started = False
 
     async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
+        """A queue on :attr:`broker` (started on first use), by the profile it is detected as."""
         if not self._started:
             await self.broker.start()
             self._started = True
@@ -137,11 +153,55 @@ class ServiceBusBackend(Backend):
         await self.broker.stop()
 
 
+class QpidBackend(EmbeddedBackend):
+    """One of Qpid Proton's example brokers (scripts/brokers/qpid.sh builds them) through the
+    Proton adapter, profile ``generic`` as detected; one broker process per test. Neither has
+    priorities; each drops whatever is not accepted, so a release is a re-publish (to the
+    back of the queue) and a consumer that dies loses what it held (docs/brokers/qpid.md)."""
+
+    kind = "cpp"
+    timing_slack = 0.05
+    supports_priority = False
+    release_keeps_order = False
+    keeps_unsettled = False
+    can_cut_connections = True
+
+    def __init__(self) -> None:
+        Backend.__init__(self)
+        from ..qpid import QpidBroker
+
+        self.broker = QpidBroker(self.kind)
+        self._started = False
+
+    async def cleanup(self) -> None:
+        self.broker.stop()
+
+
+class QpidCppBackend(QpidBackend):
+    """broker.cpp's ``Queue::tryToSend`` stops at the first subscriber without credit (its
+    ``else`` branch never moves ``current_`` on), so a consumer holding its whole prefetch
+    can starve the others of a queue."""
+
+    name = "qpid-cpp"
+    kind = "cpp"
+    consumers_share_a_queue = False
+
+
+class QpidCBackend(QpidBackend):
+    """The C example broker sends every delivery pre-settled: at most once."""
+
+    name = "qpid-c"
+    kind = "c"
+    at_most_once = True
+
+
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "rabbitmq": RabbitMQBackend,
     "embedded": EmbeddedBackend,
     "servicebus": ServiceBusBackend,
+    "qpid-c": QpidCBackend,
+    "qpid-cpp": QpidCppBackend,
 }
 
 #: Tests that need a capability some backends lack: test name -> (Backend flag, why it is off).
@@ -153,6 +213,14 @@ REQUIRES: dict[str, tuple[str, str]] = {
     "test_queue_default_priority_applies_to_jobs_without_one": (
         "supports_priority",
         "the broker has no message priority",
+    ),
+    "test_prefetch_bound_holds_per_consumer": (
+        "consumers_share_a_queue",
+        "a consumer without credit starves the others (the broker's round robin stops at it)",
+    ),
+    "test_jobs_held_by_a_consumer_whose_connection_dies": (
+        "can_cut_connections",
+        "the suite cannot cut this backend's connection",
     ),
 }
 

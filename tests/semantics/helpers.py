@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import anyio
+import attrs
 
 from amqp1q import Consumer, ReceivedJob
+
+
+@attrs.frozen
+class Point:
+    """A typed payload (``job.payload_as(Point)``)."""
+
+    x: int
+    y: int
 
 
 async def take(consumer: Consumer, count: int, timeout: float = 10.0) -> list[ReceivedJob]:

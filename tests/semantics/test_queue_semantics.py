@@ -19,7 +19,7 @@ from amqp1q import (
 )
 
 from .conftest import Backend
-from .helpers import assert_nothing_more, take, take_one
+from .helpers import Point, assert_nothing_more, take, take_one
 
 pytestmark = pytest.mark.anyio
 
@@ -329,6 +329,92 @@ async def test_requeue_on_fail_false_dead_letters_at_once(backend: Backend) -> N
             await letter.ack()
 
 
+async def test_dead_letter_on_dead_letters_at_once_and_says_why(backend: Backend) -> None:
+    policy = RetryPolicy(initial_delay=0, dead_letter_on=(ValueError,))
+    queue = await backend.make_queue(retry=policy)
+    async with queue:
+        await queue.push_many([Job("bad", 1), Job("flaky", 2)])
+        async with queue.consume() as consumer:
+            for _ in range(3):
+                job = await take_one(consumer)
+                async with job.process():
+                    if job.name == "bad":
+                        raise ValueError("field 'to' is missing")
+                    if job.attempt == 1:
+                        raise ConnectionResetError("try again")
+                expected = {"bad": Outcome.REJECT, "flaky": Outcome.RETRY}[job.name]
+                assert job.outcome is (expected if job.attempt == 1 else Outcome.ACK)
+            await assert_nothing_more(consumer)
+        async with queue.dead_letter_queue() as dlq, dlq.consume() as dead:
+            letter = await take_one(dead)
+            assert (letter.name, letter.attempt) == ("bad", 1)
+            assert letter.dead_letter_reason == "not retried"
+            assert letter.dead_letter_description == (
+                "ValueError is in dead_letter_on: ValueError: field 'to' is missing"
+            )
+            await letter.ack()
+            await assert_nothing_more(dead)
+        stats = queue.stats()
+        assert (stats.acked, stats.retried, stats.rejected) == (1, 1, 1)
+
+
+async def test_retry_on_retries_only_the_exceptions_it_names(backend: Backend) -> None:
+    policy = RetryPolicy(initial_delay=0, retry_on=(ConnectionError, TimeoutError))
+    queue = await backend.make_queue(retry=policy)
+    async with queue:
+        await queue.push_many([Job("transient"), Job("bug")])
+        async with queue.consume() as consumer:
+            outcomes = []
+            for _ in range(3):
+                job = await take_one(consumer)
+                async with job.process():
+                    if job.name == "bug":
+                        raise KeyError("user_id")
+                    if job.attempt == 1:
+                        raise ConnectionResetError("peer went away")
+                outcomes.append((job.name, job.attempt, job.outcome))
+            await assert_nothing_more(consumer)
+        assert sorted(outcomes, key=str) == sorted(
+            [
+                ("transient", 1, Outcome.RETRY),
+                ("bug", 1, Outcome.REJECT),
+                ("transient", 2, Outcome.ACK),
+            ],
+            key=str,
+        )
+        async with queue.dead_letter_queue() as dlq, dlq.consume() as dead:
+            letter = await take_one(dead)
+            assert (letter.name, letter.dead_letter_reason) == ("bug", "not retried")
+            assert letter.dead_letter_description == (
+                "KeyError is not in retry_on: KeyError: 'user_id'"
+            )
+            await letter.ack()
+
+
+async def test_a_payload_that_is_not_the_declared_type_is_dead_lettered_at_once(
+    backend: Backend,
+) -> None:
+    queue = await backend.make_queue(retry=RetryPolicy(initial_delay=0))
+    async with queue:
+        await queue.push_many([Job("point", {"x": 1, "y": 2}), Job("point", {"x": "1"})])
+        async with queue.consume() as consumer:
+            good, bad = await take(consumer, 2)
+            for job in (good, bad):
+                async with job.process():
+                    assert job.payload_as(dict[str, int]) == {"x": 1, "y": 2}
+                    assert job.payload_as(Point) == Point(1, 2)
+            assert (good.outcome, bad.outcome) == (Outcome.ACK, Outcome.REJECT)
+            await assert_nothing_more(consumer)
+        async with queue.dead_letter_queue() as dlq, dlq.consume() as dead:
+            letter = await take_one(dead)
+            assert (letter.id, letter.attempt) == (bad.id, 1)
+            assert letter.dead_letter_reason == "invalid payload"
+            assert letter.dead_letter_description == (
+                "the payload is not a valid dict[str, int]: x: expected int, got str"
+            )
+            await letter.ack()
+
+
 async def test_process_acks_on_success_and_can_reraise(backend: Backend) -> None:
     queue = await backend.make_queue()
     async with queue:
@@ -592,3 +678,51 @@ async def test_concurrent_pushes_each_delivered_once(backend: Backend) -> None:
                 await job.ack()
             await assert_nothing_more(consumer)
     assert sorted(j.payload for j in got) == list(range(200))
+
+
+# -- delivery guarantees ------------------------------------------------------------------------
+
+
+async def test_health_says_whether_the_broker_delivers_at_most_once(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = await backend.make_queue()
+    async with queue:
+        assert queue.health() == "connected"
+        await queue.push_many([Job("n", i) for i in range(5)])
+        async with queue.consume(prefetch=5) as consumer:
+            for job in await take(consumer, 5):
+                await job.ack()
+        said = [r for r in caplog.records if "at most once" in r.getMessage()]
+        if backend.at_most_once:
+            assert queue.health() == "at-most-once"
+            assert len(said) == 1, "one warning, not one per job"
+            assert said[0].levelname == "WARNING"
+        else:
+            assert queue.health() == "connected"
+            assert said == []
+
+
+async def test_jobs_held_by_a_consumer_whose_connection_dies(backend: Backend) -> None:
+    queue = await backend.make_queue(reconnect=False)
+    await queue.open()
+    try:
+        pushed = Job("held")
+        await queue.push(pushed)
+        consumer = queue.consume(prefetch=1)
+        await consumer.open()
+        held = await take_one(consumer)
+        assert held.id == pushed.id
+        backend.cut_connection(queue)  # as if the consumer's process had died
+    finally:
+        await queue.close(grace=0)
+    fresh = await backend.make_queue()
+    async with fresh, fresh.consume() as again:
+        if backend.keeps_unsettled:
+            redelivered = await take_one(again)
+            assert redelivered.id == pushed.id
+            await redelivered.ack()
+        else:
+            # The broker forgot the job when it sent it (pre-settled), or when the link that
+            # held it unsettled went away: lost, as docs/brokers/qpid.md says.
+            await assert_nothing_more(again, wait=0.5)

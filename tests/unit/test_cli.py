@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from amqp1q.cli import main
+from amqp1q.cli import _parser, main
 
-from ..cli import run_cli
+from ..cli import AMQP1Q, run_cli
 
 
 def test_demo_reports_throughput(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,3 +94,67 @@ def test_python_dash_m_runs_the_cli() -> None:
     result = run_cli("demo", "--url", "memory://d/jobs", "--jobs", "100")
     assert result.returncode == 0, result.stderr
     assert "consumed 100 jobs" in result.stdout
+
+
+def _options(parser: argparse.ArgumentParser, path: str = "amqp1q") -> Iterator[tuple[str, Any]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{path} {name}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    missing = [
+        f"{path} {'/'.join(action.option_strings) or action.dest}"
+        for path, action in _options(_parser())
+        if not action.help
+    ]
+    assert missing == []
+
+
+def test_repeatable_options_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["push", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--header K=V a header (repeat for more" in help_text
+    assert "--priority PRIORITY 0-255" in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["consume", "--prefetch", "abc"], "--prefetch: expected a whole number >= 1, got 'abc'"),
+        (["consume", "--count", "0"], "--count: expected a whole number >= 1, got '0'"),
+        (["worker", "--grace", "soon"], "--grace: expected a number of seconds >= 0, got 'soon'"),
+        (["worker", "--job-timeout", "nan"], "expected a number of seconds >= 0, got 'nan'"),
+    ],
+)
+def test_bad_numbers_say_what_is_expected(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--url", "memory://q"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "_positive" not in err
+    assert "_seconds" not in err
+
+
+def test_demo_prints_its_result_once_with_stderr_on_stdout() -> None:
+    """``amqp1q demo 2>&1``: one line per phase, not one from stdout and one from stderr."""
+    result = subprocess.run(
+        [*AMQP1Q, "demo", "--url", "memory://d/once", "--jobs", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    results = [line for line in result.stdout.splitlines() if " jobs in " in line]
+    assert len(results) == 2, result.stdout
+    assert "pushed 300 jobs in " in results[0]
+    assert "consumed 300 jobs in " in results[1]

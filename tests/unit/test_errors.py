@@ -21,7 +21,7 @@ def _error_classes() -> list[type[amqp1q.Amqp1qError]]:
 
 def test_every_error_derives_from_the_root_and_is_exported() -> None:
     classes = _error_classes()
-    assert len(classes) == 23
+    assert len(classes) == 24
     for cls in classes:
         assert issubclass(cls, amqp1q.Amqp1qError)
         assert getattr(amqp1q, cls.__name__) is cls
@@ -68,3 +68,12 @@ def test_errors_pickle(cls: type[amqp1q.Amqp1qError]) -> None:
 def test_job_rejected_keeps_its_outcome() -> None:
     err = amqp1q.JobRejected("refused", outcome="released", queue="q")
     assert pickle.loads(pickle.dumps(err)).outcome == "released"
+
+
+def test_payload_validation_error_keeps_its_type_and_errors() -> None:
+    err = amqp1q.PayloadValidationError(
+        "bad", payload_type="Email", errors=("to: missing",), queue="q", job_id="j"
+    )
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.payload_type, copy.errors, copy.job_id) == ("Email", ("to: missing",), "j")
+    assert isinstance(copy, amqp1q.PayloadError)

@@ -502,3 +502,21 @@ def test_the_command_notes_what_it_ignored(
     assert "ignored (RoadRunner only): version, rpc, server" in capsys.readouterr().err
     assert seen["options"]["wire_format"] == "roadrunner"
     assert seen["prefetch"] == 10
+
+
+def test_the_stall_warning_comes_from_the_file_or_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _captured_serve(monkeypatch)
+    assert main(["worker", "app:registry", "--url", "memory://q"]) == 0
+    assert seen["stall_warning"] == 0.5
+    path = _write(tmp_path, "w.toml", 'registry = "app:registry"\nstall_warning = 2.5\n')
+    assert WorkerConfig.load(path).stall_warning == 2.5
+    assert main(["worker", "--config", str(path), "--url", "memory://q"]) == 0
+    assert seen["stall_warning"] == 2.5
+    argv = ["worker", "--config", str(path), "--url", "memory://q", "--stall-warning", "0"]
+    assert main(argv) == 0
+    assert seen["stall_warning"] == 0.0  # off
+    bad = _write(tmp_path, "b.toml", 'registry = "app:registry"\nstall_warning = -1\n')
+    assert main(["worker", "--config", str(bad), "--url", "memory://q"]) == 2
+    assert "stall_warning must be a number of seconds >= 0" in capsys.readouterr().err

@@ -18,10 +18,12 @@
 
     app = web.Application(); app.cleanup_ctx.append(service.aiohttp_ctx)   # aiohttp
 
-``async with service.running():`` opens every queue and starts the workers; on exit the workers
-stop taking jobs, running handlers get ``grace`` seconds (then are cancelled, their jobs
-released back to the broker), and the queues are closed. Neither FastAPI nor aiohttp is
-imported by this module.
+``async with service.running():`` opens every queue, checks that each exists on the broker
+(a missing one fails the app's startup, unless ``start_degraded=True``) and starts the workers;
+on exit the workers stop taking jobs, running handlers get ``grace`` seconds (then are
+cancelled, their jobs released back to the broker), and the queues are closed. A stall
+watchdog warns when something blocks the event loop (``stall_warning``). Neither FastAPI nor
+aiohttp is imported by this module.
 """
 
 from __future__ import annotations
@@ -29,19 +31,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from .._errors import InvalidSetting
+from .._errors import ConnectFailed, InvalidSetting, QueueNotFound
+from .._middleware import Middleware, check_middleware
 from .._queue import JobQueue
 from .._settings import check_positive_int, check_seconds
-from ..worker import Registry, run_worker
+from .._shield import deadline
+from .._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
+from ..worker import Registry, check_stall_warning, run_worker
 
 __all__ = ["JobService"]
 
 log = logging.getLogger("amqp1q.integrations.web")
 
-_HEALTHY = "connected"
+#: Queue states a service is ready in. ``at-most-once`` is connected too: the broker's
+#: guarantee is a fact to see in the report (and the log), not a reason to stop serving.
+_HEALTHY = frozenset({"connected", "at-most-once"})
+M = TypeVar("M", bound=Middleware)
+#: How a missing queue shows in ``health()`` (with ``start_degraded=True``), and its workers.
+MISSING = "missing"
+WAITING = "waiting"
+#: Seconds between checks of missing queues, with ``start_degraded=True``.
+RECHECK_EVERY = 5.0
 
 
 class _WorkerSpec:
@@ -64,11 +77,12 @@ class _WorkerSpec:
     def label(self) -> str:
         return f"{self.queue}#{id(self):x}"
 
-    def state(self) -> str:
-        """``idle`` (not started), ``running``, ``stopped`` or ``failed``."""
+    def state(self, missing: bool = False) -> str:
+        """``idle`` (not started), ``waiting`` (for its missing queue), ``running``,
+        ``stopped`` or ``failed``."""
         task = self.task
         if task is None:
-            return "idle"
+            return WAITING if missing else "idle"
         if not task.done():
             return "running"
         if task.cancelled() or task.exception() is not None:
@@ -81,19 +95,44 @@ class JobService:
 
     ``grace`` (30 s) is the default time running handlers get to finish when the service stops;
     ``margin`` (5 s) is added on top before stragglers are cancelled outright, so stopping the
-    service never hangs.
+    service never hangs. ``middleware`` (or :meth:`add_middleware`) runs around every job of
+    every worker, outside each registry's own middleware; the first registered is outermost.
 
     A worker shares its :class:`~amqp1q.JobQueue` with request handlers that push to it; like
     :func:`~amqp1q.worker.run_worker`, it closes that queue when it ends. Give the worker a
     queue of its own (``add_queue("emails-worker", ...)``) to keep pushing through a worker
     failure.
+
+    A queue the broker does not have fails the start (:class:`~amqp1q.QueueNotFound`, naming
+    it), so the app never serves requests it cannot honour. With ``start_degraded=True`` the
+    app starts anyway: ``health()`` is ``degraded`` (the queue ``missing``, its workers
+    ``waiting``), pushes to it raise ``QueueNotFound``, and the queue is checked again every
+    few seconds; once it exists its workers start. A broker that cannot be reached fails the
+    start either way.
+
+    ``stall_warning`` (0.5 s; ``None`` or 0: off) logs a warning, naming the jobs in hand, when
+    the event loop is blocked that long -- by a handler, or by a request handler.
     """
 
-    def __init__(self, *, grace: float = 30.0, margin: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        grace: float = 30.0,
+        margin: float = 5.0,
+        middleware: Iterable[Middleware] = (),
+        start_degraded: bool = False,
+        stall_warning: float | None = DEFAULT_STALL_WARNING,
+    ) -> None:
         self.grace = check_seconds("grace", grace, allow_zero=True)
         self.margin = check_seconds("margin", margin, allow_zero=True)
+        self._middleware = check_middleware(middleware)
+        if not isinstance(start_degraded, bool):
+            raise InvalidSetting(f"start_degraded must be a bool, got {start_degraded!r}")
+        self.start_degraded = start_degraded
+        self.stall_warning = check_stall_warning(stall_warning)
         self._queues: dict[str, JobQueue] = {}
         self._workers: list[_WorkerSpec] = []
+        self._missing: set[str] = set()
         self._stop: asyncio.Event | None = None
         self._running = False
 
@@ -136,6 +175,18 @@ class JobService:
             job_timeout = check_seconds("job_timeout", job_timeout)
         self._workers.append(_WorkerSpec(name, registry, concurrency, job_timeout, prefetch))
 
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware run around every job of every worker, outermost first."""
+        return self._middleware
+
+    def add_middleware(self, middleware: M) -> M:
+        """Run ``middleware`` around every job of every worker (a decorator too)."""
+        if self._running:
+            raise InvalidSetting("middleware is added before the service starts")
+        self._middleware = (*self._middleware, *check_middleware([middleware]))
+        return middleware
+
     # -- access ---------------------------------------------------------------------------------
 
     @property
@@ -163,13 +214,19 @@ class JobService:
     def health(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded", "queues": {name: health}, "workers": {...}}``.
 
-        ``ok`` when every queue is ``connected`` and every worker is running.
+        ``ok`` when every queue is ``connected`` (or ``at-most-once``: connected to a broker
+        that delivers at most once) and every worker is running. A queue the broker lacks
+        (``start_degraded=True``) is ``missing``, and its workers ``waiting``.
         """
-        queues = {name: queue.health() for name, queue in self._queues.items()}
+        missing = self._missing
+        queues = {
+            name: MISSING if name in missing else queue.health()
+            for name, queue in self._queues.items()
+        }
         workers: dict[str, list[str]] = {}
         for spec in self._workers:
-            workers.setdefault(spec.queue, []).append(spec.state())
-        healthy = all(state == _HEALTHY for state in queues.values()) and all(
+            workers.setdefault(spec.queue, []).append(spec.state(spec.queue in missing))
+        healthy = all(state in _HEALTHY for state in queues.values()) and all(
             state == "running" for states in workers.values() for state in states
         )
         return {
@@ -184,8 +241,8 @@ class JobService:
     async def running(self, grace: float | None = None) -> AsyncIterator[JobService]:
         """Open every queue and start the workers; on exit drain the workers, close the queues.
 
-        A service runs once at a time. If a queue cannot be opened, those opened are closed
-        and the error propagates.
+        A service runs once at a time. If a queue cannot be opened, or the broker lacks it
+        (unless ``start_degraded``), those opened are closed and the error propagates.
         """
         if self._running:
             raise InvalidSetting("the service is already running")
@@ -194,37 +251,113 @@ class JobService:
         stop = asyncio.Event()
         self._stop = stop
         opened: list[JobQueue] = []
+        watchdog = None
+        in_hand = None
+        if self.stall_warning is not None:
+            in_hand = JobsInHand()
+            watchdog = StallWatchdog(self.stall_warning, in_hand)
+            watchdog.start()
+        recheck: asyncio.Task[None] | None = None
         try:
-            for queue in self._queues.values():
+            for name, queue in self._queues.items():
                 if not queue.is_open:
                     await queue.open()
                 opened.append(queue)
+                await self._check(name, queue)
             for spec in self._workers:
-                spec.task = asyncio.create_task(
-                    run_worker(
-                        spec.registry,
-                        self._queues[spec.queue],
-                        concurrency=spec.concurrency,
-                        job_timeout=spec.job_timeout,
-                        stop=stop,
-                        grace=grace,
-                        prefetch=spec.prefetch,
-                    ),
-                    name=f"amqp1q worker {spec.label}",
+                if spec.queue not in self._missing:
+                    self._start(spec, stop, grace, in_hand)
+            if self._missing:
+                recheck = asyncio.create_task(
+                    self._recheck(stop, grace, in_hand), name="amqp1q missing queues"
                 )
-                spec.task.add_done_callback(self._worker_done(spec, stop))
             log.info(
-                "job service started: %d queue(s), %d worker(s)",
+                "job service started: %d queue(s), %d worker(s)%s",
                 len(self._queues),
                 len(self._workers),
+                f"; degraded, missing: {', '.join(sorted(self._missing))}" if self._missing else "",
             )
             yield self
         finally:
             try:
+                if recheck is not None:
+                    recheck.cancel()
+                    await asyncio.gather(recheck, return_exceptions=True)
                 await self._shutdown(stop, grace, opened)
             finally:
+                if watchdog is not None:
+                    watchdog.stop()
+                self._missing.clear()
                 self._running = False
                 self._stop = None
+
+    async def _check(self, name: str, queue: JobQueue) -> bool:
+        """True if the broker has ``queue``; a missing one raises, or is noted as missing
+        with ``start_degraded``."""
+        verify = getattr(queue.adapter, "verify", None)
+        if verify is None:
+            return True  # opening checked it (Service Bus), or it cannot be missing (memory)
+        try:
+            async with deadline(queue.connect_timeout):
+                await verify()
+        except TimeoutError:
+            raise ConnectFailed(
+                f"{queue.url} did not answer within {queue.connect_timeout:g} s whether it "
+                f"has queue {name!r}",
+                queue=queue.name,
+            ) from None
+        except QueueNotFound as exc:
+            if not self.start_degraded:
+                raise
+            if name not in self._missing:
+                self._missing.add(name)
+                log.error(
+                    "queue %r is missing (%s); starting degraded: pushes to it fail and its "
+                    "workers wait for it",
+                    name,
+                    exc,
+                    extra={"queue": queue.name},
+                )
+            return False
+        return True
+
+    def _start(
+        self, spec: _WorkerSpec, stop: asyncio.Event, grace: float, in_hand: JobsInHand | None
+    ) -> None:
+        spec.task = asyncio.create_task(
+            run_worker(
+                spec.registry,
+                self._queues[spec.queue],
+                concurrency=spec.concurrency,
+                job_timeout=spec.job_timeout,
+                stop=stop,
+                grace=grace,
+                prefetch=spec.prefetch,
+                middleware=self._middleware,
+                stall_warning=None,  # the service's own watchdog covers the loop
+                _in_hand=in_hand,
+            ),
+            name=f"amqp1q worker {spec.label}",
+        )
+        spec.task.add_done_callback(self._worker_done(spec, stop))
+
+    async def _recheck(self, stop: asyncio.Event, grace: float, in_hand: JobsInHand | None) -> None:
+        """Check the missing queues every few seconds; start the workers of those that appear."""
+        while self._missing and not stop.is_set():
+            await asyncio.sleep(RECHECK_EVERY)
+            for name in sorted(self._missing):
+                queue = self._queues[name]
+                try:
+                    found = await self._check(name, queue)
+                except Exception:  # one queue's trouble stops no other check
+                    log.debug("checking queue %r failed", name, exc_info=True)
+                    continue
+                if found and not stop.is_set():
+                    self._missing.discard(name)
+                    log.warning("queue %r exists now; starting its workers", name)
+                    for spec in self._workers:
+                        if spec.queue == name:
+                            self._start(spec, stop, grace, in_hand)
 
     def _worker_done(self, spec: _WorkerSpec, stop: asyncio.Event) -> Callable[[Any], None]:
         def done(task: asyncio.Task[int]) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from amqp1q import UnsupportedFeature
 from amqp1q.adapters.proton._brokers import (
+    NOT_BEFORE_PROPERTY,
     RABBITMQ_DELAY_EXCHANGE_PREFIX,
     DeadLetterStyle,
     DelayStyle,
@@ -68,8 +69,8 @@ def test_plain_queue_names_and_no_exchanges(profile: str) -> None:
         ("servicebus", "jobs/$deadletterqueue"),
         ("amqp1q", "jobs/$deadletterqueue"),
         ("artemis", "jobs.dlq"),
-        ("qpid", None),
-        ("generic", None),
+        ("qpid", "jobs.dlq"),
+        ("generic", "jobs.dlq"),
     ],
 )
 def test_dead_letter_queues(profile: str, dlq: str | None) -> None:
@@ -106,9 +107,43 @@ def test_rabbitmq_refuses_delays_past_the_last_bucket() -> None:
 
 
 @pytest.mark.parametrize("profile", ["qpid", "generic"])
-def test_no_delay_where_the_broker_has_none(profile: str) -> None:
-    with pytest.raises(UnsupportedFeature, match="no delayed delivery"):
-        profile_named(profile).plan_delay("q", "q", 1, 0)
+def test_where_the_broker_has_no_delay_the_consumer_holds_the_job(profile: str) -> None:
+    plan = profile_named(profile).plan_delay("q", "q", 1.5, 1_000_000)
+    assert profile_named(profile).delay is DelayStyle.HELD
+    assert (plan.address, plan.annotations, plan.ttl_ms) == ("q", {}, None)
+    assert plan.properties == {NOT_BEFORE_PROPERTY: 1_001_500}
+
+
+#: What each profile vouches for besides ``accepted``; everything else is re-published.
+HONOURS = {
+    "rabbitmq3": {"released"},
+    "rabbitmq4": {"released"},
+    "artemis": {"released", "modified"},
+    "qpid": set(),
+    "generic": set(),
+    "servicebus": {"released", "modified", "rejected"},
+    "amqp1q": {"released", "modified", "rejected"},
+}
+
+
+@pytest.mark.parametrize(("profile", "honours"), sorted(HONOURS.items()))
+def test_each_profile_vouches_for_these_outcomes(profile: str, honours: set[str]) -> None:
+    p = profile_named(profile)
+    assert p.honours == honours
+    assert p.supports_modified is ("modified" in honours)
+    assert p.honours_released is ("released" in honours)
+    if "rejected" in honours:
+        assert p.dead_letter is not DeadLetterStyle.REPUBLISH
+    else:
+        assert p.dead_letter is DeadLetterStyle.REPUBLISH
+        assert p.dead_letter_queue("jobs") == "jobs.dlq"
+
+
+def test_qpid_proton_example_brokers_are_generic() -> None:
+    # Their Open frames carry no properties (their container-ids are "broker" and argv[0]).
+    profile = detect({}, "127.0.0.1")
+    assert profile.name == "generic"
+    assert not profile.supports_drain  # neither example broker answers a drain
 
 
 def test_unknown_profile_names_the_choices() -> None:

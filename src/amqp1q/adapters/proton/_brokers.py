@@ -1,27 +1,40 @@
 """Broker profiles: who is on the other end, and how to address queues and shape outcomes there.
 
-A profile is a small table: the address form of a queue and an exchange, where the dead-letter
-queue is read from, whether the broker takes the ``modified`` outcome, and how a delay reaches
-it. It is picked from the Open frame's ``product``/``version`` properties, or forced with
-``JobQueue.from_url(..., broker="rabbitmq4")``.
+A profile is a small table: the address form of a queue and an exchange, which settlement
+outcomes the broker is known to honour, where the dead-letter queue is read from, and how a
+delay reaches it. It is picked from the Open frame's ``product``/``version`` properties, or
+forced with ``JobQueue.from_url(..., broker="rabbitmq4")``.
+
+``honours`` lists the outcomes besides ``accepted`` that the broker is known to act on as AMQP
+1.0 says (``released``: back in the queue, no attempt counted; ``modified``: back, one attempt
+counted; ``rejected``: dead-lettered where amqp1q can read it). Every other outcome is emulated
+with what every AMQP 1.0 broker has -- a push and an ``accepted``: the job is re-published
+(a release byte for byte; a retry with ``x-amqp1q-attempt`` + 1; a dead-letter to ``Q.dlq``
+with the reason), then the original accepted. Publishing first means a crash between the two
+gives a duplicate, never a loss.
 
 What is known of each, and tested how (see docs/brokers/):
 
 - RabbitMQ 3.x (``rabbitmq_amqp1_0`` plugin; tested live here): ``/amq/queue/Q``,
-  ``/exchange/X/K``. ``modified`` ends the session ("Unrecognised state"), so a retry is
-  re-published with the attempt counted in ``x-amqp1q-attempt`` and the original accepted.
+  ``/exchange/X/K``. Honours ``released``; ``modified`` ends the session ("Unrecognised
+  state") and ``rejected`` drops the message unless a dead-letter exchange is set up.
   No delay of its own: delays go through the ``amqp1q.delay.N`` exchanges that
   ``amqp1q setup-rabbitmq`` declares (per-message TTL, then dead-lettered back to the queue).
-  Dead-lettering re-publishes to ``Q.dlq`` with the reason, then accepts.
 - RabbitMQ 4.x: ``/queues/Q``, ``/exchanges/X/K``; ``modified`` counts deliveries on quorum
   queues only, so retries are re-published as on 3.x.
 - ActiveMQ Artemis: plain names; delay by the ``x-opt-delivery-time`` annotation.
-- Qpid (Broker-J, C++ broker, Dispatch): plain names; no delay.
+- Qpid (Broker-J, C++ broker, Dispatch): plain names; vouched for nothing, no delay.
 - Azure Service Bus: plain entity names, ``x-opt-scheduled-enqueue-time``, dead-letter by a
   ``rejected`` outcome with the ``com.microsoft:dead-letter`` condition; DLQ at
   ``Q/$deadletterqueue``.
 - amqp1q's embedded broker: as Service Bus, and it reads all three delay annotations.
-- Anything else: plain names, standard outcomes, no delay.
+- Anything else (``generic``; Qpid Proton's example brokers announce no product and land
+  here, tested live): plain names, nothing vouched for, no drain, no delay.
+
+Where the broker has no delayed delivery (:attr:`DelayStyle.HELD`), the consumer holds it: a
+delayed push goes out at once carrying ``x-amqp1q-not-before`` (ms since the epoch) and a
+consumer keeps it, unsettled, until then; a delayed retry keeps the unsettled delivery itself
+until its time and then retries it (docs/brokers/qpid.md says what that costs).
 """
 
 from __future__ import annotations
@@ -38,6 +51,10 @@ from ..._errors import UnsupportedFeature
 
 __all__ = [
     "DEAD_LETTER_CONDITION",
+    "MODIFIED",
+    "NOT_BEFORE_PROPERTY",
+    "REJECTED",
+    "RELEASED",
     "BrokerProfile",
     "DeadLetterStyle",
     "DelayPlan",
@@ -47,6 +64,14 @@ __all__ = [
 ]
 
 DEAD_LETTER_CONDITION: Final = "com.microsoft:dead-letter"
+#: Application property of a delayed job on a broker without delayed delivery: the time (ms
+#: since the epoch, UTC) before which a consumer holds it instead of handing it out.
+NOT_BEFORE_PROPERTY: Final = "x-amqp1q-not-before"
+#: The outcomes a profile may vouch for (``accepted`` every broker honours).
+RELEASED: Final = "released"
+MODIFIED: Final = "modified"
+REJECTED: Final = "rejected"
+_ALL_OUTCOMES: Final = frozenset({RELEASED, MODIFIED, REJECTED})
 RABBITMQ_DELAY_EXCHANGE_PREFIX: Final = "amqp1q.delay."
 #: Delay buckets for RabbitMQ 3.x: bucket k holds TTLs in [2**k, 2**(k+1)) ms.
 RABBITMQ_DELAY_MIN_BUCKET: Final = 7  # < 256 ms share bucket 7
@@ -54,7 +79,8 @@ RABBITMQ_DELAY_MAX_BUCKET: Final = 31  # ~24.8 days; longer delays are refused
 
 
 class DelayStyle(enum.Enum):
-    NONE = "none"
+    #: The broker has none: the consumer holds delayed jobs (see the module docstring).
+    HELD = "held"
     SCHEDULED_ENQUEUE_TIME = "x-opt-scheduled-enqueue-time"  # absolute, timestamp
     DELIVERY_TIME = "x-opt-delivery-time"  # absolute, ms since the epoch (long)
     RABBITMQ_TTL_EXCHANGES = "rabbitmq-ttl-exchanges"
@@ -68,11 +94,13 @@ class DeadLetterStyle(enum.Enum):
 
 @attrs.frozen
 class DelayPlan:
-    """How one delayed message travels: to ``address`` with these annotations and TTL."""
+    """How one delayed message travels: to ``address`` with these annotations, application
+    properties and TTL."""
 
     address: str
     annotations: Mapping[str, Any] = attrs.field(factory=dict)
     ttl_ms: int | None = None
+    properties: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -81,7 +109,11 @@ class BrokerProfile:
     product: str = "an AMQP 1.0 broker"
     queue_prefix: str = ""
     exchange_form: str | None = None  # e.g. "/exchange/{exchange}/{key}"
-    supports_modified: bool = True
+    #: The outcomes (besides ``accepted``) the broker is known to honour; the others are
+    #: emulated by re-publishing, then accepting. Empty: the broker is vouched for in nothing.
+    honours: frozenset[str] = frozenset()
+    #: A rejection carries the reason in the ``com.microsoft:dead-letter`` condition's info.
+    reject_with_info: bool = False
     #: False where a drain request breaks the broker (RabbitMQ 3.10 classic queues crash the
     #: link): pausing then holds what arrives and closing releases it, without a drain.
     supports_drain: bool = True
@@ -93,9 +125,23 @@ class BrokerProfile:
     #: True where a flow frame's link-credit is taken as a fresh grant, deliveries still in
     #: flight not deducted (RabbitMQ 3.x): credit is then topped up only once used up.
     fresh_credit: bool = False
-    delay: DelayStyle = DelayStyle.NONE
-    dead_letter: DeadLetterStyle = DeadLetterStyle.REJECT
-    dead_letter_suffix: str | None = None
+    delay: DelayStyle = DelayStyle.HELD
+    #: Where a dead-lettered job is read from: the queue's name plus this.
+    dead_letter_suffix: str | None = ".dlq"
+
+    @property
+    def supports_modified(self) -> bool:
+        return MODIFIED in self.honours
+
+    @property
+    def honours_released(self) -> bool:
+        return RELEASED in self.honours
+
+    @property
+    def dead_letter(self) -> DeadLetterStyle:
+        if REJECTED not in self.honours:
+            return DeadLetterStyle.REPUBLISH
+        return DeadLetterStyle.REJECT_WITH_INFO if self.reject_with_info else DeadLetterStyle.REJECT
 
     def queue_address(self, queue: str) -> str:
         return f"{self.queue_prefix}{queue}"
@@ -114,6 +160,8 @@ class BrokerProfile:
     def plan_delay(self, queue: str, address: str, delay: float, now_ms: int) -> DelayPlan:
         """How to deliver to ``address`` after ``delay`` seconds, or raise UnsupportedFeature."""
         delay_ms = max(0, math.ceil(delay * 1000))
+        if self.delay is DelayStyle.HELD:
+            return DelayPlan(address, properties={NOT_BEFORE_PROPERTY: now_ms + delay_ms})
         if self.delay is DelayStyle.SCHEDULED_ENQUEUE_TIME:
             return DelayPlan(
                 address, {DelayStyle.SCHEDULED_ENQUEUE_TIME.value: ("timestamp", now_ms + delay_ms)}
@@ -132,11 +180,7 @@ class BrokerProfile:
                 f"/exchange/{RABBITMQ_DELAY_EXCHANGE_PREFIX}{bucket}/{queue}",
                 ttl_ms=max(delay_ms, 1),
             )
-        raise UnsupportedFeature(
-            f"{self.product} has no delayed delivery that amqp1q can use; "
-            "push without delay= (or retry without a delay)",
-            queue=queue,
-        )
+        raise AssertionError(f"unknown delay style {self.delay}")  # pragma: no cover
 
 
 _PROFILES: Final = {
@@ -145,13 +189,11 @@ _PROFILES: Final = {
         "RabbitMQ 3.x",
         queue_prefix="/amq/queue/",
         exchange_form="/exchange/{exchange}/{key}",
-        supports_modified=False,
+        honours=frozenset({RELEASED}),
         supports_drain=False,
         probe_queues=True,
         fresh_credit=True,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
-        dead_letter=DeadLetterStyle.REPUBLISH,
-        dead_letter_suffix=".dlq",
     ),
     "rabbitmq4": BrokerProfile(
         "rabbitmq4",
@@ -159,34 +201,37 @@ _PROFILES: Final = {
         queue_prefix="/queues/",
         exchange_form="/exchanges/{exchange}/{key}",
         # modified(delivery-failed) counts only on quorum queues: re-publish, as on 3.x.
-        supports_modified=False,
+        honours=frozenset({RELEASED}),
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
-        dead_letter=DeadLetterStyle.REPUBLISH,
-        dead_letter_suffix=".dlq",
     ),
     "artemis": BrokerProfile(
         "artemis",
         "ActiveMQ Artemis",
+        honours=frozenset({RELEASED, MODIFIED}),
         delay=DelayStyle.DELIVERY_TIME,
-        dead_letter=DeadLetterStyle.REPUBLISH,
-        dead_letter_suffix=".dlq",
     ),
+    # Broker-J, the C++ broker and Dispatch differ in what they do with a rejected (or even a
+    # released) delivery depending on configuration: nothing is taken on trust.
     "qpid": BrokerProfile("qpid", "Apache Qpid"),
     "servicebus": BrokerProfile(
         "servicebus",
         "Azure Service Bus",
+        honours=_ALL_OUTCOMES,
+        reject_with_info=True,
         delay=DelayStyle.SCHEDULED_ENQUEUE_TIME,
-        dead_letter=DeadLetterStyle.REJECT_WITH_INFO,
         dead_letter_suffix="/$deadletterqueue",
     ),
     "amqp1q": BrokerProfile(
         "amqp1q",
         "the amqp1q embedded broker",
+        honours=_ALL_OUTCOMES,
+        reject_with_info=True,
         delay=DelayStyle.DELIVERY_TIME,
-        dead_letter=DeadLetterStyle.REJECT_WITH_INFO,
         dead_letter_suffix="/$deadletterqueue",
     ),
-    "generic": BrokerProfile("generic"),
+    # Unknown: Qpid Proton's example brokers (no product in their Open frame) drop whatever
+    # is not accepted and answer no drain; the C one even sends every delivery pre-settled.
+    "generic": BrokerProfile("generic", supports_drain=False),
 }
 
 

@@ -44,11 +44,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def link_error(condition: Condition | None, *, queue: str, address: str, what: str) -> Amqp1qError:
-    """The error for a link the broker refused or closed."""
+def link_error(
+    condition: Condition | None, *, queue: str, address: str, what: str, hint: str = ""
+) -> Amqp1qError:
+    """The error for a link the broker refused or closed; ``hint`` ends a QueueNotFound's
+    message (how to declare the queue on this broker)."""
     if condition is not None and condition.name in _NOT_FOUND:
         return QueueNotFound(
-            f"the broker has no node at {address!r}",
+            f"the broker has no node at {address!r}{hint}",
             queue=queue,
             address=address,
             condition=condition.name,
@@ -88,6 +91,9 @@ class ClientConnection:
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname
         self._queue = queue
+        self._mechanisms = mechanisms
+        #: The Open frame's hostname: the broker's virtual host.
+        self.virtual_host = virtual_host
         self.engine = Engine(
             self,
             container_id=container_id,
@@ -103,6 +109,8 @@ class ClientConnection:
         self._pump: Pump | None = None
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure: Amqp1qError | None = None
+        #: ``address -> text`` ending a QueueNotFound's message (set by the adapter).
+        self.not_found_hint: Callable[[str], str] | None = None
         self._lost_listeners: list[Callable[[Amqp1qError], None]] = []
 
     # -- opening --------------------------------------------------------------------------------
@@ -178,7 +186,11 @@ class ClientConnection:
         def closed(_: Link, condition: Condition | None) -> None:
             if not done.done():
                 err = self.failure or link_error(
-                    condition, queue=self._queue, address=address, what=what
+                    condition,
+                    queue=self._queue,
+                    address=address,
+                    what=what,
+                    hint=self._hint(address),
                 )
                 done.set_exception(err)
 
@@ -194,9 +206,16 @@ class ClientConnection:
         link.on_remote_close = None
         if not link.alive:  # attached and detached in the same read: the detach says why
             raise self.failure or link_error(
-                link.remote_condition, queue=self._queue, address=address, what=what
+                link.remote_condition,
+                queue=self._queue,
+                address=address,
+                what=what,
+                hint=self._hint(address),
             )
         return link
+
+    def _hint(self, address: str) -> str:
+        return self.not_found_hint(address) if self.not_found_hint is not None else ""
 
     def _check(self) -> None:
         if self.failure is not None:
@@ -226,12 +245,29 @@ class ClientConnection:
             self._opened.set_result(None)
 
     def on_remote_close(self, engine: Engine, condition: Condition | None) -> None:
+        name = condition.name if condition else None
+        description = condition.description if condition else None
+        if name in _AUTH_CONDITIONS:
+            # Not a passing failure: RabbitMQ closes so when the user may not use the virtual
+            # host (or it does not exist), as it begins the first session after the Open.
+            vhost = self.virtual_host
+            where = f" to {vhost!r}" if vhost and vhost != self.host else ""
+            self._fail(
+                AuthenticationFailed(
+                    f"the broker at {self.where} refused access{where} (does the virtual host "
+                    "exist, and may this user use it?)",
+                    queue=self._queue,
+                    condition=name,
+                    description=description,
+                )
+            )
+            return
         self._fail(
             ConnectionLost(
                 f"the broker at {self.where} closed the connection",
                 queue=self._queue,
-                condition=condition.name if condition else None,
-                description=condition.description if condition else None,
+                condition=name,
+                description=description,
             )
         )
 
@@ -291,6 +327,14 @@ class ClientConnection:
                 )
             elif self.engine.sasl_refused:
                 err = self._transport_error(Condition("amqp:unauthorized-access", None))
+            elif self.engine.no_common_mechanism:
+                err = AuthenticationFailed(
+                    f"the broker at {self.where} offers no SASL mechanism amqp1q may use here "
+                    f"(amqp1q offered {self._mechanisms}; a broker that takes ANONYMOUS only "
+                    "wants no user and password in the URL)",
+                    queue=self._queue,
+                    condition="amqp:unauthorized-access",
+                )
             elif not self._opened.done():
                 err = ConnectFailed(
                     f"{self.where} closed the connection during the AMQP 1.0 handshake"

@@ -235,6 +235,15 @@ class Engine:
         sasl = self._sasl
         return sasl is not None and lib.pn_sasl_outcome(sasl) == lib.PN_SASL_AUTH
 
+    @property
+    def no_common_mechanism(self) -> bool:
+        """True when SASL ended because the peer offered none of the mechanisms we allow
+        (proton then closes without a word: its transport says ``[mech=none]``)."""
+        if self._sasl is None:
+            return False
+        condition = condition_of(lib.pn_transport_condition(self._trans))
+        return condition is not None and "mech=none" in (condition.description or "")
+
     def _ensure_session(self) -> Any:
         if self._session is None:
             self._session = lib.pn_session(self._conn)

@@ -2,67 +2,47 @@
 
 Deliveries arrive against credit the facade grants (:meth:`ProtonReceiver.flow`) and wait in a
 buffer, still encoded; a delivery is decoded only when it is handed out. Settlement follows the
-broker's profile: a native outcome where the broker has one, else the emulation DESIGN
-describes (re-publish with the attempt counted, then accept).
+broker's profile (``_settling``); where the broker has no delayed delivery, delayed jobs are
+held here until their time (``_holding``).
 
-Accepts are coalesced: an ack waits (at most ``_ACK_DELAY`` seconds, at most ``_ACK_BATCH``
-acks) to go out with the others as one disposition range. Each disposition frame costs
-RabbitMQ 3.x about as much as several deliveries, so this raised its delivery rate by about a
-fifth (docs/benchmarks.md). An ack still waiting when its link dies is lost exactly like one
-written to a socket that then dies: the broker redelivers that job (at-least-once).
+Deliveries a consumer will not hand out (it is closing, or the broker overran the credit) go
+back to the broker: ``released`` where the profile honours that; elsewhere (Qpid Proton's
+example brokers drop a released delivery) they are published again byte for byte, then
+accepted. So do jobs still in hand when the consumer closes, on such a broker: one that drops
+what a detaching link left unsettled would otherwise lose them.
+
+A broker that sends deliveries *pre-settled* to a consumer that asked for unsettled ones (Qpid
+Proton's C example broker) delivers at most once: the adapter is told (``at_most_once``, one
+warning), such deliveries are kept across a lost link (nobody else has them), and their
+settlement needs no link at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import uuid
+import time
 from collections import deque
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from ..._adapter import Incoming, Outcome, Settlement
-from ..._errors import Amqp1qError, DeliveryStale, QueueStateError
-from ..._job import RESERVED_HEADER_PREFIX, Headers
-from ..._roadrunner import received_envelope
-from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle
-from ._codec import AMQPDecodeError, decode_message
-from ._links import (
-    ACCEPTED,
-    MODIFIED,
-    REJECTED,
-    RELEASED,
-    Condition,
-    Delivery,
-    Link,
-    ReceiverLink,
-)
+from ..._adapter import Incoming, Settlement
+from ..._errors import Amqp1qError, QueueStateError
+from ._holding import Held, HeldJobs
+from ._incoming import decode_delivery, to_incoming
+from ._links import Condition, Delivery, Link, ReceiverLink
+from ._settling import Settler
 
 if TYPE_CHECKING:
     from .adapter import ProtonAdapter
 
-__all__ = [
-    "ATTEMPT_HEADER",
-    "DEAD_LETTER_DESCRIPTION_HEADER",
-    "DEAD_LETTER_REASON_HEADER",
-    "ProtonReceiver",
-    "to_incoming",
-]
+__all__ = ["ProtonReceiver", "to_incoming"]
 
 log = logging.getLogger("amqp1q.proton")
 
-ATTEMPT_HEADER = RESERVED_HEADER_PREFIX + "attempt"
-DEAD_LETTER_REASON_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-reason"
-DEAD_LETTER_DESCRIPTION_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-description"
 _DRAIN_TIMEOUT = 5.0
-#: Where Service Bus (and the embedded broker) put a dead-lettered message's reason.
-_BROKER_DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
+_T = TypeVar("_T")
 _YIELD_EVERY = 8
-#: Accepts go out together once this many wait, or this many seconds after the first.
-_ACK_BATCH = 64
-_ACK_DELAY = 0.001
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 class ProtonReceiver:
@@ -81,14 +61,20 @@ class ProtonReceiver:
         self._opened = False
         self._failure: Amqp1qError | None = None
         self._streak = 0
-        self._acks: list[Delivery] = []  # accepted, not yet handed to proton
-        self._ack_timer: asyncio.TimerHandle | None = None
+        self._settler = Settler(adapter, self._hold)
+        self._held = HeldJobs(self._on_due)
+        self._due: deque[Held] = deque()  # held jobs whose time has come, waiting for credit
+        self._ready: deque[Held] = deque()  # ... given credit: handed out before the buffer
+        #: Jobs in hand that this consumer may have to give back itself, with their bytes:
+        #: where the broker does not honour ``released``, or sent them pre-settled.
+        self._in_hand: dict[Delivery, bytes] = {}
+        self._late: list[tuple[Delivery, bytes]] = []  # arrived while closing
         # Credit, counted here rather than read from proton: RabbitMQ 3.x echoes flow frames
         # whose link-credit proton then adopts, and has been seen sending past the credit.
         self._granted = 0  # credit the consumer granted, in all
         self._told = 0  # credit told to the broker, in all
         self._received = 0  # deliveries taken against that credit, in all
-        self._over = 0  # deliveries beyond the credit (released at once)
+        self._over = 0  # deliveries beyond the credit (given back at once)
 
     async def open(self) -> None:
         await self._attach()
@@ -116,9 +102,10 @@ class ProtonReceiver:
             # After a drain-less pause the old credit still stands: top it up, never past it.
             self._holding = False
             self._event.set()
-            standing = self._granted - self._received + len(self._buffer)
+            standing = self._granted - self._received + len(self._buffer) + len(self._ready)
             credit = max(0, credit - standing)
         self._granted += credit
+        self._admit_due()
         link = self._link
         if link is not None:
             self._flush_credit(link)
@@ -145,11 +132,11 @@ class ProtonReceiver:
                 link.flow(more)
 
     async def drain(self) -> None:
-        """Void the credit, wait (bounded) for the broker to confirm, release what is buffered.
+        """Void the credit, wait (bounded) for the broker to confirm, give back what is buffered.
 
-        Where the broker cannot drain (RabbitMQ 3.x), stop handing jobs out instead: what is
-        buffered, and what the standing credit still brings, waits for :meth:`flow` or is
-        released by :meth:`close`.
+        Where the broker cannot drain (RabbitMQ 3.x, the generic profile), stop handing jobs
+        out instead: what is buffered, and what the standing credit still brings, waits for
+        :meth:`flow` or is given back by :meth:`close`.
         """
         link = self._link
         if not self._adapter.profile.supports_drain:
@@ -165,34 +152,45 @@ class ProtonReceiver:
                 )
         # The credit is void: start counting afresh (the consumer grants anew on resume).
         self._granted = self._told = self._received
-        self._release_buffered()
+        self._give_back_buffered()
 
     def _on_drained(self, _: ReceiverLink) -> None:
         self._drained.set()
 
-    def _release_buffered(self) -> int:
-        released = 0
-        if not self._auto_ack:
-            while self._buffer:
-                delivery, _ = self._buffer.popleft()
-                delivery.settle(RELEASED)
-                released += 1
-        return released
+    def _give_back_buffered(self) -> None:
+        if self._auto_ack:
+            return
+        buffered = list(self._buffer)
+        buffered += [(held.delivery, held.payload) for held in self._ready]
+        self._buffer.clear()
+        self._ready.clear()
+        self._settler.give_back(buffered)  # (jobs come due wait in _due for credit again)
 
     # -- receiving ------------------------------------------------------------------------------
 
     def _on_message(self, delivery: Delivery, payload: bytes) -> None:
+        if delivery.remote_settled and not self._auto_ack:
+            self._adapter.saw_presettled()
+        if self._closed:
+            if self._auto_ack:
+                return
+            # Arrived while closing: nobody will handle it.
+            if self._adapter.profile.honours_released:
+                self._settler.give_back([(delivery, payload)])
+            else:
+                self._late.append((delivery, payload))  # published again once detached
+            return
         if self._received >= self._told and not delivery.remote_settled:
             # Past the credit we gave (a broker bug): back it goes, the prefetch bound holds.
             self._over += 1
             if self._over in (1, 100, 10_000):
                 log.warning(
-                    "the broker sent %d deliveries past the credit on %r; released",
+                    "the broker sent %d deliveries past the credit on %r; given back",
                     self._over,
                     self._adapter.address,
                     extra={"queue": self._adapter.queue},
                 )
-            delivery.settle(RELEASED)
+            self._settler.give_back([(delivery, payload)])
             return
         self._received += 1
         self._buffer.append((delivery, payload))
@@ -202,9 +200,13 @@ class ProtonReceiver:
 
     def _on_link_closed(self, _: Link, condition: Condition | None) -> None:
         # Deliveries buffered on a dead link were never handed out: the broker redelivers them,
-        # and the credit they used is owed again.
-        self._received -= len(self._buffer)
-        self._buffer.clear()
+        # and the credit they used is owed again -- except pre-settled ones, which the broker
+        # forgot when it sent them: those stay, to be handed out (they need no link).
+        # Filtered in place, never replaced: the deques live as long as the receiver (a receive()
+        # that once waited across a replacement watched the old, empty one for ever).
+        dropped = _keep_presettled(self._buffer, lambda entry: entry[0])
+        dropped += _keep_presettled(self._ready, lambda held: held.delivery)
+        self._received -= dropped
         self._link = None
         self._drained.set()
         self._detached.set()
@@ -230,267 +232,186 @@ class ProtonReceiver:
         """The supervisor gave up: the consumer's next receive raises ``error``."""
         self._failure = error
         self._closed = True
-        self._buffer.clear()
+        self._forget_all()
         self._event.set()
         self._drained.set()
 
     async def receive(self) -> Incoming | None:
         if self._link is None and not self._opened:
             raise QueueStateError("the receiver is not open", queue=self._adapter.queue)
-        buffer = self._buffer
         event = self._event
-        while not buffer or self._holding:
-            if self._closed:
-                if self._failure is not None:
-                    raise self._failure
-                return None
-            event.clear()
-            self._streak = 0
-            await event.wait()
-        self._streak += 1
-        if self._streak >= _YIELD_EVERY:
-            # Jobs straight from the buffer never suspend the caller: give the loop a turn,
-            # so acks and credit go out while the rest are handled (and the loop stays live).
-            self._streak = 0
-            await asyncio.sleep(0)
-            if not buffer or self._holding:
-                return await self.receive()
-        delivery, payload = buffer.popleft()
-        return to_incoming(
-            payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
-        )
+        while True:
+            # The deques are read afresh after every wait, never kept in locals across one.
+            while not (self._buffer or self._ready) or self._holding:
+                if self._closed:
+                    if self._failure is not None:
+                        raise self._failure
+                    return None
+                event.clear()
+                self._streak = 0
+                await event.wait()
+            self._streak += 1
+            if self._streak >= _YIELD_EVERY:
+                # Jobs straight from the buffer never suspend the caller: give the loop a turn,
+                # so acks and credit go out while the rest are handled (and the loop stays live).
+                self._streak = 0
+                await asyncio.sleep(0)
+                continue
+            if self._ready:
+                held = self._ready.popleft()
+                return self._hand_out(held.delivery, held.payload, held.incoming)
+            delivery, payload = self._buffer.popleft()
+            incoming, not_before = decode_delivery(
+                payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
+            )
+            if not_before is not None:
+                wait = not_before / 1000 - time.time()
+                if wait > 0:
+                    self._hold(Held(delivery, payload, incoming, False, not_before), wait)
+                    self._received -= 1  # held jobs use no credit: the broker may send another
+                    link = self._link
+                    if link is not None and not self._holding:
+                        more = (self._told - self._received) - link.credit
+                        if more > 0:
+                            link.flow(more)
+                    continue
+            return self._hand_out(delivery, payload, incoming)
+
+    def _hand_out(self, delivery: Delivery, payload: bytes, incoming: Incoming) -> Incoming:
+        if not self._auto_ack and (
+            delivery.remote_settled or not self._adapter.profile.honours_released
+        ):
+            self._in_hand[delivery] = payload
+        return incoming
+
+    # -- holding --------------------------------------------------------------------------------
+
+    def _hold(self, held: Held, seconds: float) -> None:
+        self._held.hold(held, seconds)
+
+    def _on_due(self, held: Held) -> None:
+        if held.retry:
+            self._settler.retry_held(held)
+        elif held.delivery.remote_settled or held.delivery.link.alive:
+            self._due.append(held)
+            self._admit_due()
+        # else: unsettled on a link that died -- the broker has it back (and redelivers it)
+
+    def _admit_due(self) -> None:
+        """Give jobs that came due a unit of credit each, so the prefetch bound holds: credit
+        not yet told to the broker first; else credit the broker holds (should it use that
+        too, the delivery past the credit goes back); else they wait for :meth:`flow`."""
+        due = self._due
+        while due and not self._closed:
+            if self._granted > self._told:
+                self._told += 1
+            elif self._told <= self._received:
+                return
+            self._received += 1
+            self._ready.append(due.popleft())
+            self._event.set()
 
     # -- settlement -----------------------------------------------------------------------------
 
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None:
-        delivery: Delivery = incoming.token
-        outcome = settlement.outcome
-        adapter = self._adapter
-        profile = adapter.profile
-        if outcome is Outcome.ACK:
-            if not delivery.link.alive:
-                self._apply(delivery, incoming, ACCEPTED)  # raises DeliveryStale
-            acks = self._acks
-            acks.append(delivery)
-            if len(acks) >= _ACK_BATCH:
-                self.flush_acks()
-            elif self._ack_timer is None:
-                self._ack_timer = asyncio.get_running_loop().call_later(_ACK_DELAY, self.flush_acks)
-        elif outcome is Outcome.RELEASE:
-            self._apply(delivery, incoming, RELEASED)
-        elif outcome is Outcome.RETRY:
-            if settlement.delay:
-                return self._republish_then_accept(
-                    delivery, incoming, adapter.queue, incoming.attempt + 1, settlement.delay, None
-                )
-            if profile.supports_modified:
-                self._apply(delivery, incoming, MODIFIED, delivery_failed=True)
-            else:
-                return self._republish_then_accept(
-                    delivery, incoming, adapter.queue, incoming.attempt + 1, None, None
-                )
-        elif profile.dead_letter is DeadLetterStyle.REPUBLISH:
-            dlq = profile.dead_letter_queue(adapter.queue) or adapter.queue + ".dlq"
-            return self._republish_then_accept(
-                delivery, incoming, dlq, incoming.attempt, None, settlement
-            )
-        elif profile.dead_letter is DeadLetterStyle.REJECT_WITH_INFO:
-            reason = settlement.reason or "rejected"
-            info: dict[str, Any] = {"DeadLetterReason": reason}
-            if settlement.description:
-                info["DeadLetterErrorDescription"] = settlement.description
-            condition = Condition(DEAD_LETTER_CONDITION, reason, info)
-            self._apply(delivery, incoming, REJECTED, condition=condition)
-        else:
-            description = settlement.reason or "rejected"
-            if settlement.description:
-                description += f": {settlement.description}"
-            self._apply(
-                delivery, incoming, REJECTED, condition=Condition("amqp1q:rejected", description)
-            )
-        return None
+        payload = self._in_hand.pop(incoming.token, None)
+        return self._settler.settle(incoming, settlement, payload)
 
     def flush_acks(self) -> None:
-        """Hand the waiting accepts to proton (one disposition range where they are contiguous)."""
-        timer = self._ack_timer
-        if timer is not None:
-            timer.cancel()
-            self._ack_timer = None
-        acks = self._acks
-        if acks:
-            self._acks = []
-            for delivery in acks:
-                delivery.settle(ACCEPTED)  # False if its link died meanwhile: redelivered
-
-    def _apply(
-        self,
-        delivery: Delivery,
-        incoming: Incoming,
-        state: int,
-        *,
-        condition: Condition | None = None,
-        delivery_failed: bool = False,
-    ) -> None:
-        if not delivery.settle(state, condition=condition, delivery_failed=delivery_failed):
-            raise DeliveryStale(
-                "the link the job arrived on has closed; the broker redelivers it",
-                queue=self._adapter.queue,
-                address=self._adapter.address,
-                job_id=incoming.id,
-            )
-
-    async def _republish_then_accept(
-        self,
-        delivery: Delivery,
-        incoming: Incoming,
-        queue: str,
-        attempt: int,
-        delay: float | None,
-        dead_letter: Settlement | None,
-    ) -> None:
-        """Publish a copy first, then accept: a crash between gives a duplicate, never a loss."""
-        if not delivery.link.alive:
-            self._apply(delivery, incoming, ACCEPTED)  # raises DeliveryStale
-        extra: dict[str, Any] = {}
-        if dead_letter is not None:
-            extra[DEAD_LETTER_REASON_HEADER] = dead_letter.reason or "rejected"
-            if dead_letter.description:
-                extra[DEAD_LETTER_DESCRIPTION_HEADER] = dead_letter.description
-        job = incoming.copy_as_job(delay)
-        await self._adapter.republish(job, queue, attempt=attempt, extra_properties=extra)
-        self._apply(delivery, incoming, ACCEPTED)
+        self._settler.flush_acks()
 
     # -- closing --------------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Detach, waiting up to the adapter's ``close_timeout`` for the broker's answer."""
+        """Give back what this consumer holds and detach, waiting up to the adapter's
+        ``close_timeout`` for each step.
+
+        Where the broker honours ``released``, what was never handed out is released and the
+        detach returns the rest. Elsewhere the link is detached *first* and everything it held
+        is then published again: such a broker may drop what a detaching link held unsettled
+        (Qpid Proton's C++ example broker does), and a give-back published while the link still
+        had credit would come straight back to it. A broker that did return them then holds a
+        duplicate -- never a loss.
+        """
         try:
             if self._closed and self._link is None:
                 return
             self._closed = True
-            self.flush_acks()
-            self._release_buffered()
+            settler = self._settler
+            settler.flush_acks()
             self._event.set()
-            link = self._link
-            if link is not None and link.alive:
-                link.close()
-                # The detach handshake: once answered, the broker has had the acks sent before it.
-                bound = self._adapter.close_timeout
-                try:
-                    await asyncio.wait_for(self._detached.wait(), bound)
-                except asyncio.TimeoutError:
-                    log.debug("detach of %r unanswered after %.1f s", self._adapter.address, bound)
-                    if link.alive:
-                        link.end_session()
+            bound = self._adapter.close_timeout
+            if self._auto_ack:
+                self._forget_all()
+                await self._detach(bound)
+            elif self._adapter.profile.honours_released:
+                self._give_back_all()
+                await settler.wait_idle(bound)
+                await self._detach(bound)
+                await settler.wait_idle(bound)  # what arrived while detaching
+            else:
+                held, retries = self._take_all()
+                await self._detach(bound)
+                held += self._late
+                self._late = []
+                await settler.copy_out(held, retries, bound)
         finally:
             self._adapter.forget_receiver(self)
 
+    async def _detach(self, bound: float) -> None:
+        link = self._link
+        if link is not None and link.alive:
+            link.close()
+            # The detach handshake: once answered, the broker has had the acks sent before it.
+            try:
+                await asyncio.wait_for(self._detached.wait(), bound)
+            except asyncio.TimeoutError:
+                log.debug("detach of %r unanswered after %.1f s", self._adapter.address, bound)
+                if link.alive:
+                    link.end_session()
 
-def to_incoming(payload: bytes, delivery: Any, *, count_deliveries: bool = True) -> Incoming:
-    """Decode a delivery into what the facade hands out; undecodable input keeps its raw bytes."""
-    try:
-        message = decode_message(payload)
-    except AMQPDecodeError as exc:
-        return Incoming(
-            id="",
-            name="",
-            body=payload,
-            content_type=None,
-            headers=Headers(),
-            attempt=1,
-            token=delivery,
-            decode_error=f"not an AMQP message: {exc}",
-        )
-    props = message.application_properties or {}
-    headers: dict[str, str] = {}
-    attempt = 1
-    reason = description = None
-    decode_error = None
-    for key, value in props.items():
-        if not isinstance(key, str):
-            continue
-        if key in _BROKER_DEAD_LETTER_KEYS:  # reported as job.dead_letter_reason/description
-            continue
-        if key.startswith(RESERVED_HEADER_PREFIX):
-            if key == ATTEMPT_HEADER and isinstance(value, int) and value > 0:
-                attempt = value
-            elif key == DEAD_LETTER_REASON_HEADER:
-                reason = str(value)
-            elif key == DEAD_LETTER_DESCRIPTION_HEADER:
-                description = str(value)
-            continue
-        if isinstance(value, str):
-            headers[key] = value
-        elif isinstance(value, (bool, int, float, uuid.UUID)):
-            headers[key] = str(value).lower() if isinstance(value, bool) else str(value)
-        else:
-            decode_error = f"application property {key!r} is a {type(value).__name__}, not a string"
-    annotations: Mapping[Any, Any] = message.message_annotations or {}
-    if reason is None:
-        for key in ("DeadLetterReason",):
-            if isinstance(props.get(key), str):
-                reason = props[key]
-                description = props.get("DeadLetterErrorDescription")
-    delivery_count = (message.delivery_count or 0) if count_deliveries else 0
-    body: bytes
-    if message.body_kind == "data" or message.body_kind is None:
-        body = message.body or b""
-    else:
-        # An amqp-value or amqp-sequence body (a foreign producer): kept as bytes a handler can
-        # look at -- binary as is, text as UTF-8, anything else as its repr -- and flagged.
-        value = message.body
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            body = bytes(value)
-        elif isinstance(value, str):
-            body = value.encode("utf-8")
-        else:
-            body = repr(value).encode("utf-8", "replace")
-        if decode_error is None:
-            decode_error = f"the body is an AMQP {message.body_kind} section, not data"
-    if message.body_kind == "data" and decode_error is None:
-        envelope = received_envelope(body, message_id=message.message_id, subject=message.subject)
-        if envelope is not None:  # a RoadRunner amqp1 job (see amqp1q._roadrunner)
-            headers = envelope.job_headers(headers)
-            message.message_id = envelope.id or message.message_id
-            message.subject = envelope.name
-            message.priority = envelope.priority
-            body = envelope.body
-    subject: Any = message.subject  # a str when well-formed; the decoder checks nothing
-    if subject is not None and not isinstance(subject, str):
-        if decode_error is None:
-            decode_error = f"the subject is a {type(subject).__name__}, not a string"
-        subject = None
-    return Incoming(
-        id=_message_id(message.message_id),
-        name=subject or "",
-        body=body,
-        content_type=str(message.content_type) if message.content_type is not None else None,
-        headers=Headers._trusted(headers),
-        attempt=attempt + delivery_count,
-        token=delivery,
-        priority=message.priority,
-        enqueued_at=_enqueued_at(annotations, message.creation_time),
-        dead_letter_reason=reason,
-        dead_letter_description=str(description) if description is not None else None,
-        decode_error=decode_error,
-    )
+    def _forget_all(self) -> None:
+        self._buffer.clear()
+        self._ready.clear()
+        self._due.clear()
+        self._held.take_all()
+
+    def _take_all(self) -> tuple[list[tuple[Delivery, bytes]], list[Held]]:
+        """Everything this consumer holds, for giving back: (deliveries, delayed retries).
+        Jobs still in hand are among them: settling one later raises DeliveryStale."""
+        items = list(self._buffer)
+        items += [(held.delivery, held.payload) for held in (*self._ready, *self._due)]
+        self._buffer.clear()
+        self._ready.clear()
+        self._due.clear()
+        retries: list[Held] = []
+        for held in self._held.take_all():
+            if held.retry:
+                retries.append(held)
+            else:
+                items.append((held.delivery, held.payload))
+        for delivery, payload in self._in_hand.items():
+            self._settler.returned.add(delivery)
+            items.append((delivery, payload))
+        self._in_hand.clear()
+        return items, retries
+
+    def _give_back_all(self) -> None:
+        """Closing on a broker that honours ``released``: buffered and held jobs are released,
+        delayed retries retried at once, pre-settled jobs in hand published again."""
+        items, retries = self._take_all()
+        settler = self._settler
+        for held in retries:
+            settler.retry_held(held)
+        settler.give_back(items)
 
 
-def _message_id(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    return str(value)
-
-
-def _enqueued_at(annotations: Mapping[Any, Any], creation_time: Any) -> datetime.datetime | None:
-    value = annotations.get("x-opt-enqueued-time", creation_time)
-    if isinstance(value, datetime.datetime):
-        return value
-    if isinstance(value, int) and value > 0:
-        try:
-            return _EPOCH + datetime.timedelta(milliseconds=value)
-        except OverflowError:  # past year 9999: not a time anyone meant
-            return None
-    return None
+def _keep_presettled(entries: deque[_T], delivery_of: Callable[[_T], Delivery]) -> int:
+    """Drop the entries whose delivery the broker still has (unsettled), in place, keeping
+    the order of the rest; return how many were dropped."""
+    kept = [entry for entry in entries if delivery_of(entry).remote_settled]
+    dropped = len(entries) - len(kept)
+    if dropped:
+        entries.clear()
+        entries.extend(kept)
+    return dropped

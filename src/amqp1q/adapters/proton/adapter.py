@@ -13,6 +13,7 @@ from typing import Any, Final
 from ..._adapter import SendResult
 from ..._errors import (
     Amqp1qError,
+    AuthenticationFailed,
     ConnectionLost,
     InvalidSetting,
     JobRejected,
@@ -34,6 +35,7 @@ from ._links import Condition
 from ._receiving import ProtonReceiver
 from ._sending import Sender
 from ._types import Symbol, Timestamp
+from ._vhosts import declare_hint, is_rabbitmq, open_hostname
 
 __all__ = ["ProtonAdapter"]
 
@@ -86,6 +88,7 @@ class ProtonAdapter:
         self._closing = False
         self._gave_up: Amqp1qError | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._at_most_once = False
         #: Called with the new :attr:`state` on each change (``JobQueue.on_state_change``).
         self.state_listeners: list[Callable[[str], None]] = []
         if options.tls is not None and endpoint.scheme != "amqps":
@@ -133,6 +136,27 @@ class ProtonAdapter:
         return self._profile
 
     @property
+    def at_most_once(self) -> bool:
+        """True once the broker has sent a consumer that asked for unsettled deliveries one
+        already settled: it delivers at most once (``JobQueue.health()`` says so)."""
+        return self._at_most_once
+
+    def saw_presettled(self) -> None:
+        """A receiver got a pre-settled delivery it did not ask for: say so, once."""
+        if self._at_most_once:
+            return
+        self._at_most_once = True
+        log.warning(
+            "the broker at %s sends jobs on %r already settled although amqp1q asked for "
+            "unsettled ones: it delivers at most once. Jobs a consumer holds (up to its "
+            "prefetch) are lost if its process dies; ack needs nothing from the broker, and "
+            "release, retry and reject publish the job again (docs/brokers/qpid.md)",
+            self._endpoint.display,
+            self.address,
+            extra={"queue": self._queue, "address": self.address},
+        )
+
+    @property
     def connection(self) -> ClientConnection:
         connection = self._connection
         if connection is None:
@@ -161,6 +185,17 @@ class ProtonAdapter:
             self._queue = dlq
         if self._address is None:
             self._address = profile.queue_address(self._queue)
+        vhost = self._options.vhost
+        if vhost is not None and self._options.broker is None and not is_rabbitmq(profile):
+            log.warning(
+                "%s is %s, not RabbitMQ, yet the virtual host went in RabbitMQ's form (%r); "
+                "pass broker=%r to send %r",
+                self._endpoint.display,
+                profile.product,
+                open_hostname(self._endpoint.host, vhost, None),
+                profile.name,
+                vhost,
+            )
         self._watch(connection)
         self._connected.set()
         log.debug("connected to %s (%s)", self._endpoint.display, profile.product)
@@ -188,7 +223,7 @@ class ProtonAdapter:
                 "sending a password to %s without TLS (allow_plaintext_password=True)",
                 endpoint.display,
             )
-        return ClientConnection(
+        connection = ClientConnection(
             host=endpoint.host,
             port=endpoint.port,
             ssl_context=_ssl_context(tls) if tls is not None else None,
@@ -197,10 +232,22 @@ class ProtonAdapter:
             user=user,
             password=password,
             mechanisms=mechanisms,
-            virtual_host=endpoint.host,
+            virtual_host=open_hostname(endpoint.host, options.vhost, options.broker),
             idle_timeout=60.0,
             properties={"product": "amqp1q", "version": __version__},
             queue=self._queue,
+        )
+        connection.not_found_hint = self.not_found_hint
+        return connection
+
+    def not_found_hint(self, address: str) -> str:
+        """How to declare what is missing at ``address``, for a QueueNotFound's message."""
+        return declare_hint(
+            self._profile,
+            address,
+            queue=self._queue,
+            vhost=self._options.vhost,
+            host=self._endpoint.host,
         )
 
     # -- the supervisor: re-dial a lost connection ----------------------------------------------
@@ -225,7 +272,8 @@ class ProtonAdapter:
             sender.fail(error)
         self._senders.clear()
         policy = self._options.reconnect
-        if self._closing or policy is None:
+        if self._closing or policy is None or isinstance(error, AuthenticationFailed):
+            # Refused credentials (or virtual host) are not passing: re-dialling only flaps.
             self._give_up(error)
             return
         log.warning(
@@ -352,6 +400,11 @@ class ProtonAdapter:
                     extra={"queue": self._queue},
                 )
 
+    async def verify(self) -> None:
+        """Raise QueueNotFound unless the broker has the queue: attach the link a push uses
+        (on RabbitMQ 3.x, after a credit-less receiver probe), and keep it for the pushes."""
+        await self._sender(self._push_address())
+
     # -- push -----------------------------------------------------------------------------------
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
@@ -452,6 +505,43 @@ class ProtonAdapter:
         if not outcome.accepted:
             raise self._refusal(outcome.name, outcome.condition, job)
 
+    async def republish_raw(self, payloads: Sequence[bytes]) -> list[Amqp1qError | None]:
+        """Publish received messages again, byte for byte, to the address consumed from (a
+        release the broker would not honour); one error or None per payload, in order."""
+        address = self.address
+        outcomes: list[asyncio.Future[Any] | Amqp1qError] = []
+        try:
+            sender = await self._sender(address)
+        except Amqp1qError as exc:
+            return [exc] * len(payloads)
+        for payload in payloads:
+            try:
+                await sender.wait_for_room()
+                outcomes.append(sender.send(payload))
+            except Amqp1qError as exc:  # noqa: PERF203 - one error per payload
+                outcomes.append(exc)
+        errors: list[Amqp1qError | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, Amqp1qError):
+                errors.append(outcome)
+                continue
+            try:
+                result = await outcome
+            except Amqp1qError as exc:
+                errors.append(exc)
+                continue
+            errors.append(
+                None
+                if result.accepted
+                else JobRejected(
+                    f"the broker answered {result.name} to a job given back to it",
+                    outcome=result.name,
+                    queue=self._queue,
+                    address=address,
+                )
+            )
+        return errors
+
     def _push_address(self) -> str:
         options = self._options
         if options.exchange is not None and options.address is None:
@@ -478,6 +568,7 @@ class ProtonAdapter:
             address = plan.address
             annotations = _annotations(plan)
             ttl = plan.ttl_ms
+            extra_properties.update(plan.properties)
         if self._options.wire_format == ROADRUNNER:
             return self._encode_roadrunner(
                 job, attempt, extra_properties, annotations, ttl
@@ -550,7 +641,13 @@ class ProtonAdapter:
             connection = self._connection
             if connection is not None and connection.failure is not None:
                 return connection.failure
-            return link_error(condition, queue=self._queue, address=address, what="sender")
+            return link_error(
+                condition,
+                queue=self._queue,
+                address=address,
+                what="sender",
+                hint=self.not_found_hint(address),
+            )
 
         return error
 

@@ -51,6 +51,7 @@ class RabbitMQManagement:
         password = urllib.parse.unquote(parts.password or "guest")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._auth = f"Basic {token}"
+        self.vhost = vhost
         self._vhost = urllib.parse.quote(vhost, safe="")
         self._timeout = timeout
         self.display = redact(url)
@@ -100,6 +101,21 @@ class RabbitMQManagement:
         result = self._call("GET", f"/queues/{self._vhost}/{_q(name)}", missing_ok=True)
         return result if isinstance(result, dict) else None
 
+    def declare_vhost(self, name: str | None = None) -> None:
+        """Create the virtual host ``name`` (default: this client's)."""
+        self._call("PUT", f"/vhosts/{_q(name or self.vhost)}", {})
+
+    def delete_vhost(self, name: str | None = None) -> None:
+        """Delete the virtual host ``name`` (default: this client's) and all it holds."""
+        self._call("DELETE", f"/vhosts/{_q(name or self.vhost)}", missing_ok=True)
+
+    def grant(
+        self, user: str, *, configure: str = ".*", write: str = ".*", read: str = ".*"
+    ) -> None:
+        """Give ``user`` permissions on this client's virtual host (all of them by default)."""
+        body = {"configure": configure, "write": write, "read": read}
+        self._call("PUT", f"/permissions/{self._vhost}/{_q(user)}", body)
+
     def overview(self) -> dict[str, Any]:
         result = self._call("GET", "/overview")
         return result if isinstance(result, dict) else {}
@@ -117,6 +133,13 @@ class RabbitMQManagement:
             if exc.code == 404 and missing_ok:
                 return None
             detail = exc.read().decode("utf-8", "replace")[:300]
+            if exc.code == 404 and "vhost_not_found" in detail:
+                raise InvalidSetting(
+                    f"RabbitMQ has no virtual host {self.vhost!r}: create it first "
+                    f"(rabbitmqctl add_vhost {self.vhost}), and give the application's user "
+                    f"permissions on it (rabbitmqctl set_permissions -p {self.vhost} USER "
+                    "'.*' '.*' '.*')"
+                ) from None
             raise InvalidSetting(
                 f"RabbitMQ management API {method} {path}: HTTP {exc.code} {detail}"
             ) from None

@@ -7,6 +7,9 @@ caller sees, with the SDK's message redacted into ``description``.
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 from ..._errors import (
     AlreadySettled,
     Amqp1qError,
@@ -19,6 +22,7 @@ from ..._errors import (
     LockLost,
     PushTimeout,
     QueueNotFound,
+    TLSError,
 )
 from ..._redact import redact
 from ._sdk import sb_errors
@@ -28,8 +32,46 @@ def _describe(exc: BaseException) -> str:
     return redact(str(exc) or type(exc).__name__)[:500]
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (the SDK's ``inner_exception``, ``__cause__``, ``__context__``)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = (
+            getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
+        )
+    return chain
+
+
+def _flat(exc: BaseException) -> str:
+    return " ".join(_describe(exc).split())
+
+
 def _open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
-    description = _describe(exc)
+    """Opening failed: say why, from the innermost cause the SDK kept (the socket's or TLS's
+    own error, or the broker's answer to the token)."""
+    chain = _causes(exc)
+    description = " <- ".join(dict.fromkeys(_flat(cause) for cause in chain))[:1000]
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError):
+            reason = getattr(cause, "verify_message", None) or cause.reason or cause
+            hint = ""
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                hint = (
+                    " (the certificate did not verify: to trust another CA, pass "
+                    "client_options={'connection_verify': CA_FILE} to ServiceBusAdapter)"
+                )
+            return TLSError(
+                f"the TLS handshake with {display} failed: {reason}{hint}",
+                queue=queue,
+                description=description,
+            )
+        why = _socket_failure(cause)
+        if why is not None:
+            return ConnectFailed(
+                f"cannot connect to {display}: {why}", queue=queue, description=description
+            )
     if isinstance(exc, (sb_errors.ServiceBusAuthenticationError,)):
         return AuthenticationFailed(
             f"Service Bus refused the credentials for {display}",
@@ -47,6 +89,18 @@ def _open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
             f"no queue {queue!r} at {display}", queue=queue, description=description
         )
     return ConnectFailed(f"could not connect to {display}", queue=queue, description=description)
+
+
+def _socket_failure(cause: BaseException) -> str | None:
+    """What went wrong on the socket, in words, if ``cause`` is a socket's error."""
+    if not isinstance(cause, OSError) or isinstance(cause, Amqp1qError):
+        return None
+    text = cause.strerror or str(cause) or type(cause).__name__
+    if isinstance(cause, socket.gaierror):
+        return f"its host name does not resolve ({text}; is the namespace right?)"
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused ({text}; nothing listens there)"
+    return text
 
 
 def _push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:

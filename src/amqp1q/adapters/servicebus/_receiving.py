@@ -23,17 +23,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming, Outcome, Settlement
 from ..._errors import AlreadySettled, Amqp1qError, DeliveryStale, LockLost, QueueStateError
-from ._errors import _open_error, _settle_error
+from ._errors import _settle_error
 from ._locks import _Delivery, _LockKeeper
 from ._mapping import to_incoming
-from ._reconnect import is_transient
+from ._reconnect import is_transient, open_fresh
 from ._sdk import (
     _CLOSE_TIMEOUT,
     ServiceBusReceivedMessage,
     ServiceBusReceiver,
     _close_quietly,
-    _no_reopen,
-    _track_sockets,
     sb_errors,
 )
 
@@ -109,18 +107,9 @@ class _Receiver:
         """A fresh, open SDK receiver (raise the mapped error, having closed it, if it fails)."""
         adapter = self._adapter
         sdk = adapter.open_sdk_receiver(auto_ack=self._auto_ack)
-        _track_sockets(sdk)
         if hasattr(sdk, "_further_pull_receive_timeout"):
             sdk._further_pull_receive_timeout = _FURTHER_PULL
-        try:
-            await sdk.__aenter__()
-        except BaseException as exc:
-            await _close_quietly(sdk)
-            if isinstance(exc, sb_errors.ServiceBusError):
-                raise _open_error(exc, queue=self._queue, display=adapter.display) from None
-            raise
-        _no_reopen(sdk)
-        return sdk
+        return await open_fresh(sdk, queue=self._queue, display=adapter.display)
 
     async def close(self) -> None:
         if self._closed:
@@ -374,7 +363,9 @@ class _Receiver:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if isinstance(exc, DeliveryStale):  # its connection dropped: the reconnect says so, once
+            log.debug("a settlement failed: %s", exc, extra={"queue": self._queue})
+        elif exc is not None:
             log.warning("a settlement failed: %s", exc, extra={"queue": self._queue})
 
     async def _wait_background(self) -> None:

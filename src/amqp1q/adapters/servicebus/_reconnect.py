@@ -30,9 +30,10 @@ from ..._errors import (
     QueueNotFound,
 )
 from ..._policy import ReconnectPolicy
-from ._errors import _describe
+from ._errors import _describe, _open_error
+from ._sdk import _close_quietly, _no_reopen, _open_once, _track_sockets, sb_errors
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "is_transient"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "is_transient", "open_fresh"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
@@ -40,6 +41,21 @@ log = logging.getLogger("amqp1q.servicebus")
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 T = TypeVar("T")
+
+
+async def open_fresh(handler: T, *, queue: str, display: str) -> T:
+    """Open a fresh SDK sender or receiver for amqp1q: in one attempt, its sockets noted, kept
+    from reopening itself later (see :mod:`._sdk`); if it fails, closed and the error mapped."""
+    _track_sockets(handler)
+    try:
+        await _open_once(handler)
+    except BaseException as exc:
+        await _close_quietly(handler)
+        if isinstance(exc, sb_errors.ServiceBusError):
+            raise _open_error(exc, queue=queue, display=display) from None
+        raise
+    _no_reopen(handler)
+    return handler
 
 
 def is_transient(error: Amqp1qError) -> bool:

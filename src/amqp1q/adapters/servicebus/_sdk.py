@@ -126,6 +126,29 @@ def _no_reopen(handler: Any) -> None:
     handler._open = _open
 
 
+async def _open_once(handler: Any) -> None:
+    """Open an SDK sender or receiver in one attempt, without the SDK's retries.
+
+    The SDK retries every failure to open -- a refused port, an unknown host, a TLS failure,
+    refused credentials -- backing off each time, so the cause was lost behind the connect
+    timeout (10 s of nothing). One attempt fails in milliseconds with the cause attached. The
+    SDK's retries still apply to everything after (sends, receives, settlements) when the
+    adapter has no reconnect policy; with one they are off, and amqp1q re-dials itself.
+    azure-servicebus 7.15 reads ``handler._config.retry_total`` as each operation starts;
+    without that attribute the SDK's own retries apply.
+    """
+    config = getattr(handler, "_config", None)
+    retries = getattr(config, "retry_total", None)
+    if not isinstance(retries, int):
+        await handler.__aenter__()
+        return
+    config.retry_total = 0  # type: ignore[union-attr]
+    try:
+        await handler.__aenter__()
+    finally:
+        config.retry_total = retries  # type: ignore[union-attr]
+
+
 class _AsyncToken:
     """A synchronous azure-core ``TokenCredential`` for the asyncio client: ``get_token`` runs in
     a worker thread (a token fetch may block on HTTP)."""

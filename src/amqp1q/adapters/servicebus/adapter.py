@@ -17,15 +17,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ..._adapter import Incoming, SendResult
-from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
+from ..._errors import (
+    Amqp1qError,
+    InvalidSetting,
+    InvalidURL,
+    QueueStateError,
+    UnsupportedFeature,
+)
 from ..._job import Job, Receipt, new_job_id
 from ..._policy import ReconnectPolicy
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
-from ._errors import _open_error
 from ._mapping import _message, to_message, to_roadrunner_message
 from ._receiving import _Receiver
-from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor
+from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor, open_fresh
 from ._sdk import (
     _CLOSE_TIMEOUT,
     ServiceBusClient,
@@ -35,10 +40,6 @@ from ._sdk import (
     ServiceBusSender,
     ServiceBusSubQueue,
     _async_credential,
-    _close_quietly,
-    _no_reopen,
-    _track_sockets,
-    sb_errors,
 )
 from ._sending import _Outbox
 
@@ -269,7 +270,13 @@ class ServiceBusAdapter:
     async def open(self) -> None:
         if self._closed:
             raise QueueStateError("the adapter is closed", queue=self.queue)
-        self._client = self._make_client()
+        try:
+            self._client = self._make_client()
+        except ValueError as exc:  # what the SDK refuses that parse_url let through
+            raise InvalidURL(
+                f"azure-servicebus refused the connection string {self.display}: {exc}",
+                queue=self.queue,
+            ) from None
         if self._dead_letters_of is not None:
             return  # nothing is pushed to a dead-letter queue; receivers connect on their own
         sender = await self._connect_sender()
@@ -282,16 +289,7 @@ class ServiceBusAdapter:
     async def _connect_sender(self) -> ServiceBusSender:
         """A fresh, open SDK sender (raise the mapped error, having closed it, if it fails)."""
         sender = self.client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
-        _track_sockets(sender)
-        try:
-            await sender.__aenter__()
-        except BaseException as exc:
-            await _close_quietly(sender)
-            if isinstance(exc, sb_errors.ServiceBusError):
-                raise _open_error(exc, queue=self.queue, display=self.display) from None
-            raise
-        _no_reopen(sender)
-        return sender
+        return await open_fresh(sender, queue=self.queue, display=self.display)
 
     async def close(self) -> None:
         self._closed = True
