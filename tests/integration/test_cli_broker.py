@@ -16,6 +16,7 @@ from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.cli import main
 
 from ..cli import run_cli, start_cli
+from ..docs.snippets import ROOT
 
 
 def test_demo_runs_on_the_embedded_broker_by_default() -> None:
@@ -91,6 +92,26 @@ async def test_amqp1q_broker_servicebus_prints_the_connection_string_and_serves_
     with pytest.raises(QueueNotFound):  # --strict: only --queue entities exist
         async with JobQueue.from_url(connection_string, queue="undeclared"):
             pass
+
+
+@pytest.mark.anyio
+async def test_the_docs_servicebus_command_prints_what_the_docs_show() -> None:
+    # docs/testing.md shows `amqp1q broker --servicebus --queue jobs` and its output (its python
+    # block, with the connection string, is run by tests/docs against the harness's broker).
+    page = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    [command] = [c for c in re.findall(r"```sh\n(.*?)```", page, re.S) if "--servicebus" in c]
+    [shown] = re.findall(r"```text\n(.*?)```", page, re.S)
+    argv = command.split()
+    assert argv[:2] == ["amqp1q", "broker"]
+    process = await start_cli(*argv[1:], "--port", "0", stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(3)]
+        port = lines[0].split("127.0.0.1:")[1].split()[0]
+        assert "".join(lines) == shown.replace("127.0.0.1:5673", f"127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
 
 
 @pytest.mark.anyio
