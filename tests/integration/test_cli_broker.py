@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from amqp1q import ConnectFailed, Job, JobQueue, QueueNotFound
+from amqp1q import AuthenticationFailed, ConnectFailed, Job, JobQueue, QueueNotFound
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.cli import main
 
@@ -109,6 +109,35 @@ async def test_the_docs_servicebus_command_prints_what_the_docs_show() -> None:
         lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(3)]
         port = lines[0].split("127.0.0.1:")[1].split()[0]
         assert "".join(lines) == shown.replace("127.0.0.1:5673", f"127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.mark.anyio
+async def test_amqp1q_broker_servicebus_with_a_key_checks_tokens_and_never_prints_the_key() -> None:
+    process = await start_cli(
+        "broker",
+        "--port",
+        "0",
+        "--servicebus",
+        "--user",
+        "app:s3cret-key",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(2)]
+        assert "s3cret-key" not in "".join(lines)
+        assert "SharedAccessKeyName=app;SharedAccessKey=***" in lines[1]
+        assert "*** is the key given for app" in lines[1]
+        port = int(lines[0].split("127.0.0.1:")[1].split()[0])
+        base = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=app;UseDevelopmentEmulator=true"
+        async with JobQueue.from_url(base + ";SharedAccessKey=s3cret-key;EntityPath=q") as queue:
+            await queue.push(Job("signed", b""))
+        with pytest.raises(AuthenticationFailed):
+            async with JobQueue.from_url(base + ";SharedAccessKey=wrong;EntityPath=q"):
+                pass
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 10)
