@@ -33,15 +33,6 @@ log = logging.getLogger("amqp1q.testing")
 PRODUCT: Final = "amqp1q-broker"
 DEFAULT_MAX_FRAME_SIZE: Final = 256 * 1024
 DEFAULT_LOCK_DURATION: Final = 30.0
-#: The max-message-size a Service Bus emulation announces unless given one: the Standard tier's
-#: 256 KB. Clients size batches by it (@azure/service-bus takes an announced 0 literally: no
-#: message then fits in a batch).
-SERVICEBUS_MAX_MESSAGE_SIZE: Final = 256 * 1024
-#: What a Service Bus client hears from a broker that does not emulate Service Bus.
-NO_SERVICEBUS: Final = (
-    "this amqp1q broker does not emulate Azure Service Bus: start it with "
-    "`amqp1q broker --servicebus` (from Python: Broker(servicebus=True))"
-)
 
 
 class Broker:
@@ -171,12 +162,11 @@ class Broker:
         :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`. Links
         that take messages announce ``max_message_size`` (by default Service Bus Standard's
         256 KB)."""
-        from ._servicebus import ServiceBusEmulation
+        from ._servicebus import SERVICEBUS_MAX_MESSAGE_SIZE, ServiceBusEmulation
 
         if self.servicebus is None:
             self.servicebus = ServiceBusEmulation(self)
-            if not self.max_message_size:
-                self.max_message_size = SERVICEBUS_MAX_MESSAGE_SIZE
+            self.max_message_size = self.max_message_size or SERVICEBUS_MAX_MESSAGE_SIZE
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -228,17 +218,6 @@ class Broker:
         self._timers.pop(queue.name, None)
         queue.promote_due(now_ms())
         self._schedule(queue)
-
-    def _cbs_refusal(self, address: str | None) -> Any:
-        """For a ``$cbs`` link on a broker without the emulation: a stand-in that answers every
-        put-token with why it fails (None for any other address)."""
-        from ._servicebus import CBS_NODE, ServiceBusEmulation
-
-        if (_queue_name(address) or "").lower() != CBS_NODE:
-            return None
-        if self._no_servicebus is None:
-            self._no_servicebus = ServiceBusEmulation(self, refusal=NO_SERVICEBUS)
-        return self._no_servicebus
 
     def _take_refusal(self) -> bool:
         if self._refuse_attaches > 0:
@@ -433,7 +412,9 @@ class _Connection(asyncio.Protocol):
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
-        emulation = broker.servicebus or broker._cbs_refusal(address)
+        from ._servicebus import stand_in  # a $cbs link on a plain broker: told why not
+
+        emulation = broker.servicebus or stand_in(broker, address)
         if emulation is not None and emulation.attach(self, link, address):
             return
         name = _queue_name(address)

@@ -57,7 +57,14 @@ from ._store import BrokerQueue
 if TYPE_CHECKING:
     from ._broker import Broker, _Connection
 
-__all__ = ["CBS_NODE", "MANAGEMENT_SUFFIX", "ServiceBusEmulation"]
+__all__ = [
+    "CBS_NODE",
+    "MANAGEMENT_SUFFIX",
+    "NO_SERVICEBUS",
+    "SERVICEBUS_MAX_MESSAGE_SIZE",
+    "ServiceBusEmulation",
+    "stand_in",
+]
 
 log = logging.getLogger("amqp1q.testing")
 
@@ -70,6 +77,15 @@ MESSAGE_NOT_FOUND: Final = VENDOR + "message-not-found"
 REQUEST_CREDIT: Final = 100
 _TERMINAL: Final = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
 PLAIN_BROKER: Final = "amqp1q broker without the Service Bus emulation"
+#: What a Service Bus client hears from a broker that does not emulate Service Bus.
+NO_SERVICEBUS: Final = (
+    "this amqp1q broker does not emulate Azure Service Bus: start it with "
+    "`amqp1q broker --servicebus` (from Python: Broker(servicebus=True))"
+)
+#: The max-message-size the emulation announces unless given one: the Standard tier's 256 KB.
+#: Clients size batches by it (@azure/service-bus takes an announced 0 literally: no message
+#: then fits in a batch).
+SERVICEBUS_MAX_MESSAGE_SIZE: Final = 256 * 1024
 
 
 class ServiceBusEmulation:
@@ -343,6 +359,17 @@ class _Responder:
     def closed(self) -> None:
         self.pending.clear()
         self.emulation._responder_gone(self)
+
+
+def stand_in(broker: Broker, address: str | None) -> ServiceBusEmulation | None:
+    """For a ``$cbs`` link on a broker without the emulation: a stand-in that refuses every
+    token, saying why (:data:`NO_SERVICEBUS`); None for any other address."""
+    if _node(address) != CBS_NODE:
+        return None
+    if broker._no_servicebus is None:
+        broker._no_servicebus = ServiceBusEmulation(broker, refusal=NO_SERVICEBUS)
+    stand: ServiceBusEmulation = broker._no_servicebus
+    return stand
 
 
 def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]:
