@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Node.js interop peers (tests/interop/node: rhea push.js / consume.js): make sure node and npm
-# exist and node_modules matches package-lock.json. Idempotent; run by scripts/test.sh before
-# every test run. Runs `npm ci` only when node_modules is missing or older than the lock file.
+# Node.js interop peers (tests/interop/node: rhea's push.js / consume.js, @azure/service-bus's
+# servicebus.js): make sure node and npm exist and node_modules matches package-lock.json.
+# Idempotent; run by scripts/test.sh before every test run. Runs `npm ci` only when node_modules
+# is missing or older than the lock file.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/interop/node"
 
@@ -22,7 +23,8 @@ fi
 
 # node_modules/.package-lock.json is rewritten by every npm ci/install: compare against it.
 stamp=node_modules/.package-lock.json
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -d node_modules/rhea ]; then
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -d node_modules/rhea ] ||
+    [ ! -d node_modules/@azure/service-bus ]; then
     say "npm ci ($(node --version), npm $(npm --version))"
     npm ci --no-audit --no-fund --loglevel=error
 else

@@ -111,4 +111,6 @@ def _servicebus_adapter(
         ignore_priority=options.ignore_priority,
         wire_format=options.wire_format,
         pipeline=options.pipeline,
+        reconnect=options.reconnect,
+        connect_timeout=options.connect_timeout,
     )

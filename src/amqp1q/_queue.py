@@ -147,7 +147,8 @@ class JobQueue:
         sent as ``vhost:NAME`` in the Open frame's hostname, as RabbitMQ reads it, or as
         ``NAME`` itself when ``broker`` names another broker.
         ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; ``True`` for the default, ``False``
-        for none) re-dials a lost connection and re-attaches consumers (``amqp://``).
+        for none) re-dials a lost connection and re-attaches consumers (``amqp://``); on
+        Service Bus it replaces a failed sender or receiver with a fresh one.
         ``ignore_priority`` lets jobs with a priority go to a broker without priorities (Azure
         Service Bus), the priority dropped; otherwise they fail with UnsupportedFeature.
         A password is not sent over plaintext ``amqp://`` to a host that is not loopback
@@ -230,7 +231,7 @@ class JobQueue:
     def on_state_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener`` with the new :meth:`health` when the connection is lost
         (``reconnecting``), comes back (``connected``) or is given up (``failed``). For
-        backends without a supervisor (memory, Service Bus) it is never called."""
+        the memory backend (no connection) it is never called."""
         listeners = getattr(self._adapter, "state_listeners", None)
         if listeners is not None:
             listeners.append(listener)

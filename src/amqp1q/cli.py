@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from ._cli_broker import add_broker_parser
 from ._display import running_counts
 from ._errors import Amqp1qError
 from ._job import Job
@@ -100,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--quiet", "-q", action="store_true", help="no running counts on stderr")
     consume.set_defaults(run=_consume)
     _worker_parser(commands)
-    _broker_parser(commands)
+    add_broker_parser(commands)
     setup = commands.add_parser(
         "setup-rabbitmq",
         help="declare job queues, their .dlq queues and the delay exchanges on RabbitMQ 3.x",
@@ -162,25 +163,6 @@ def _worker_parser(commands: Any) -> None:
         help="how retried jobs are written (amqp1q; roadrunner for a RoadRunner file)",
     )
     worker.set_defaults(run=_worker)
-
-
-def _broker_parser(commands: Any) -> None:
-    broker = commands.add_parser("broker", help="run the embedded AMQP 1.0 broker (for testing)")
-    broker.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    broker.add_argument("--port", type=int, default=5673, help="port (5673; 0 picks a free one)")
-    broker.add_argument(
-        "--strict", action="store_true", help="only --queue queues exist; others: amqp:not-found"
-    )
-    broker.add_argument("--queue", action="append", default=[], help="declare a queue")
-    broker.add_argument(
-        "--user",
-        action="append",
-        default=[],
-        metavar="NAME:PASSWORD",
-        help="check SASL PLAIN logins (default: any login is taken)",
-    )
-    broker.add_argument("--max-message-size", type=int, default=0, help="bytes (0: no limit)")
-    broker.set_defaults(run=_broker)
 
 
 def _url_argument(parser: argparse.ArgumentParser) -> None:
@@ -340,33 +322,6 @@ async def _worker(args: argparse.Namespace) -> int:
             DEFAULT_STALL_WARNING if config.stall_warning is None else config.stall_warning
         ),
     )
-
-
-async def _broker(args: argparse.Namespace) -> int:
-    from .testing import Broker
-
-    users = {}
-    for item in args.user:
-        name, sep, password = item.partition(":")
-        if not sep or not name:
-            print(f"error: --user wants NAME:PASSWORD, got {redact(item)!r}", file=sys.stderr)
-            return 2
-        users[name] = password
-    broker = Broker(
-        host=args.host,
-        port=args.port,
-        users=users,
-        strict=args.strict,
-        queues=args.queue,
-        max_message_size=args.max_message_size,
-    )
-    await broker.start()
-    print(f"amqp1q broker listening on {broker.url} (Ctrl-C stops it)", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await broker.stop()
-    return 0
 
 
 async def _setup_rabbitmq(args: argparse.Namespace) -> int:

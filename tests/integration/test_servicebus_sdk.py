@@ -306,3 +306,18 @@ async def test_plain_amqp_clients_authenticate_with_the_sas_key_over_sasl_plain(
         )
         with pytest.raises(AuthenticationFailed):
             await bad.open()
+
+
+async def test_a_plain_broker_tells_the_sdk_at_once_to_start_it_with_servicebus() -> None:
+    async with Broker() as plain:  # no emulation
+        started = time.monotonic()
+        # The SDK's own retries on: the refusal must not be one it retries.
+        async with ServiceBusClient.from_connection_string(
+            plain.servicebus_connection_string()
+        ) as client:
+            with pytest.raises(servicebus.exceptions.ServiceBusError) as caught:
+                async with client.get_queue_sender("jobs") as sender:
+                    await sender.send_messages(ServiceBusMessage("lost?"))
+        assert time.monotonic() - started < 5
+        assert "start it with `amqp1q broker --servicebus`" in str(caught.value)
+        assert plain.store.queues == {}  # no "$cbs" queue made of the token requests

@@ -130,6 +130,7 @@ class ServiceBusBackend(Backend):
     timing_slack = 0.05
     supports_priority = False
     release_keeps_order = False
+    can_cut_connections = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -148,6 +149,10 @@ class ServiceBusBackend(Backend):
             self._started = True
         url = self.broker.servicebus_connection_string(self.queue_name(name))
         return JobQueue.from_url(url, **settings)
+
+    def cut_connection(self, queue: JobQueue) -> None:
+        """Drop every connection at the broker (the SDK opens one per sender and receiver)."""
+        self.broker.drop_connections()
 
     async def cleanup(self) -> None:
         await self.broker.stop()

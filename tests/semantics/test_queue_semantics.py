@@ -560,6 +560,29 @@ async def test_breaking_out_of_async_for_closes_the_consumer(backend: Backend) -
                 await j.ack()
 
 
+async def test_an_idle_consume_loop_waits_for_the_next_job(backend: Backend) -> None:
+    # While its queue is open a consume loop never ends by itself: an empty queue only waits.
+    queue = await backend.make_queue()
+    async with queue:
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for job in queue.consume():
+                got.append(job.payload)
+                await job.ack()
+                if len(got) == 2:
+                    return
+
+        loop = asyncio.create_task(consume())
+        await queue.push(Job("n", 1))
+        await asyncio.sleep(1.0)  # idle, past the first job
+        assert not loop.done(), "the consume loop ended by itself"
+        await queue.push(Job("n", 2))
+        with anyio.fail_after(10):
+            await loop
+        assert got == [1, 2]
+
+
 async def test_queue_close_lets_jobs_in_hand_settle_within_grace(backend: Backend) -> None:
     queue = await backend.make_queue()
     await queue.open()

@@ -50,8 +50,9 @@ class Broker:
     messages and enforced; ``max_frame_size`` bounds incoming frames; ``ssl`` (a server
     :class:`ssl.SSLContext`) serves ``amqps://``, with SASL EXTERNAL for clients whose
     certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``);
-    ``servicebus=True`` emulates Service Bus for azure-servicebus clients (see
-    :meth:`servicebus_connection_string`).
+    ``servicebus=True`` emulates Service Bus for azure-servicebus and @azure/service-bus
+    clients (see :meth:`servicebus_connection_string`), with a 256 KB ``max_message_size``
+    unless given one.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class Broker:
         self.stats_delivered = 0
         # Service Bus emulation hooks (see amqp1q.testing._servicebus); None: plain broker.
         self.servicebus: Any = None
+        self._no_servicebus: Any = None
         if servicebus:
             self.enable_servicebus()
 
@@ -157,11 +159,14 @@ class Broker:
 
     def enable_servicebus(self) -> None:
         """Emulate Service Bus for azure-servicebus clients ($cbs, $management; see
-        :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`."""
-        from ._servicebus import ServiceBusEmulation
+        :mod:`amqp1q.testing._servicebus`), with :meth:`servicebus_connection_string`. Links
+        that take messages announce ``max_message_size`` (by default Service Bus Standard's
+        256 KB)."""
+        from ._servicebus import SERVICEBUS_MAX_MESSAGE_SIZE, ServiceBusEmulation
 
         if self.servicebus is None:
             self.servicebus = ServiceBusEmulation(self)
+            self.max_message_size = self.max_message_size or SERVICEBUS_MAX_MESSAGE_SIZE
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -407,8 +412,10 @@ class _Connection(asyncio.Protocol):
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
-        special = broker.servicebus.attach(self, link, address) if broker.servicebus else False
-        if special:
+        from ._servicebus import stand_in  # a $cbs link on a plain broker: told why not
+
+        emulation = broker.servicebus or stand_in(broker, address)
+        if emulation is not None and emulation.attach(self, link, address):
             return
         name = _queue_name(address)
         queue = broker.store.queue(name) if name else None

@@ -84,6 +84,9 @@ class Incoming:
                     REJECTED, condition=Condition("amqp:decode-error", f"not a message: {exc}")
                 )
             else:
+                if broker.servicebus is not None and not _has_body(payload):
+                    self._refuse_empty_batch(delivery)
+                    return
                 now = now_ms()
                 for item in stored:
                     if item.due_at == 0 and broker.default_delay_ms:
@@ -94,6 +97,15 @@ class Incoming:
                     delivery.settle(ACCEPTED)
         if link.credit < INCOMING_CREDIT // 2:
             link.flow(INCOMING_CREDIT - link.credit)
+
+    def _refuse_empty_batch(self, delivery: Delivery) -> None:
+        """A batch (format 0x80013700) with no data sections, as @azure/service-bus sends for an
+        empty ``ServiceBusMessageBatch``: Service Bus force-detaches the link. The delivery is
+        rejected first, so the client's send fails at once, with the reason (the JS SDK waits
+        out its operation timeout for a send whose link was detached under it)."""
+        why = "received a batch message with no data in it"
+        delivery.settle(REJECTED, condition=Condition("amqp:not-allowed", why))
+        self.link.close(Condition("amqp:link:detach-forced", why))
 
 
 def unpack_batch(payload: bytes) -> list[bytes] | None:
@@ -115,6 +127,11 @@ def unpack_batch(payload: bytes) -> list[bytes] | None:
             return None
         out.append(inner)
     return out
+
+
+def _has_body(payload: bytes) -> bool:
+    """Whether a message has a body section (data, amqp-sequence or amqp-value)."""
+    return any(0x75 <= code <= 0x77 for code, _, _ in split_sections(payload))
 
 
 def to_stored(payload: bytes) -> Stored:

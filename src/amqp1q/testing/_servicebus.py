@@ -57,7 +57,14 @@ from ._store import BrokerQueue
 if TYPE_CHECKING:
     from ._broker import Broker, _Connection
 
-__all__ = ["CBS_NODE", "MANAGEMENT_SUFFIX", "ServiceBusEmulation"]
+__all__ = [
+    "CBS_NODE",
+    "MANAGEMENT_SUFFIX",
+    "NO_SERVICEBUS",
+    "SERVICEBUS_MAX_MESSAGE_SIZE",
+    "ServiceBusEmulation",
+    "stand_in",
+]
 
 log = logging.getLogger("amqp1q.testing")
 
@@ -69,13 +76,27 @@ MESSAGE_NOT_FOUND: Final = VENDOR + "message-not-found"
 #: Credit kept granted on request links ($cbs and $management senders).
 REQUEST_CREDIT: Final = 100
 _TERMINAL: Final = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
+PLAIN_BROKER: Final = "amqp1q broker without the Service Bus emulation"
+#: What a Service Bus client hears from a broker that does not emulate Service Bus.
+NO_SERVICEBUS: Final = (
+    "this amqp1q broker does not emulate Azure Service Bus: start it with "
+    "`amqp1q broker --servicebus` (from Python: Broker(servicebus=True))"
+)
+#: The max-message-size the emulation announces unless given one: the Standard tier's 256 KB.
+#: Clients size batches by it (@azure/service-bus takes an announced 0 literally: no message
+#: then fits in a batch).
+SERVICEBUS_MAX_MESSAGE_SIZE: Final = 256 * 1024
 
 
 class ServiceBusEmulation:
     """The Service Bus nodes of one :class:`~amqp1q.testing.Broker` (see the module docstring)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, refusal: str | None = None) -> None:
         self.broker = broker
+        #: Set on a broker that does not emulate Service Bus: every put-token is answered 501
+        #: with this description, so an SDK fails at once saying why (a refused ``$cbs`` attach
+        #: leaves azure-servicebus waiting forever, and an unanswered put-token 60 s).
+        self.refusal = refusal
         #: Per connection: the client's receiver links for node answers, by node address.
         self._responders: weakref.WeakKeyDictionary[_Connection, dict[str, _Responder]] = (
             weakref.WeakKeyDictionary()
@@ -132,6 +153,8 @@ class ServiceBusEmulation:
     def handle(self, connection: _Connection, node: str, request: Message) -> None:
         props = _text_keys(request.application_properties)
         operation = str(props.get("operation") or "")
+        if node == CBS_NODE and self._closed_for_refusal(connection):
+            return
         if node == CBS_NODE:
             reply = self._cbs(connection, operation, request)
         else:
@@ -155,9 +178,31 @@ class ServiceBusEmulation:
         )
         responder.send(encode_message(response))
 
+    def _closed_for_refusal(self, connection: _Connection) -> bool:
+        """On a broker without the emulation, refuse an azure-servicebus (Python) client's token
+        by closing its connection: it retries a token answered with an error status (for about
+        15 s) and drops the description, but gives up at once, description intact, on a
+        connection closed with ``amqp:not-implemented``. @azure/service-bus is the other way
+        round (a closed connection leaves it waiting out its operation timeout), as other
+        clients may be: they get the answer (:meth:`_cbs`)."""
+        engine = connection.engine
+        if self.refusal is None or engine is None:
+            return False
+        if not str(engine.remote_properties.get("product", "")).startswith("azsdk-python"):
+            return False
+        self.tokens_refused += 1
+        log.warning("a Service Bus client put a token: %s", self.refusal)
+        # A non-empty info map: azure-servicebus reads the error's third field unconditionally.
+        engine.close(Condition("amqp:not-implemented", self.refusal, {"broker": PLAIN_BROKER}))
+        return True
+
     def _cbs(self, connection: _Connection, operation: str, request: Message) -> _Reply:
         if operation != "put-token":
             return 400, f"unknown $cbs operation {operation!r}", None, "amqp:not-implemented"
+        if self.refusal is not None:
+            self.tokens_refused += 1
+            log.warning("a Service Bus client put a token: %s", self.refusal)
+            return 501, self.refusal, None, None
         token = request.body if request.body_kind == "value" else None
         if isinstance(token, bytes):
             token = token.decode("utf-8", "replace")
@@ -314,6 +359,17 @@ class _Responder:
     def closed(self) -> None:
         self.pending.clear()
         self.emulation._responder_gone(self)
+
+
+def stand_in(broker: Broker, address: str | None) -> ServiceBusEmulation | None:
+    """For a ``$cbs`` link on a broker without the emulation: a stand-in that refuses every
+    token, saying why (:data:`NO_SERVICEBUS`); None for any other address."""
+    if _node(address) != CBS_NODE:
+        return None
+    if broker._no_servicebus is None:
+        broker._no_servicebus = ServiceBusEmulation(broker, refusal=NO_SERVICEBUS)
+    stand: ServiceBusEmulation = broker._no_servicebus
+    return stand
 
 
 def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]:

@@ -19,6 +19,10 @@ Made by ``JobQueue.from_url("Endpoint=sb://...;EntityPath=QUEUE")`` (also with
   queue behind each other's round trips); retry() = abandon; retry(delay) = scheduled re-send with
   the attempt counted, then complete; release = re-send with the attempt unchanged, then complete
   (abandon would count an attempt); reject = dead_letter(reason, description).
+- **faults**: a receive, send, settlement or renewal that fails with its connection gets the
+  consumer's receiver (or the sender) replaced by a fresh SDK object, with the queue's
+  ``ReconnectPolicy``; the consume loop goes on, and raises ``ConnectionLost`` only once the
+  policy gives up. Failed sends are sent again (the same message-ids).
 - **locks**: every message held (buffered or in hand) has its lock renewed at half its span,
   for at most ``max_lock_renewal`` seconds from receipt; settling stops it. When renewal is
   refused the job is marked lost: settling it raises :class:`~amqp1q.LockLost`, code inside
@@ -32,7 +36,8 @@ Modules, each with one job:
   received message -> ``Incoming``;
 - ``_errors``: the SDK's exceptions -> amqp1q's, for opening, pushing and settling;
 - ``_sending``: the outbox, coalescing concurrent pushes into batches under the size limit;
-- ``_locks``: a held message's lock deadline and renewal time, and :func:`lock_scope`;
+- ``_reconnect``: replacing a failed sender or receiver, and the connection state;
+- ``_locks``: a held message's lock deadline, the renewer, and :func:`lock_scope`;
 - ``_receiving``: one consumer's receiver: the credit pump, lock renewal, settlements;
 - ``adapter``: :class:`ServiceBusAdapter`, the :class:`~amqp1q.Adapter` implementation.
 
@@ -42,13 +47,19 @@ works, only less well), to check on every SDK upgrade:
 - ``ServiceBusSender._max_batch_size_on_link`` and ``._max_message_size_on_link``, read by
   ``_sending._Outbox._batch_limit``: batches are sized under the smaller, since the SDK sizes
   them by the vendor batch limit, which may exceed the link's max-message-size;
-- ``ServiceBusReceiver._further_pull_receive_timeout``, set by ``_receiving._Receiver.open``:
-  how long a pull goes on collecting after its first message (the SDK's 0.2 s delays every job).
+- ``ServiceBusReceiver._further_pull_receive_timeout``, set by ``_receiving._Receiver._connect``:
+  how long a pull goes on collecting after its first message (the SDK's 0.2 s delays every job);
+- ``_config.retry_total`` (``_sdk._open_once``: opening makes one attempt);
+- ``_open`` and ``_running`` (``_sdk._no_reopen``: a sender or receiver whose handler failed
+  does not reopen itself; amqp1q opens a fresh one);
+- ``_create_handler``, ``_handler.open_async`` and ``_handler._connection._transport``
+  (``_sdk._track_sockets``): the sockets the SDK's close leaves open after a dropped
+  connection are closed by ``_sdk._close_quietly``.
 """
 
-from ._locks import lock_scope
+from ._locks import MAX_CONCURRENT_RENEWALS, lock_scope
 from ._mapping import ATTEMPT_PROPERTY, to_incoming, to_message
-from ._receiving import MAX_CONCURRENT_RENEWALS, MAX_PENDING_SETTLEMENTS
+from ._receiving import MAX_PENDING_SETTLEMENTS
 from .adapter import (
     DEAD_LETTER_SUFFIX,
     DEFAULT_MAX_LOCK_RENEWAL,

@@ -1,27 +1,30 @@
-"""A held message's lock: when it runs out, when to renew it, and :func:`lock_scope`.
+"""Held messages' locks: when each runs out, renewing them, and :func:`lock_scope`.
 
 A :class:`_Delivery` is a received message while amqp1q holds it (the ``Incoming.token``): its
 lock deadline, when to renew it (at half its span), whether it was settled or lost, and the
-cancel scopes of code running under :func:`lock_scope`. The renewing itself (a background task
-per consumer) is :class:`~amqp1q.adapters.servicebus._receiving._Receiver`'s.
+cancel scopes of code running under :func:`lock_scope`. A consumer's :class:`_LockKeeper` (one
+background task) renews the locks of the deliveries it holds, for at most ``max_renewal``
+seconds each, and reports a lock it cannot keep to its receiver.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
 from ..._adapter import Incoming
 from ..._errors import LockLost
-from ._sdk import ServiceBusReceivedMessage
+from ._errors import _describe
+from ._sdk import _CLOSE_TIMEOUT, ServiceBusReceivedMessage, sb_errors
 
-__all__ = ["lock_scope"]
+__all__ = ["MAX_CONCURRENT_RENEWALS", "lock_scope"]
 
 
 class _Delivery:
@@ -29,6 +32,7 @@ class _Delivery:
 
     __slots__ = (
         "deadline",
+        "generation",
         "incoming",
         "lost",
         "message",
@@ -39,8 +43,10 @@ class _Delivery:
         "settled",
     )
 
-    def __init__(self, message: ServiceBusReceivedMessage, now: float) -> None:
+    def __init__(self, message: ServiceBusReceivedMessage, now: float, generation: int = 0) -> None:
         self.message = message
+        #: The receiver's generation it came from: one re-dialled since cannot settle it.
+        self.generation = generation
         self.received_at = now
         self.deadline = math.inf
         self.renew_at = math.inf
@@ -65,6 +71,118 @@ class _Delivery:
         span = max(span, 0.0)
         self.deadline = now + span
         self.renew_at = now + span / 2
+
+
+#: Lock renewals in flight at once per consumer.
+MAX_CONCURRENT_RENEWALS: Final = 32
+
+
+class _LockKeeper:
+    """Renews the locks of one consumer's held deliveries at half their span.
+
+    ``renew(delivery)`` asks Service Bus for a new lock end; ``lose(delivery, why)`` is told of
+    a lock that cannot be kept (refused, or past ``max_renewal``); ``spawn`` runs a renewal in
+    the background (the receiver waits for them on close).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_renewal: float,
+        *,
+        renew: Callable[[_Delivery], Awaitable[datetime.datetime | None]],
+        lose: Callable[[_Delivery, str], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self._name = name
+        self._max_renewal = max_renewal
+        self._renew_lock = renew
+        self._lose = lose
+        self._spawn = spawn
+        #: Locked deliveries (buffered or in hand), by id().
+        self.held: dict[int, _Delivery] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._renewals = asyncio.Semaphore(MAX_CONCURRENT_RENEWALS)
+
+    def hold(self, delivery: _Delivery, now: float) -> None:
+        delivery.locked_until(delivery.message.locked_until_utc, now)
+        self.held[id(delivery)] = delivery
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+        self._wake.set()
+
+    def release(self, delivery: _Delivery) -> None:
+        self.held.pop(id(delivery), None)
+
+    def keep_only(self, generation: int) -> None:
+        """Stop renewing deliveries of older receivers (their links are gone)."""
+        self.held = {key: d for key, d in self.held.items() if d.generation == generation}
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, _CLOSE_TIMEOUT)
+        self.held.clear()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            next_at = math.inf
+            for delivery in list(self.held.values()):
+                if delivery.renewing:
+                    continue
+                if now - delivery.received_at >= self._max_renewal:
+                    # Past the renewal budget: the lock runs out, the broker takes it back.
+                    if now >= delivery.deadline:
+                        self.release(delivery)
+                        self._lose(delivery, "its lock ran out after the maximum renewal time")
+                        continue
+                    next_at = min(next_at, delivery.deadline)
+                    continue
+                if delivery.renew_at <= now:
+                    delivery.renewing = True
+                    self._spawn(self._renew(delivery))
+                else:
+                    next_at = min(next_at, delivery.renew_at)
+            self._wake.clear()
+            timeout = None if next_at == math.inf else max(0.0, next_at - loop.time())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _renew(self, delivery: _Delivery) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._renewals:
+                if delivery.settled or id(delivery) not in self.held:
+                    return
+                until = await self._renew_lock(delivery)
+        except (
+            sb_errors.MessageLockLostError,
+            sb_errors.MessageNotFoundError,
+            sb_errors.MessageAlreadySettled,
+        ) as exc:
+            if not delivery.settled:
+                self.release(delivery)
+                self._lose(delivery, f"Service Bus refused to renew its lock: {_describe(exc)}")
+        except Exception as exc:
+            now = loop.time()
+            if delivery.settled:
+                return
+            if now >= delivery.deadline:
+                self.release(delivery)
+                self._lose(delivery, f"its lock could not be renewed in time: {_describe(exc)}")
+            else:  # a transient failure: try again soon, while the lock lasts
+                delivery.renew_at = now + min(1.0, (delivery.deadline - now) / 4)
+        else:
+            if not delivery.settled:
+                delivery.locked_until(until, loop.time())
+        finally:
+            delivery.renewing = False
+            self._wake.set()
 
 
 @contextlib.asynccontextmanager

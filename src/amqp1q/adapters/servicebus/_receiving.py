@@ -4,28 +4,34 @@
 prefetch is off, so the link credit follows the consumer's), buffers what arrives, renews the
 lock of every message it holds (see :mod:`._locks`), and settles: acks in the background
 (bounded), the other outcomes awaited. On close or drain, buffered jobs are given back.
+
+When a receive fails, the SDK receiver is thrown away and a fresh one opened (see
+:mod:`._reconnect`): each one is a *generation*. What the old one received is the broker's again
+(buffered jobs are dropped, jobs in hand settle as :class:`~amqp1q.DeliveryStale`), and the
+consumer goes on. Only when the reconnect policy gives up does ``receive`` raise its error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming, Outcome, Settlement
-from ..._errors import AlreadySettled, DeliveryStale, LockLost, QueueStateError
-from ._errors import _describe, _open_error, _settle_error
-from ._locks import _Delivery
+from ..._errors import AlreadySettled, Amqp1qError, DeliveryStale, LockLost, QueueStateError
+from ._errors import _settle_error
+from ._locks import _Delivery, _LockKeeper
 from ._mapping import to_incoming
+from ._reconnect import is_transient, open_fresh
 from ._sdk import (
     _CLOSE_TIMEOUT,
     ServiceBusReceivedMessage,
     ServiceBusReceiver,
-    _open_once,
+    _close_quietly,
     sb_errors,
 )
 
@@ -36,11 +42,16 @@ log = logging.getLogger("amqp1q.servicebus")
 
 #: Background settlements (acks) in flight per consumer before ``settle`` makes the caller wait.
 MAX_PENDING_SETTLEMENTS: Final = 256
-#: Lock renewals in flight at once per consumer.
-MAX_CONCURRENT_RENEWALS: Final = 32
 #: After the first message of a pull, how long the SDK goes on collecting more (its own default,
 #: 0.2 s, delays every job by that much when the queue is not full).
 _FURTHER_PULL: Final = 0.005
+#: What Service Bus answers about one message (its lock, or its state): every other failure of
+#: a settlement or renewal says the receiver's connection is broken.
+_REFUSALS: Final = (
+    sb_errors.MessageLockLostError,
+    sb_errors.MessageNotFoundError,
+    sb_errors.MessageAlreadySettled,
+)
 
 
 class _Receiver:
@@ -57,33 +68,48 @@ class _Receiver:
         self._event = asyncio.Event()
         self._pump_wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
-        self._held: dict[int, _Delivery] = {}  # locked: buffered or in hand, by id()
-        self._renewer: asyncio.Task[None] | None = None
-        self._renew_wake = asyncio.Event()
-        self._renewals = asyncio.Semaphore(MAX_CONCURRENT_RENEWALS)
+        self._pull: asyncio.Task[list[ServiceBusReceivedMessage]] | None = None  # the pump's
+        self._lost_by: BaseException | None = None  # why _connection_failed cut the pull short
         self._background: set[asyncio.Task[None]] = set()
+        self._locks = _LockKeeper(
+            f"amqp1q-servicebus-locks-{self._queue}",
+            adapter.max_lock_renewal,
+            renew=self._renew_lock,
+            lose=self._lose,
+            spawn=self._in_background,
+        )
         self._closed = False
         self._open = False
+        self._generation = 0  # how many SDK receivers were opened in place of failed ones
+        self._failure: Amqp1qError | None = None  # why the consumer stopped: receive raises it
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._closed:
             raise QueueStateError("the receiver is closed", queue=self._queue)
+        supervisor = self._adapter.supervisor
+        try:
+            self._sdk = await self._connect()
+        except Amqp1qError as exc:
+            # The queue connected before: a consumer cut off while opening is re-dialled.
+            if not (supervisor.connected_once and is_transient(exc)):
+                raise
+            self._sdk = await supervisor.redial(
+                f"receiving from {self._queue!r}", self._connect, exc
+            )
+        supervisor.connected_once = True
+        self._open = True
+        if self._credit > 0:
+            self._start_pump()
+
+    async def _connect(self) -> ServiceBusReceiver:
+        """A fresh, open SDK receiver (raise the mapped error, having closed it, if it fails)."""
         adapter = self._adapter
         sdk = adapter.open_sdk_receiver(auto_ack=self._auto_ack)
         if hasattr(sdk, "_further_pull_receive_timeout"):
             sdk._further_pull_receive_timeout = _FURTHER_PULL
-        try:
-            await _open_once(sdk)
-        except sb_errors.ServiceBusError as exc:
-            with contextlib.suppress(Exception):
-                await sdk.close()
-            raise _open_error(exc, queue=self._queue, display=adapter.display) from None
-        self._sdk = sdk
-        self._open = True
-        if self._credit > 0:
-            self._start_pump()
+        return await open_fresh(sdk, queue=self._queue, display=adapter.display)
 
     async def close(self) -> None:
         if self._closed:
@@ -93,18 +119,10 @@ class _Receiver:
         await self._stop_pump()
         await self._wait_background()
         await self._give_back()
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(renewer, _CLOSE_TIMEOUT)
-        self._held.clear()
+        await self._locks.close()
         sdk, self._sdk = self._sdk, None
         if sdk is not None:
-            try:
-                await asyncio.wait_for(sdk.close(), _CLOSE_TIMEOUT)
-            except (Exception, asyncio.TimeoutError):
-                log.debug("closing a Service Bus receiver failed", exc_info=True)
+            await _close_quietly(sdk)
         self._adapter.forget_receiver(self)
 
     # -- credit and the pump --------------------------------------------------------------------
@@ -143,29 +161,64 @@ class _Receiver:
                 self._pump_wake.clear()
                 await self._pump_wake.wait()
                 continue
-            try:
-                messages = await sdk.receive_messages(
+            pull = loop.create_task(
+                sdk.receive_messages(
                     max_message_count=want, max_wait_time=self._adapter.receive_wait
                 )
-            except Exception as exc:
-                log.warning(
-                    "receiving from %r failed; the consumer ends: %s",
-                    self._queue,
-                    _describe(exc),
-                    extra={"queue": self._queue},
-                )
-                self._closed = True
-                self._event.set()
-                return
+            )
+            self._pull = pull
+            try:
+                await asyncio.wait({pull})
+            finally:
+                self._pull = None
+                pull.cancel()  # if the pump itself was cancelled
+            try:
+                messages = pull.result()
+            except (Exception, asyncio.CancelledError) as exc:  # cancelled: _connection_failed
+                if self._closed or not await self._reconnect(self._lost_by or exc):
+                    return
+                sdk = self._sdk
+                assert sdk is not None
+                continue
             now = loop.time()
             for message in messages:
-                delivery = _Delivery(message, now)
+                delivery = _Delivery(message, now, self._generation)
                 self._credit -= 1
                 self._buffer.append(delivery)
                 if not self._auto_ack:
-                    self._hold(delivery, now)
+                    self._locks.hold(delivery, now)
             if messages:
                 self._event.set()
+
+    def _connection_failed(self, generation: int, exc: BaseException) -> None:
+        """A settlement or renewal says the receiver's connection is gone: stop waiting on its
+        receive (the SDK notices seconds later), so the pump replaces it now."""
+        if generation == self._generation and self._pull is not None:
+            self._lost_by = exc
+            self._pull.cancel()
+
+    async def _reconnect(self, cause: BaseException) -> bool:
+        """Replace the SDK receiver after a failed receive; False once the policy gives up."""
+        old, self._sdk = self._sdk, None
+        self._lost_by = None
+        self._generation += 1
+        stale = list(self._buffer)  # the broker takes them back with the old link
+        self._buffer.clear()
+        self._credit += len(stale)
+        for delivery in stale:
+            delivery.settled = True
+        self._locks.keep_only(self._generation)
+        if old is not None:
+            self._in_background(_close_quietly(old, dead=True))
+        what = f"receiving from {self._queue!r}"
+        try:
+            self._sdk = await self._adapter.supervisor.redial(what, self._connect, cause)
+        except Amqp1qError as error:
+            log.error("the consumer of %r stops: %s", self._queue, error)
+            self._failure = error
+            self._event.set()
+            return False
+        return True
 
     async def drain(self) -> None:
         self._credit = 0
@@ -178,6 +231,8 @@ class _Receiver:
         if not self._open:
             raise QueueStateError("the receiver is not open", queue=self._queue)
         while not self._buffer:
+            if self._failure is not None:
+                raise self._failure
             if self._closed:
                 return None
             self._event.clear()
@@ -191,78 +246,20 @@ class _Receiver:
 
     # -- locks ----------------------------------------------------------------------------------
 
-    def _hold(self, delivery: _Delivery, now: float) -> None:
-        delivery.locked_until(delivery.message.locked_until_utc, now)
-        self._held[id(delivery)] = delivery
-        if self._renewer is None:
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._run_renewer(), name=f"amqp1q-servicebus-locks-{self._queue}"
-            )
-        self._renew_wake.set()
-
-    def _release_hold(self, delivery: _Delivery) -> None:
-        self._held.pop(id(delivery), None)
-
-    async def _run_renewer(self) -> None:
-        loop = asyncio.get_running_loop()
-        limit = self._adapter.max_lock_renewal
-        while True:
-            now = loop.time()
-            next_at = math.inf
-            for delivery in list(self._held.values()):
-                if delivery.renewing:
-                    continue
-                if now - delivery.received_at >= limit:
-                    # Past the renewal budget: the lock runs out, the broker takes it back.
-                    if now >= delivery.deadline:
-                        self._lose(delivery, "its lock ran out after the maximum renewal time")
-                        continue
-                    next_at = min(next_at, delivery.deadline)
-                    continue
-                if delivery.renew_at <= now:
-                    delivery.renewing = True
-                    task = loop.create_task(self._renew(delivery))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
-                else:
-                    next_at = min(next_at, delivery.renew_at)
-            self._renew_wake.clear()
-            timeout = None if next_at == math.inf else max(0.0, next_at - loop.time())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._renew_wake.wait(), timeout)
-
-    async def _renew(self, delivery: _Delivery) -> None:
+    async def _renew_lock(self, delivery: _Delivery) -> datetime.datetime | None:
         sdk = self._sdk
-        loop = asyncio.get_running_loop()
+        if sdk is None or delivery.generation != self._generation:
+            raise DeliveryStale("the receiver it came from is gone", queue=self._queue)
         try:
-            async with self._renewals:
-                if delivery.settled or sdk is None or id(delivery) not in self._held:
-                    return
-                until = await sdk.renew_message_lock(delivery.message)
-        except (
-            sb_errors.MessageLockLostError,
-            sb_errors.MessageNotFoundError,
-            sb_errors.MessageAlreadySettled,
-        ) as exc:
-            if not delivery.settled:
-                self._lose(delivery, f"Service Bus refused to renew its lock: {_describe(exc)}")
+            until: datetime.datetime | None = await sdk.renew_message_lock(delivery.message)
         except Exception as exc:
-            now = loop.time()
-            if delivery.settled:
-                return
-            if now >= delivery.deadline:
-                self._lose(delivery, f"its lock could not be renewed in time: {_describe(exc)}")
-            else:  # a transient failure: try again soon, while the lock lasts
-                delivery.renew_at = now + min(1.0, (delivery.deadline - now) / 4)
-        else:
-            if not delivery.settled:
-                delivery.locked_until(until, loop.time())
-        finally:
-            delivery.renewing = False
-            self._renew_wake.set()
+            if not isinstance(exc, _REFUSALS):  # the receiver is broken, not the lock
+                self._connection_failed(delivery.generation, exc)
+            raise
+        return until
 
     def _lose(self, delivery: _Delivery, why: str) -> None:
-        self._release_hold(delivery)
+        """Its lock is gone: settling it raises LockLost, code under lock_scope is cancelled."""
         if delivery.settled or delivery.lost is not None:
             return
         job_id = delivery.message.message_id
@@ -288,14 +285,21 @@ class _Receiver:
             raise AlreadySettled(
                 "the job was already settled", queue=self._queue, job_id=incoming.id
             )
-        if self._closed or self._sdk is None:
+        if self._closed:
             raise DeliveryStale(
                 "the consumer closed before the job was settled; Service Bus redelivers it",
                 queue=self._queue,
                 job_id=incoming.id,
             )
+        if delivery.generation != self._generation or self._sdk is None:
+            delivery.settled = True
+            raise DeliveryStale(
+                "the connection was lost before the job was settled; Service Bus redelivers it",
+                queue=self._queue,
+                job_id=incoming.id,
+            )
         delivery.settled = True
-        self._release_hold(delivery)
+        self._locks.release(delivery)
         if delivery.lost is not None:
             raise delivery.lost
         sdk = self._sdk
@@ -327,6 +331,8 @@ class _Receiver:
         try:
             await call
         except Exception as exc:
+            if not isinstance(exc, _REFUSALS):  # the receiver is broken, not the job
+                self._connection_failed(incoming.token.generation, exc)
             raise _settle_error(exc, queue=self._queue, job_id=incoming.id) from None
 
     async def _resend_then_complete(
@@ -357,7 +363,9 @@ class _Receiver:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
+        if isinstance(exc, DeliveryStale):  # its connection dropped: the reconnect says so, once
+            log.debug("a settlement failed: %s", exc, extra={"queue": self._queue})
+        elif exc is not None:
             log.warning("a settlement failed: %s", exc, extra={"queue": self._queue})
 
     async def _wait_background(self) -> None:
@@ -382,7 +390,7 @@ class _Receiver:
             return
         for delivery in buffered:
             delivery.settled = True
-            self._release_hold(delivery)
+            self._locks.release(delivery)
         work = [self._give_back_one(sdk, delivery) for delivery in buffered]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(_gather_quietly(work, self._queue), _CLOSE_TIMEOUT)

@@ -10,7 +10,9 @@ client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 from typing import Any, Final
 
 from ..._errors import InvalidSetting
@@ -47,13 +49,91 @@ __all__ = [
 _CLOSE_TIMEOUT: Final = 5.0
 
 
+log = logging.getLogger("amqp1q.servicebus")
+
+
+def _track_sockets(handler: Any) -> None:
+    """Note the socket of every connection a fresh SDK sender or receiver opens, for
+    :func:`_close_quietly`: after a dropped connection the SDK's own close leaves it open (it
+    stops at its first failure, and a connection that ended in error skips closing its
+    transport), and so does its clean-up of an open that failed half way; each such socket
+    stays open until the garbage collector finds it (a ResourceWarning). Call before opening.
+    Relies on the private ``_create_handler`` and ``_handler._connection._transport``."""
+    transports: list[Any] = []
+    handler._amqp1q_transports = transports
+    create = getattr(handler, "_create_handler", None)
+    if create is None:
+        return
+
+    def create_handler(*args: Any, **kwargs: Any) -> None:
+        create(*args, **kwargs)
+        amqp: Any = getattr(handler, "_handler", None)
+        open_async = getattr(amqp, "open_async", None)
+        if open_async is None:
+            return
+
+        async def opened(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await open_async(*args, **kwargs)
+            finally:
+                transport = getattr(getattr(amqp, "_connection", None), "_transport", None)
+                if transport is not None:
+                    transports.append(transport)
+
+        amqp.open_async = opened
+
+    handler._create_handler = create_handler
+
+
+async def _close_quietly(handler: Any, *, dead: bool = False) -> None:
+    """Close an SDK sender or receiver, bounded, whatever it raises, and every socket it opened
+    (see :func:`_track_sockets`). ``dead``: its connection failed, so its sockets are closed
+    first (the SDK's close otherwise waits seconds for answers that cannot come)."""
+    if dead:
+        await _close_sockets(handler)
+    try:
+        await asyncio.wait_for(handler.close(), _CLOSE_TIMEOUT)
+    except (Exception, asyncio.TimeoutError):
+        log.debug("closing a Service Bus sender or receiver failed", exc_info=True)
+    await _close_sockets(handler)
+
+
+async def _close_sockets(handler: Any) -> None:
+    for transport in getattr(handler, "_amqp1q_transports", ()):
+        if getattr(transport, "writer", None) is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(transport.close(), _CLOSE_TIMEOUT)
+
+
+def _no_reopen(handler: Any) -> None:
+    """Keep an opened SDK sender or receiver from opening itself again once its handler shut
+    down: its operations then fail at once, and amqp1q opens a fresh object instead.
+
+    The SDK reopens a failed handler inside whichever operation comes next; with several
+    operations on one receiver at once (acks, renewals, the pump), each failing one opens a
+    connection of its own and they overwrite each other's, so all but one are never closed
+    (hundreds of leaked connections, each with a keep-alive task, in 50 cuts). Relies on the
+    private ``_open`` and ``_running`` (see the package docstring)."""
+    if not hasattr(handler, "_open") or not hasattr(handler, "_running"):
+        return  # another SDK version: it reopens itself, as it always did
+
+    async def _open(timeout: float | None = None) -> None:
+        if not handler._running:
+            raise sb_errors.ServiceBusConnectionError(
+                message="the connection was lost; amqp1q opens a new sender or receiver"
+            )
+
+    handler._open = _open
+
+
 async def _open_once(handler: Any) -> None:
     """Open an SDK sender or receiver in one attempt, without the SDK's retries.
 
     The SDK retries every failure to open -- a refused port, an unknown host, a TLS failure,
     refused credentials -- backing off each time, so the cause was lost behind the connect
     timeout (10 s of nothing). One attempt fails in milliseconds with the cause attached. The
-    SDK's retries still apply to everything after (sends, receives, settlements).
+    SDK's retries still apply to everything after (sends, receives, settlements) when the
+    adapter has no reconnect policy; with one they are off, and amqp1q re-dials itself.
     azure-servicebus 7.15 reads ``handler._config.retry_total`` as each operation starts;
     without that attribute the SDK's own retries apply.
     """

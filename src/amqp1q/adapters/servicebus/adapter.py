@@ -25,11 +25,12 @@ from ..._errors import (
     UnsupportedFeature,
 )
 from ..._job import Job, Receipt, new_job_id
+from ..._policy import ReconnectPolicy
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
-from ._errors import _open_error, _push_error
 from ._mapping import _message, to_message, to_roadrunner_message
 from ._receiving import _Receiver
+from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor, open_fresh
 from ._sdk import (
     _CLOSE_TIMEOUT,
     ServiceBusClient,
@@ -39,8 +40,6 @@ from ._sdk import (
     ServiceBusSender,
     ServiceBusSubQueue,
     _async_credential,
-    _open_once,
-    sb_errors,
 )
 from ._sending import _Outbox
 
@@ -80,8 +79,14 @@ class ServiceBusAdapter:
     - ``receive_wait`` (5 s): how long one pull waits for messages before asking again;
     - ``socket_timeout`` (0.02 s): the receivers' socket read timeout (the SDK's is 0.2 s, which
       settlements running at once each wait out);
-    - ``retry_total`` (3), ``retry_backoff_factor`` (0.8), ``retry_backoff_max`` (30 s): the
-      SDK's retries; ``client_options``: any other ``ServiceBusClient`` keyword.
+    - ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; None: off) and ``connect_timeout``
+      (10 s): when a receive or a send fails, the SDK receiver or sender is replaced by a fresh
+      one (see :mod:`._reconnect`), the send is repeated and the consumer goes on;
+    - ``retry_total`` (0 with a reconnect policy, else 3), ``retry_backoff_factor`` (0.8),
+      ``retry_backoff_max`` (30 s): the SDK's own retries. With a reconnect policy amqp1q
+      re-dials itself, faster (the SDK backs off 0.8 s, 1.6 s, ...) and without sharing a
+      failing handler between operations; ``client_options``: any other ``ServiceBusClient``
+      keyword.
     """
 
     def __init__(
@@ -98,10 +103,12 @@ class ServiceBusAdapter:
         max_lock_renewal: float = DEFAULT_MAX_LOCK_RENEWAL,
         receive_wait: float = DEFAULT_RECEIVE_WAIT,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-        retry_total: int = 3,
+        retry_total: int | None = None,
         retry_backoff_factor: float = 0.8,
         retry_backoff_max: float = 30.0,
         client_options: Mapping[str, Any] | None = None,
+        reconnect: ReconnectPolicy | None = ReconnectPolicy(),  # noqa: B008 - frozen
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         dead_letters_of: str | None = None,
     ) -> None:
         if endpoint is None and (credential is None or not fully_qualified_namespace):
@@ -128,6 +135,8 @@ class ServiceBusAdapter:
         self.max_lock_renewal = max_lock_renewal
         self.receive_wait = receive_wait
         self.socket_timeout = socket_timeout
+        if retry_total is None:  # amqp1q re-dials itself: the SDK's retries only slow it down
+            retry_total = 0 if reconnect is not None else 3
         self._client_kwargs: dict[str, Any] = {
             "retry_total": retry_total,
             "retry_backoff_factor": retry_backoff_factor,
@@ -135,10 +144,20 @@ class ServiceBusAdapter:
             **(client_options or {}),
         }
         self._client: ServiceBusClient | None = None
-        self._sender: ServiceBusSender | None = None
         self._outbox: _Outbox | None = None
         self._receivers: set[_Receiver] = set()
         self._closed = False
+        self._reconnect = reconnect
+        self._connect_timeout = connect_timeout
+        self.supervisor = self._new_supervisor()
+
+    def _new_supervisor(self) -> _Supervisor:
+        return _Supervisor(
+            self._reconnect,
+            queue=self.queue,
+            display=self.display,
+            connect_timeout=self._connect_timeout,
+        )
 
     @classmethod
     def from_connection_string(
@@ -210,6 +229,16 @@ class ServiceBusAdapter:
         return text
 
     @property
+    def state(self) -> str:
+        """``connected``, ``reconnecting`` (a sender or receiver is being replaced), ``failed``
+        (the reconnect policy gave up) or ``closed``."""
+        return self.supervisor.state
+
+    @property
+    def state_listeners(self) -> list[Any]:
+        return self.supervisor.state_listeners
+
+    @property
     def client(self) -> ServiceBusClient:
         if self._client is None:
             raise QueueStateError("the queue is not open", queue=self.queue)
@@ -250,24 +279,28 @@ class ServiceBusAdapter:
             ) from None
         if self._dead_letters_of is not None:
             return  # nothing is pushed to a dead-letter queue; receivers connect on their own
-        sender = self._client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
-        try:
-            await _open_once(sender)
-        except sb_errors.ServiceBusError as exc:
-            raise _open_error(exc, queue=self.queue, display=self.display) from None
-        self._sender = sender
-        self._outbox = _Outbox(sender, self._entity)
+        sender = await self._connect_sender()
+        self.supervisor.connected_once = True
+        self._outbox = _Outbox(
+            sender, self._entity, supervisor=self.supervisor, connect=self._connect_sender
+        )
         log.debug("connected to %s", self.display)
+
+    async def _connect_sender(self) -> ServiceBusSender:
+        """A fresh, open SDK sender (raise the mapped error, having closed it, if it fails)."""
+        sender = self.client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
+        return await open_fresh(sender, queue=self.queue, display=self.display)
 
     async def close(self) -> None:
         self._closed = True
+        self.supervisor.close()
         for receiver in list(self._receivers):
             with contextlib.suppress(Exception):
                 await receiver.close()
         outbox, self._outbox = self._outbox, None
         if outbox is not None:
             await outbox.close()
-        client, self._client, self._sender = self._client, None, None
+        client, self._client = self._client, None
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
@@ -294,7 +327,8 @@ class ServiceBusAdapter:
         outbox = self._outbox_or_fail()
         futures = outbox.submit([message for _, message in immediate])
         for due, entries in scheduled.items():
-            numbers = await self._schedule([m for _, m in entries], due, jobs[entries[0][0]].id)
+            messages = [m for _, m in entries]
+            numbers = await outbox.schedule(messages, due, jobs[entries[0][0]].id)
             for (index, _), number in zip(entries, numbers, strict=True):
                 job = jobs[index]
                 if isinstance(number, Amqp1qError):
@@ -344,22 +378,6 @@ class ServiceBusAdapter:
             raise QueueStateError("the queue is not open", queue=self.queue)
         return outbox
 
-    async def _schedule(
-        self, messages: list[ServiceBusMessage], due: datetime.datetime, job_id: str | None
-    ) -> list[int | Amqp1qError]:
-        sender = self._sender
-        if sender is None:
-            error: Amqp1qError = QueueStateError("the queue is not open", queue=self.queue)
-            return [error] * len(messages)
-        try:
-            numbers = await sender.schedule_messages(messages, due)
-        except Exception as exc:
-            mapped = _push_error(
-                exc, queue=self.queue, job_id=job_id if len(messages) == 1 else None
-            )
-            return [mapped] * len(messages)
-        return [int(n) for n in numbers]
-
     async def resend(self, incoming: Incoming, *, attempt: int, delay: float | None) -> None:
         """Push a copy of a received job (a release, or a retry with delay); raises on failure."""
         scheduled_at = None
@@ -380,7 +398,7 @@ class ServiceBusAdapter:
                 None,
             )
         if scheduled_at is not None:
-            [result] = await self._schedule([message], scheduled_at, incoming.id)
+            [result] = await self._outbox_or_fail().schedule([message], scheduled_at, incoming.id)
             if isinstance(result, Amqp1qError):
                 raise result
             return
@@ -419,9 +437,9 @@ class ServiceBusAdapter:
         other = ServiceBusAdapter.__new__(ServiceBusAdapter)
         other.__dict__.update(self.__dict__)
         other._client = None
-        other._sender = None
         other._outbox = None
         other._receivers = set()
         other._closed = False
         other._dead_letters_of = self._entity
+        other.supervisor = other._new_supervisor()
         return other
