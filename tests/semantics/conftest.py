@@ -25,6 +25,9 @@ class Backend:
     timing_slack = 0.05
     #: The broker orders jobs by priority (Azure Service Bus has no priority).
     supports_priority = True
+    #: A job with a priority is refused at push (UnsupportedFeature) unless
+    #: ``ignore_priority=True``, rather than taken and delivered in push order.
+    priority_refused = False
     #: A released job goes back in its place, ahead of those behind it. On Service Bus a release
     #: is a re-send then complete (docs/brokers/servicebus.md): the job goes to the back.
     release_keeps_order = True
@@ -129,6 +132,7 @@ class ServiceBusBackend(Backend):
     name = "servicebus"
     timing_slack = 0.05
     supports_priority = False
+    priority_refused = True
     release_keeps_order = False
     can_cut_connections = True
 
@@ -211,14 +215,6 @@ BACKENDS: dict[str, type[Backend]] = {
 
 #: Tests that need a capability some backends lack: test name -> (Backend flag, why it is off).
 REQUIRES: dict[str, tuple[str, str]] = {
-    "test_higher_priority_first_fifo_within": (
-        "supports_priority",
-        "the broker has no message priority",
-    ),
-    "test_queue_default_priority_applies_to_jobs_without_one": (
-        "supports_priority",
-        "the broker has no message priority",
-    ),
     "test_jobs_held_by_a_consumer_whose_connection_dies": (
         "can_cut_connections",
         "the suite cannot cut this backend's connection",

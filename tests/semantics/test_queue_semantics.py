@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -16,6 +17,7 @@ from amqp1q import (
     QueueStateError,
     ReceivedJob,
     RetryPolicy,
+    UnsupportedFeature,
 )
 
 from .conftest import Backend
@@ -69,9 +71,12 @@ async def test_fifo_within_one_priority(backend: Backend) -> None:
 
 
 async def test_higher_priority_first_fifo_within(backend: Backend) -> None:
+    order = [(1, "a"), (5, "b"), (1, "c"), (9, "d"), (5, "e"), (0, "f")]
+    if not backend.supports_priority:
+        await _push_order_without_priority(backend, order, {})
+        return
     queue = await backend.make_queue()
     async with queue:
-        order = [(1, "a"), (5, "b"), (1, "c"), (9, "d"), (5, "e"), (0, "f")]
         await queue.push_many([Job("p", name, priority=prio) for prio, name in order])
         async with queue.consume(prefetch=1) as consumer:
             got = []
@@ -83,6 +88,10 @@ async def test_higher_priority_first_fifo_within(backend: Backend) -> None:
 
 
 async def test_queue_default_priority_applies_to_jobs_without_one(backend: Backend) -> None:
+    if not backend.supports_priority:
+        order = [(None, "default"), (4, "high"), (2, "low")]
+        await _push_order_without_priority(backend, order, {"priority": 3})
+        return
     queue = await backend.make_queue(priority=3)
     async with queue:
         await queue.push_many(
@@ -95,6 +104,31 @@ async def test_queue_default_priority_applies_to_jobs_without_one(backend: Backe
                 got.append((job.payload, job.priority))
                 await job.ack()
     assert [payload for payload, _ in got] == ["high", "default", "low"]
+
+
+async def _push_order_without_priority(
+    backend: Backend, order: list[tuple[int | None, str]], settings: dict[str, Any]
+) -> None:
+    """A broker without priorities: Service Bus refuses a job that has one unless
+    ``ignore_priority=True``; the others (Qpid's C++ example broker) take it and keep push
+    order. ``order[0]`` has a priority of its own or the queue's default."""
+    jobs = [Job("p", name, priority=priority) for priority, name in order]
+    if backend.priority_refused:
+        queue = await backend.make_queue(**settings)
+        async with queue:
+            with pytest.raises(UnsupportedFeature, match="no message priority"):
+                await queue.push(jobs[0])
+        settings = {**settings, "ignore_priority": True}
+    queue = await backend.make_queue(**settings)
+    async with queue:
+        await queue.push_many(jobs)
+        async with queue.consume(prefetch=1) as consumer:
+            got = []
+            for _ in order:
+                job = await take_one(consumer)
+                got.append(job.payload)
+                await job.ack()
+    assert got == [name for _, name in order]
 
 
 # -- prefetch -----------------------------------------------------------------------------------
