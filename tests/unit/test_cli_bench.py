@@ -7,8 +7,8 @@ import json
 import pytest
 
 from amqp1q import Job, JobQueue
-from amqp1q._bench import BenchAborted, Plan, run
 from amqp1q.cli import main
+from amqp1q.cli._bench import BenchAborted, Plan, run
 
 
 def _table(out: str) -> dict[str, list[str]]:

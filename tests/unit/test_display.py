@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from amqp1q._bench import Phase, done_line, results_table
-from amqp1q._display import (
+from amqp1q.cli._bench import Phase, done_line, results_table
+from amqp1q.cli._display import (
     RateMeter,
     StatusLine,
     Style,

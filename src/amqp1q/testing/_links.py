@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from ..adapters.proton._codec import (
+from ..adapters.proton.wire import (
+    ACCEPTED,
     APPLICATION_PROPERTIES,
     HEADER,
     MESSAGE_ANNOTATIONS,
-    split_sections,
-)
-from ..adapters.proton._links import (
-    ACCEPTED,
     MODIFIED,
     REJECTED,
     RELEASED,
+    AMQPDecodeError,
     Condition,
     Delivery,
     DeliveryOutcome,
+    Described,
     ReceiverLink,
     SenderLink,
-)
-from ..adapters.proton._types import (
-    AMQPDecodeError,
-    Described,
     Symbol,
     Timestamp,
     UByte,
@@ -34,13 +30,14 @@ from ..adapters.proton._types import (
     ULong,
     decode,
     encode,
+    split_sections,
 )
 from ._store import BrokerQueue, Stored
 
 if TYPE_CHECKING:
     from ._broker import Broker
 
-__all__ = ["Incoming", "Outgoing", "now_ms"]
+__all__ = ["Incoming", "Locks", "Outgoing", "Role", "Taking", "now_ms"]
 
 log = logging.getLogger("amqp1q.testing")
 
@@ -53,18 +50,46 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Incoming:
+class Role(Protocol):
+    """What a connection holds for each link the client attached."""
+
+    def closed(self) -> None:
+        """The link or its connection went away: let go of what it held."""
+
+
+class Taking:
+    """A link the client sends on: each message goes to :meth:`take`, and the credit is topped
+    up to ``window`` whenever half of it has been used."""
+
+    window: ClassVar[int] = INCOMING_CREDIT
+
+    def __init__(self, link: ReceiverLink) -> None:
+        self.link = link
+        link.on_message = self._on_message
+        link.flow(self.window)
+
+    def take(self, delivery: Delivery, payload: bytes) -> bool:
+        """Settle one message; False when that closed the link (it gets no more credit)."""
+        raise NotImplementedError
+
+    def closed(self) -> None:
+        """Nothing is held for a message once it is settled."""
+
+    def _on_message(self, delivery: Delivery, payload: bytes) -> None:
+        link = self.link
+        if self.take(delivery, payload) and link.credit < self.window // 2:
+            link.flow(self.window - link.credit)
+
+
+class Incoming(Taking):
     """A link the client sends on: messages go into ``queue``."""
 
     def __init__(self, broker: Broker, link: ReceiverLink, queue: BrokerQueue) -> None:
         self.broker = broker
-        self.link = link
         self.queue = queue
-        link.on_message = self._on_message
-        link.flow(INCOMING_CREDIT)
+        super().__init__(link)
 
-    def _on_message(self, delivery: Delivery, payload: bytes) -> None:
-        link = self.link
+    def take(self, delivery: Delivery, payload: bytes) -> bool:
         broker = self.broker
         limit = broker.max_message_size
         if limit and len(payload) > limit:
@@ -75,28 +100,27 @@ class Incoming:
                     f"{len(payload)} bytes is over this link's max-message-size {limit}",
                 ),
             )
-        else:
-            try:
-                messages = unpack_batch(payload) or [payload]
-                stored = [to_stored(message) for message in messages]
-            except AMQPDecodeError as exc:
-                delivery.settle(
-                    REJECTED, condition=Condition("amqp:decode-error", f"not a message: {exc}")
-                )
-            else:
-                if broker.servicebus is not None and not _has_body(payload):
-                    self._refuse_empty_batch(delivery)
-                    return
-                now = now_ms()
-                for item in stored:
-                    if item.due_at == 0 and broker.default_delay_ms:
-                        item.due_at = now + broker.default_delay_ms
-                    self.queue.put(item, now)
-                broker.stats_received += len(stored)
-                if not delivery.remote_settled:
-                    delivery.settle(ACCEPTED)
-        if link.credit < INCOMING_CREDIT // 2:
-            link.flow(INCOMING_CREDIT - link.credit)
+            return True
+        try:
+            messages = unpack_batch(payload) or [payload]
+            stored = [to_stored(message) for message in messages]
+        except AMQPDecodeError as exc:
+            delivery.settle(
+                REJECTED, condition=Condition("amqp:decode-error", f"not a message: {exc}")
+            )
+            return True
+        if broker.servicebus is not None and not _has_body(payload):
+            self._refuse_empty_batch(delivery)
+            return False
+        now = now_ms()
+        for item in stored:
+            if item.due_at == 0 and broker.default_delay_ms:
+                item.due_at = now + broker.default_delay_ms
+            self.queue.put(item, now)
+        broker.stats_received += len(stored)
+        if not delivery.remote_settled:
+            delivery.settle(ACCEPTED)
+        return True
 
     def _refuse_empty_batch(self, delivery: Delivery) -> None:
         """A batch (format 0x80013700) with no data sections, as @azure/service-bus sends for an
@@ -314,3 +338,45 @@ def stamp(stored: Stored, lock_ms: int) -> bytes:
     out += encode(Described(ULong(MESSAGE_ANNOTATIONS), annotations))
     out += tail
     return bytes(out)
+
+
+class Locks:
+    """Peek-lock timers: a delivery not settled before its lock ends goes back to its queue."""
+
+    def __init__(self) -> None:
+        self._timers: dict[bytes, tuple[asyncio.TimerHandle, Outgoing]] = {}
+
+    def track(self, outgoing: Outgoing, tag: bytes, _: Any) -> None:
+        loop = asyncio.get_running_loop()
+        duration = outgoing.broker.lock_duration_ms / 1000
+        handle = loop.call_later(duration, self._expire, tag)
+        self._timers[tag] = (handle, outgoing)
+
+    def renew(self, tag: bytes) -> int | None:
+        """Extend the lock; returns the new locked-until (ms) or None if it has gone."""
+        entry = self._timers.get(tag)
+        if entry is None:
+            return None
+        handle, outgoing = entry
+        handle.cancel()
+        self.track(outgoing, tag, None)
+        return now_ms() + outgoing.broker.lock_duration_ms
+
+    def forget(self, tag: bytes) -> None:
+        entry = self._timers.pop(tag, None)
+        if entry is not None:
+            entry[0].cancel()
+
+    def owner(self, tag: bytes) -> Outgoing | None:
+        entry = self._timers.get(tag)
+        return entry[1] if entry is not None else None
+
+    def _expire(self, tag: bytes) -> None:
+        entry = self._timers.pop(tag, None)
+        if entry is not None:
+            entry[1].lock_expired(tag)
+
+    def clear(self) -> None:
+        for handle, _ in self._timers.values():
+            handle.cancel()
+        self._timers.clear()

@@ -22,15 +22,16 @@ import contextlib
 import logging
 from typing import Final
 
+from ._server import Listener, Server
+
 __all__ = ["FaultProxy"]
 
 log = logging.getLogger("amqp1q.testing")
 
 _CHUNK: Final = 64 * 1024
-_STOP_TIMEOUT: Final = 5.0
 
 
-class FaultProxy:
+class FaultProxy(Server["_Pipe"]):
     """A TCP proxy on ``host`` (127.0.0.1; port 0 picks a free one) to ``target_host:target_port``.
 
     Faults apply to every connection, current and future, until undone (:meth:`resume`,
@@ -45,15 +46,12 @@ class FaultProxy:
     ) -> None:
         self.target_host = target_host
         self.target_port = target_port
-        self.host = host
-        self.port = port
+        self.listener: Listener[_Pipe] = Listener(host, port)
         self.accepted = 0
         self.refused = 0
         self.cuts = 0
         self.bytes_to_target = 0
         self.bytes_to_client = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[_Pipe] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._delay = 0.0
@@ -63,9 +61,11 @@ class FaultProxy:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> FaultProxy:
-        if self._server is None:
-            self._server = await asyncio.start_server(self._accept, self.host, self.port)
-            self.port = self._server.sockets[0].getsockname()[1]
+        """Listen (on a free port with ``port=0``); returns once listening."""
+        if not self.listener.listening:
+            await self.listener.start(
+                lambda host, port: asyncio.start_server(self._accept, host, port)
+            )
             log.debug(
                 "fault proxy %s:%d -> %s:%d",
                 self.host,
@@ -77,23 +77,7 @@ class FaultProxy:
 
     async def stop(self) -> None:
         """Stop listening and abort every connection."""
-        server = self._server
-        self._server = None
-        if server is not None:
-            server.close()
-        self._abort_all(count=False)
-        pipes = list(self._pipes)
-        if pipes:
-            await asyncio.wait([pipe.done for pipe in pipes], timeout=_STOP_TIMEOUT)
-        if server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), _STOP_TIMEOUT)
-
-    async def __aenter__(self) -> FaultProxy:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await self.listener.stop()
 
     @property
     def url(self) -> str:
@@ -109,13 +93,17 @@ class FaultProxy:
     @property
     def active(self) -> int:
         """Connections open through the proxy now."""
-        return len(self._pipes)
+        return len(self.listener.connections)
 
     # -- faults ---------------------------------------------------------------------------------
 
     def cut(self) -> int:
         """Abort every current connection on both sides (no FIN: a reset); returns how many."""
-        return self._abort_all(count=True)
+        cut = self.listener.abort_all()
+        self.cuts += cut
+        if cut:
+            log.debug("fault proxy cut %d connection(s)", cut)
+        return cut
 
     def stall(self) -> None:
         """Forward nothing either way (connections stay open) until :meth:`resume`."""
@@ -161,29 +149,18 @@ class FaultProxy:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _abort_all(self, *, count: bool) -> int:
-        pipes = list(self._pipes)
-        for pipe in pipes:
-            pipe.abort()
-        if count:
-            self.cuts += len(pipes)
-            if pipes:
-                log.debug("fault proxy cut %d connection(s)", len(pipes))
-        return len(pipes)
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self._refusing or self._server is None:
+        if self._refusing or not self.listener.listening:
             writer.transport.abort()
             self.refused += 1
             return
         pipe = _Pipe(self, writer)
-        self._pipes.add(pipe)
+        self.listener.add(pipe)
         try:
             await pipe.run(reader)
         finally:
-            self._pipes.discard(pipe)
-            pipe.done.set_result(None)
+            self.listener.discard(pipe)
 
 
 class _Pipe:
@@ -195,7 +172,6 @@ class _Pipe:
         self.target: asyncio.StreamWriter | None = None
         self.aborted = False
         self.tasks: list[asyncio.Task[None]] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def abort(self) -> None:
         """Reset both sockets at once and stop copying (a stalled copy too)."""

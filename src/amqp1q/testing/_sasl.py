@@ -14,15 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from ..adapters.proton._types import (
-    AMQPDecodeError,
-    Array,
-    Described,
-    UByte,
-    ULong,
-    decode,
-    encode,
-)
+from ..adapters.proton.wire import AMQPDecodeError, Array, Described, UByte, ULong, decode, encode
 
 __all__ = ["AMQP_HEADER", "SASL_HEADER", "SaslServer"]
 

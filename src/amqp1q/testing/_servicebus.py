@@ -38,24 +38,31 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..adapters.proton._codec import Message, decode_message, encode_message
-from ..adapters.proton._links import (
+from ..adapters.proton.wire import (
     ACCEPTED,
     MODIFIED,
     REJECTED,
     RELEASED,
+    AMQPDecodeError,
+    Array,
     Condition,
     Delivery,
+    Int,
     Link,
+    Message,
     ReceiverLink,
     SenderLink,
+    Symbol,
+    Timestamp,
+    decode_message,
+    encode_message,
 )
-from ..adapters.proton._types import AMQPDecodeError, Array, Int, Symbol, Timestamp
-from ._links import now_ms, stamp, to_stored
-from ._store import BrokerQueue
+from ._links import Taking, now_ms, stamp, to_stored
+from ._store import BrokerQueue, queue_name
 
 if TYPE_CHECKING:
-    from ._broker import Broker, _Connection
+    from ._broker import Broker
+    from ._connection import BrokerConnection
 
 __all__ = [
     "CBS_NODE",
@@ -98,17 +105,17 @@ class ServiceBusEmulation:
         #: leaves azure-servicebus waiting forever, and an unanswered put-token 60 s).
         self.refusal = refusal
         #: Per connection: the client's receiver links for node answers, by node address.
-        self._responders: weakref.WeakKeyDictionary[_Connection, dict[str, _Responder]] = (
+        self._responders: weakref.WeakKeyDictionary[BrokerConnection, dict[str, _Responder]] = (
             weakref.WeakKeyDictionary()
         )
         #: Connections that put a valid token (only checked when the broker has ``users``).
-        self._authorized: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._authorized: weakref.WeakSet[BrokerConnection] = weakref.WeakSet()
         self.tokens_accepted = 0
         self.tokens_refused = 0
 
     # -- attach ---------------------------------------------------------------------------------
 
-    def attach(self, connection: _Connection, link: Link, address: str | None) -> bool:
+    def attach(self, connection: BrokerConnection, link: Link, address: str | None) -> bool:
         """Take the link if it is a Service Bus node's; False leaves it to the broker."""
         node = _node(address)
         if node is None:
@@ -125,10 +132,10 @@ class ServiceBusEmulation:
             link.open()
             role = _Requests(self, connection, node, link)
         connection.links[link] = role
-        link.on_remote_close = _forget(connection)
+        link.on_remote_close = connection.link_closed
         return True
 
-    def _entity(self, connection: _Connection, link: Link) -> bool:
+    def _entity(self, connection: BrokerConnection, link: Link) -> bool:
         plain_key = connection.user is not None and connection.user in self.broker.users
         if self.broker.users and connection not in self._authorized and not plain_key:
             link.open()
@@ -140,7 +147,7 @@ class ServiceBusEmulation:
             _echo_outcomes(self.broker, link)
         return False
 
-    def responder(self, connection: _Connection, node: str) -> _Responder | None:
+    def responder(self, connection: BrokerConnection, node: str) -> _Responder | None:
         return self._responders.get(connection, {}).get(node)
 
     def _responder_gone(self, responder: _Responder) -> None:
@@ -150,7 +157,7 @@ class ServiceBusEmulation:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def handle(self, connection: _Connection, node: str, request: Message) -> None:
+    def handle(self, connection: BrokerConnection, node: str, request: Message) -> None:
         props = _text_keys(request.application_properties)
         operation = str(props.get("operation") or "")
         if node == CBS_NODE and self._closed_for_refusal(connection):
@@ -178,7 +185,7 @@ class ServiceBusEmulation:
         )
         responder.send(encode_message(response))
 
-    def _closed_for_refusal(self, connection: _Connection) -> bool:
+    def _closed_for_refusal(self, connection: BrokerConnection) -> bool:
         """On a broker without the emulation, refuse an azure-servicebus (Python) client's token
         by closing its connection: it retries a token answered with an error status (for about
         15 s) and drops the description, but gives up at once, description intact, on a
@@ -196,7 +203,7 @@ class ServiceBusEmulation:
         engine.close(Condition("amqp:not-implemented", self.refusal, {"broker": PLAIN_BROKER}))
         return True
 
-    def _cbs(self, connection: _Connection, operation: str, request: Message) -> _Reply:
+    def _cbs(self, connection: BrokerConnection, operation: str, request: Message) -> _Reply:
         if operation != "put-token":
             return 400, f"unknown $cbs operation {operation!r}", None, "amqp:not-implemented"
         if self.refusal is not None:
@@ -305,21 +312,24 @@ _OPERATIONS: Final[
 }
 
 
-class _Requests:
+class _Requests(Taking):
     """The client's sender to a node: each message is a request, accepted and answered."""
 
+    window = REQUEST_CREDIT
+
     def __init__(
-        self, emulation: ServiceBusEmulation, connection: _Connection, node: str, link: ReceiverLink
+        self,
+        emulation: ServiceBusEmulation,
+        connection: BrokerConnection,
+        node: str,
+        link: ReceiverLink,
     ) -> None:
         self.emulation = emulation
         self.connection = connection
         self.node = node
-        self.link = link
-        link.on_message = self._on_message
-        link.flow(REQUEST_CREDIT)
+        super().__init__(link)
 
-    def _on_message(self, delivery: Delivery, payload: bytes) -> None:
-        link = self.link
+    def take(self, delivery: Delivery, payload: bytes) -> bool:
         try:
             request = decode_message(payload)
         except AMQPDecodeError as exc:
@@ -328,18 +338,18 @@ class _Requests:
             if not delivery.remote_settled:
                 delivery.settle(ACCEPTED)
             self.emulation.handle(self.connection, self.node, request)
-        if link.credit < REQUEST_CREDIT // 2:
-            link.flow(REQUEST_CREDIT - link.credit)
-
-    def closed(self) -> None:
-        pass
+        return True
 
 
 class _Responder:
     """The client's receiver from a node: answers go out pre-settled, queued while no credit."""
 
     def __init__(
-        self, emulation: ServiceBusEmulation, connection: _Connection, node: str, link: SenderLink
+        self,
+        emulation: ServiceBusEmulation,
+        connection: BrokerConnection,
+        node: str,
+        link: SenderLink,
     ) -> None:
         self.emulation = emulation
         self.connection = connection
@@ -372,15 +382,6 @@ def stand_in(broker: Broker, address: str | None) -> ServiceBusEmulation | None:
     return stand
 
 
-def _forget(connection: _Connection) -> Callable[[Link, Condition | None], None]:
-    def closed(link: Link, condition: Condition | None) -> None:
-        role = connection.links.pop(link, None)
-        if isinstance(role, (_Requests, _Responder)):
-            role.closed()
-
-    return closed
-
-
 def _echo_outcomes(broker: Broker, link: SenderLink) -> None:
     """Settle each delivery with the outcome the client chose (rcv-settle-mode ``second``):
     the SDK reports a settlement unconfirmed otherwise. A delivery whose lock has expired is
@@ -396,15 +397,13 @@ def _echo_outcomes(broker: Broker, link: SenderLink) -> None:
 
 def _node(address: str | None) -> str | None:
     """``$cbs`` or ``QUEUE/$management`` (DLQ spelled the broker's way) for a node's address."""
-    from ._broker import _queue_name
-
-    name = _queue_name(address)
+    name = queue_name(address)
     if name is None:
         return None
     if name.lower() == CBS_NODE:
         return CBS_NODE
     if name.lower().endswith(MANAGEMENT_SUFFIX):
-        entity = _queue_name(name[: -len(MANAGEMENT_SUFFIX)])
+        entity = queue_name(name[: -len(MANAGEMENT_SUFFIX)])
         return None if entity is None else entity + MANAGEMENT_SUFFIX
     return None
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import attrs
 
-__all__ = ["DEAD_LETTER_SUFFIX", "BrokerQueue", "Store", "Stored"]
+__all__ = ["DEAD_LETTER_SUFFIX", "BrokerQueue", "Store", "Stored", "queue_name"]
 
 DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
 
@@ -230,3 +231,15 @@ class Store:
     def schedule_changed(self, queue: BrokerQueue) -> None:
         if self._on_schedule is not None:
             self._on_schedule(queue)
+
+
+def queue_name(address: str | None) -> str | None:
+    """The queue an address names: ``jobs``, ``/jobs``, ``amqps://host:port/jobs`` alike."""
+    if not address:
+        return None
+    if "://" in address:
+        address = urllib.parse.urlsplit(address).path
+    name = address.lstrip("/")
+    if name.lower().endswith(DEAD_LETTER_SUFFIX):  # Service Bus spells it /$DeadLetterQueue
+        name = name[: -len(DEAD_LETTER_SUFFIX)] + DEAD_LETTER_SUFFIX
+    return name or None

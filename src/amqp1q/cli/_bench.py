@@ -1,24 +1,22 @@
-"""``amqp1q bench`` and ``amqp1q demo``: push N jobs, consume them all, and say how fast.
+"""The run ``amqp1q bench`` and ``amqp1q demo`` make: push N jobs, consume them all, time both.
 
-One loop serves both commands. :func:`run` pushes ``jobs`` jobs in ``push_many`` calls of
-``batch`` from ``producers`` tasks, then consumes and acks them with ``consumers`` consumers, for
-``rounds`` rounds, timing each phase by the wall clock, by this process's CPU time
-(``time.process_time``: user + sys) and, for pushes, per call. A status line on stderr shows the
-progress; ``demo`` prints a line per phase, ``bench`` a table. This is a quick check of one setup;
-the side-by-side comparison with other clients is ``benchmarks/run.py``.
+:func:`run` pushes ``jobs`` jobs in ``push_many`` calls of ``batch`` from ``producers`` tasks,
+then consumes and acks them with ``consumers`` consumers, for ``rounds`` rounds, timing each
+phase by the wall clock, by this process's CPU time (``time.process_time``: user + sys) and, for
+pushes, per call. A status line shows the progress; :func:`results_table` and :func:`done_line`
+report the result. The commands themselves are :mod:`._demo`. This is a quick check of one
+setup; the side-by-side comparison with other clients is ``benchmarks/run.py``.
 
-Both commands ack every job they consume, so a queue given by ``--url`` must be empty: they look
-first (and release what they find), and stop at any job that is not their own.
+The run acks every job it consumes, so a queue it is given must be empty: it looks first
+(``check_empty``, releasing what it finds), and stops at any job that is not its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import math
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -26,17 +24,13 @@ from typing import Any
 
 import attrs
 
-from ._broker_child import BrokerDidNotStart, broker_process
-from ._display import StatusLine, Style, plain_progress, progress_line, table, ticking
-from ._job import Job
-from ._queue import JobQueue
+from .. import Job, JobQueue
+from ._display import StatusLine, plain_progress, progress_line, table, ticking
 
 __all__ = [
     "BenchAborted",
     "Phase",
     "Plan",
-    "bench",
-    "demo",
     "done_line",
     "results_table",
     "run",
@@ -109,12 +103,10 @@ async def run(
         await _check_empty(queue)
     phases = []
     for round_ in range(1, plan.rounds + 1):
-        suffix = f" {round_}/{plan.rounds}" if plan.rounds > 1 else ""
+        timer = _Timer(round_, status, summaries)
         for phase in (
-            await _push(
-                queue, plan, round_, f"{prefix}{round_}-", status, "push" + suffix, summaries
-            ),
-            await _consume(queue, plan, round_, prefix, status, "consume" + suffix, summaries),
+            await _push(queue, plan, f"{prefix}{round_}-", timer),
+            await _consume(queue, plan, prefix, timer),
         ):
             phases.append(phase)
             if on_phase is not None:
@@ -122,15 +114,33 @@ async def run(
     return phases
 
 
-async def _push(
-    queue: JobQueue,
-    plan: Plan,
-    round_: int,
-    prefix: str,
-    status: StatusLine | None,
-    label: str,
-    summary: bool,
-) -> Phase:
+@attrs.frozen
+class _Timer:
+    """Times one phase of round ``round`` while its workers run, showing progress on ``status``."""
+
+    round: int
+    status: StatusLine | None
+    summary: bool
+
+    async def phase(
+        self,
+        name: str,
+        plan: Plan,
+        workers: Sequence[Coroutine[Any, Any, None]],
+        done: Callable[[], int],
+        stop: asyncio.Event,
+        calls: Sequence[float] = (),
+    ) -> Phase:
+        """Run ``workers`` until ``stop`` is set: ``done()`` jobs of ``plan.jobs`` so far."""
+        label = name + (f" {self.round}/{plan.rounds}" if plan.rounds > 1 else "")
+        cpu, wall = time.process_time(), time.perf_counter()
+        async with _progress(self.status, label, plan.jobs, done, self.summary):
+            await _until(stop, workers)
+        seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return Phase(name, self.round, plan.jobs, seconds, cpu, tuple(calls))
+
+
+async def _push(queue: JobQueue, plan: Plan, prefix: str, timer: _Timer) -> Phase:
     n, payload = plan.jobs, b"x" * plan.size
     taken = pushed = 0
     calls: list[float] = []
@@ -149,22 +159,11 @@ async def _push(
             if pushed == n:
                 stop.set()
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    async with _progress(status, label, n, lambda: pushed, summary):
-        await _until(stop, [produce() for _ in range(plan.producers)])
-    seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return Phase("push", round_, n, seconds, cpu, tuple(calls))
+    workers = [produce() for _ in range(plan.producers)]
+    return await timer.phase("push", plan, workers, lambda: pushed, stop, calls)
 
 
-async def _consume(
-    queue: JobQueue,
-    plan: Plan,
-    round_: int,
-    prefix: str,
-    status: StatusLine | None,
-    label: str,
-    summary: bool,
-) -> Phase:
+async def _consume(queue: JobQueue, plan: Plan, prefix: str, timer: _Timer) -> Phase:
     n = plan.jobs
     acked = 0
     stop = asyncio.Event()
@@ -187,11 +186,8 @@ async def _consume(
                 if acked == n:
                     stop.set()
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    async with _progress(status, label, n, lambda: acked, summary):
-        await _until(stop, [drain() for _ in range(plan.consumers)])
-    seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return Phase("consume", round_, n, seconds, cpu)
+    workers = [drain() for _ in range(plan.consumers)]
+    return await timer.phase("consume", plan, workers, lambda: acked, stop)
 
 
 async def _check_empty(queue: JobQueue, wait: float = 0.5) -> None:
@@ -300,101 +296,3 @@ def _median(phases: Sequence[Phase], name: str) -> Phase:
         statistics.median(phase.cpu_seconds for phase in picked),
         tuple(call for phase in picked for call in phase.calls),
     )
-
-
-# -- the commands --------------------------------------------------------------------------------
-
-
-def plan_of(args: argparse.Namespace) -> Plan:
-    return Plan(
-        jobs=args.jobs,
-        size=args.size,
-        prefetch=args.prefetch,
-        rounds=getattr(args, "rounds", 1),
-        batch=getattr(args, "batch", 500),
-        producers=getattr(args, "producers", 1),
-        consumers=getattr(args, "consumers", 1),
-    )
-
-
-async def demo(args: argparse.Namespace) -> int:
-    """Push and consume on the embedded broker in this process: a line per phase on stdout."""
-    return await _command("demo", args, queue="jobs", own_process=False)
-
-
-async def bench(args: argparse.Namespace) -> int:
-    """Push and consume on the embedded broker in a process of its own: a table on stdout."""
-    return await _command("bench", args, queue="bench", own_process=True)
-
-
-async def _command(name: str, args: argparse.Namespace, *, queue: str, own_process: bool) -> int:
-    plan, out = plan_of(args), sys.stdout
-    phases: list[Phase] = []
-
-    def report(phase: Phase) -> None:
-        phases.append(phase)
-        if name == "demo":
-            word = {"push": "pushed", "consume": "consumed"}[phase.name]
-            print(done_line(f"{word:>8}", phase.jobs, phase.seconds), file=out)
-
-    try:
-        async with (
-            _target(args.url, queue, own_process=own_process) as (url, where),
-            JobQueue.from_url(url, prefetch=plan.prefetch) as jobs,
-        ):
-            what = f"{plan.jobs:,} jobs of {plan.size:,} bytes through {jobs.url}{where}"
-            print(f"amqp1q {name}: {what}", file=out, flush=True)
-            if name == "bench":
-                print(
-                    f"push_many calls of {plan.batch:,} jobs from "
-                    f"{_many(plan.producers, 'producer')}; {_many(plan.consumers, 'consumer')} "
-                    f"with prefetch {plan.prefetch:,}; {_many(plan.rounds, 'round')}",
-                    file=out,
-                    flush=True,
-                )
-            status = StatusLine(sys.stderr)
-            await run(
-                jobs,
-                plan,
-                status=status,
-                check_empty=bool(args.url),
-                on_phase=report,
-                summaries=name == "bench",  # demo's result lines go to stdout, once
-            )
-    except (BenchAborted, BrokerDidNotStart) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if name == "bench":
-        unicode = Style.detect(out).unicode
-        broker = " (the embedded broker's own process is not counted)" if not args.url else ""
-        print(
-            f"\n{results_table(phases, unicode=unicode)}\n\n"
-            f"CPU {'µ' if unicode else 'u'}s/job: this process's user+sys CPU time per job"
-            f"{broker}.\ncall p50/p99: one push_many call of {plan.batch:,} jobs, from the call "
-            "until the broker accepted the last of them.",
-            file=out,
-        )
-    return 0
-
-
-def _many(count: int, thing: str) -> str:
-    return f"{count:,} {thing}{'' if count == 1 else 's'}"
-
-
-@contextlib.asynccontextmanager
-async def _target(
-    url: str | None, queue: str, *, own_process: bool
-) -> AsyncIterator[tuple[str, str]]:
-    """``(queue URL, where it is)``: ``url``, else the embedded broker, here or in a process."""
-    if url:
-        yield url, ""
-    elif own_process:
-        async with broker_process() as broker:
-            where = broker.split("://", 1)[1]
-            yield f"{broker}/{queue}", f" (the embedded broker on {where}, in its own process)"
-    else:
-        from .testing import Broker
-
-        async with Broker() as embedded:
-            where = f" (the embedded broker on {embedded.host}:{embedded.port}, Proton adapter)"
-            yield f"{embedded.url}/{queue}", where

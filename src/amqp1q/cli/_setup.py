@@ -1,0 +1,46 @@
+"""``amqp1q setup-rabbitmq``: declare job queues, their ``.dlq`` queues and the delay exchanges.
+
+RabbitMQ 3.x's AMQP 1.0 plugin declares nothing, so this goes through the management API
+(:mod:`amqp1q.adapters.proton.rabbitmq_setup`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["add_setup_parser"]
+
+
+def add_setup_parser(commands: Any) -> None:
+    """``amqp1q setup-rabbitmq``'s arguments."""
+    setup = commands.add_parser(
+        "setup-rabbitmq",
+        help="declare job queues, their .dlq queues and the delay exchanges on RabbitMQ 3.x",
+    )
+    setup.add_argument("--queue", action="append", required=True, help="a job queue (repeatable)")
+    setup.add_argument(
+        "--management-url",
+        default=os.environ.get(
+            "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
+        ),
+        help="RabbitMQ's management API (default: $AMQP1Q_RABBITMQ_MANAGEMENT_URL, else local)",
+    )
+    setup.add_argument(
+        "--vhost", default="/", help="the virtual host to declare them in (/, the default)"
+    )
+    setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
+    setup.set_defaults(run=_setup_rabbitmq)
+
+
+async def _setup_rabbitmq(args: argparse.Namespace) -> int:
+    from ..adapters.proton.rabbitmq_setup import RabbitMQManagement
+
+    management = RabbitMQManagement(args.management_url, vhost=args.vhost)
+    management.setup_delays()
+    for queue in args.queue:
+        management.setup_job_queue(queue, max_priority=args.max_priority)
+        print(f"declared {queue} (x-max-priority {args.max_priority}) and {queue}.dlq")
+    print(f"declared the delay exchanges on {management.display}")
+    return 0
