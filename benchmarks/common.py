@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,21 +59,62 @@ def last_json_line(returncode: int, stdout: str, stderr: str) -> tuple[dict[str,
     return result, lines[-1]
 
 
+#: What a client prints (a line of its own) once its push phase is timed, before it consumes:
+#: the driver reads the broker's CPU time there, to split it between the phases.
+PHASE_MARK = "#consume"
+
+
 def run_client(
-    argv: list[str], *, n: int, timeout: float, env: dict[str, str] | None
+    argv: list[str],
+    *,
+    n: int,
+    timeout: float,
+    env: dict[str, str] | None,
+    on_mark: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Run one client process (in the checkout) to the end: its JSON result, checked for every
-    one of METRICS and for ``n`` jobs, and the wall-clock seconds it took. RuntimeError if it timed
-    out (it is killed), failed, or printed no complete result; OSError if it could not start."""
+    one of METRICS and for ``n`` jobs, and the wall-clock seconds it took. ``on_mark`` is called
+    when the client prints PHASE_MARK. RuntimeError if it timed out (it is killed), failed, or
+    printed no complete result; OSError if it could not start."""
     started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    out: list[str] = []
+    err: list[str] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == PHASE_MARK:
+                if on_mark is not None:
+                    on_mark()
+                continue
+            out.append(line)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        err.append(proc.stderr.read())
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
+    for reader in readers:
+        reader.start()
     try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-        )
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired as e:
+        proc.kill()
+        proc.wait()
         raise RuntimeError(f"timed out after {timeout:g} s") from e
+    finally:
+        for reader in readers:
+            reader.join(timeout=10)
     took = time.perf_counter() - started
-    result, _ = last_json_line(proc.returncode, proc.stdout, proc.stderr)
+    result, _ = last_json_line(proc.returncode, "".join(out), "".join(err))
     missing = [m for m in METRICS if not isinstance(result.get(m), (int, float))]
     if missing or result.get("n") != n:
         raise RuntimeError(f"incomplete result (missing {missing}, n={result.get('n')})")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+from brokers import process_cpu
 from common import CLIENTS_DIR, Outcome
 
 AMQP1Q, SDK = "amqp1q", "azure-servicebus"
@@ -55,15 +56,6 @@ def start_broker(python: str) -> tuple[subprocess.Popen[str], str]:
         process.terminate()
         raise RuntimeError(f"the embedded broker did not start: {line!r}")
     return process, line
-
-
-def process_cpu(pid: int) -> float | None:
-    """User+sys CPU seconds of a running process (Linux /proc), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def command(client: str, args: argparse.Namespace, conn: str, queue: str) -> list[str]:

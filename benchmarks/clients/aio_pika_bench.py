@@ -7,6 +7,7 @@ prefetch_count=--prefetch and ack each message explicitly. One connection serves
 
 Prints one JSON line: {"client", "n", "push_per_s", "consume_per_s", "push_cpu_us_per_job",
 "consume_cpu_us_per_job"}; CPU is this process's user+sys time for the phase, divided by N.
+Between the phases it prints ``#consume`` (the driver reads the broker's CPU time there).
 
     python benchmarks/clients/aio_pika_bench.py --url amqp://guest:guest@127.0.0.1:5672 \
         --queue bench-q --n 20000 --prefetch 100 --size 1024
@@ -48,6 +49,7 @@ async def run(url: str, queue_name: str, n: int, prefetch: int, size: int, batch
                 )
             )
         push_wall, push_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        print("#consume", flush=True)  # benchmarks/common.py's PHASE_MARK
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         got = 0

@@ -6,6 +6,7 @@ benchmarks/run.py runs them (benchmarks/extras.py), each against a fresh durable
     # push N and consume N (each job through job.process()), with or without the OTel SDK
     python amqp1q_extras.py tracing --queue q --n 20000 --tracing off
     python amqp1q_extras.py tracing --queue q --n 20000 --tracing on
+    python amqp1q_extras.py tracing --queue q --n 20000 --tracing ratio --pattern push
 
     # fill a queue, then in a fresh process hold a consumer on it while its handler sleeps
     python amqp1q_extras.py fill --queue q --n 100000
@@ -14,10 +15,15 @@ benchmarks/run.py runs them (benchmarks/extras.py), each against a fresh durable
     # a producer at a steady rate, one push per job, and a consumer on its own connection
     python amqp1q_extras.py latency --queue q --rate 1000 --seconds 10 --warmup 1
 
-``tracing on`` installs the OpenTelemetry SDK: a TracerProvider (sampler ALWAYS_ON) with a
-BatchSpanProcessor feeding an exporter that only counts spans, so what is measured is amqp1q's
-tracing and the SDK's span handling, not an exporter's I/O. The global provider can be set once
-per process, hence one process per setting.
+``tracing on`` installs the OpenTelemetry SDK: a TracerProvider with the SDK's default sampler
+(``ParentBased(ALWAYS_ON)``: every span recorded) and a BatchSpanProcessor feeding an exporter
+that only counts spans, so what is measured is amqp1q's tracing and the SDK's span handling, not
+an exporter's I/O. ``tracing ratio`` does the same with ``ParentBased(TraceIdRatioBased(
+--ratio))``: a tenth of the traces recorded by default, the rest non-recording spans; a consumer
+span follows its job's creation context, so with ``push_many`` a whole batch is recorded or not
+(the fraction recorded is reported). The global provider can be set once per process, hence one
+process per setting. ``--pattern push`` pushes with concurrent ``push()`` calls (one task and
+one ``send`` span per job, --in-flight at once) instead of ``push_many``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from amqp1q_bench import concurrently  # (this script's directory is on sys.path)
+
 from amqp1q import Job, JobQueue
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -43,7 +51,7 @@ MB = 1024 * 1024
 # -- tracing ------------------------------------------------------------------------------------
 
 
-def install_sdk() -> Any:
+def install_sdk(setting: str, ratio: float) -> Any:
     """The OTel SDK as the global tracer provider; returns the counting exporter."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -52,7 +60,7 @@ def install_sdk() -> Any:
         SpanExporter,
         SpanExportResult,
     )
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
     class CountingExporter(SpanExporter):
         """Drops every span; counts them, to show none were lost on the way."""
@@ -68,7 +76,8 @@ def install_sdk() -> Any:
             pass
 
     exporter = CountingExporter()
-    provider = TracerProvider(sampler=ALWAYS_ON)
+    root = ALWAYS_ON if setting == "on" else TraceIdRatioBased(ratio)
+    provider = TracerProvider(sampler=ParentBased(root))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return exporter
@@ -83,14 +92,21 @@ def flush_spans() -> None:
 
 
 async def tracing(args: argparse.Namespace) -> dict[str, Any]:
-    exporter = install_sdk() if args.tracing == "on" else None
+    exporter = install_sdk(args.tracing, args.ratio) if args.tracing != "off" else None
     n, payload = args.n, b"x" * args.size
     queue = JobQueue.from_url(args.url, queue=args.queue, prefetch=args.prefetch)
     async with queue:
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        for first in range(0, n, args.batch):
-            count = min(args.batch, n - first)
-            await queue.push_many([Job("bench", payload) for _ in range(count)])
+        if args.pattern == "push":
+
+            async def push(_: int) -> None:
+                await queue.push(Job("bench", payload))
+
+            await concurrently(n, args.in_flight, "bounded", push)
+        else:
+            for first in range(0, n, args.batch):
+                count = min(args.batch, n - first)
+                await queue.push_many([Job("bench", payload) for _ in range(count)])
         if exporter is not None:
             flush_spans()  # the processor's export work counts towards the phase
         push_wall, push_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -111,6 +127,7 @@ async def tracing(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "measurement": "tracing",
         "tracing": args.tracing,
+        "pattern": args.pattern,
         "n": n,
         "push_per_s": round(n / push_wall, 1),
         "consume_per_s": round(n / consume_wall, 1),
@@ -314,7 +331,10 @@ def main() -> None:
     sub = parser.add_subparsers(dest="measurement", required=True)
     p = sub.add_parser("tracing", parents=[common], help="push/consume with or without the SDK")
     p.add_argument("--n", type=int, default=20_000)
-    p.add_argument("--tracing", choices=["on", "off"], required=True)
+    p.add_argument("--tracing", choices=["off", "on", "ratio"], required=True)
+    p.add_argument("--ratio", type=float, default=0.1, help="TraceIdRatioBased's, for ratio")
+    p.add_argument("--pattern", choices=["push_many", "push"], default="push_many")
+    p.add_argument("--in-flight", type=int, default=1000, help="push() calls at once")
     p = sub.add_parser("fill", parents=[common], help="push --n jobs and exit")
     p.add_argument("--n", type=int, default=100_000)
     p = sub.add_parser("memory", parents=[common], help="RSS while a consumer's handler sleeps")

@@ -3,10 +3,12 @@
 Push N durable messages (1 KiB data-section body by default) as fast as link credit allows and
 count them confirmed once the broker has accepted every one; then receive N with a credit window
 of --prefetch and accept each explicitly (auto_accept off). One connection serves both phases;
-each phase is timed from the moment its link is created.
+each phase is timed from the moment its link is created. The address is RabbitMQ's
+``/amq/queue/QUEUE`` unless --address names another (Qpid's brokers and amqp1q's take the name).
 
 Prints one JSON line: {"client", "n", "push_per_s", "consume_per_s", "push_cpu_us_per_job",
 "consume_cpu_us_per_job"}; CPU is this process's user+sys time for the phase, divided by N.
+Between the phases it prints ``#consume`` (the driver reads the broker's CPU time there).
 
     python benchmarks/clients/proton_reactor.py --url amqp://guest:guest@127.0.0.1:5672 \
         --queue bench-q --n 20000 --prefetch 100 --size 1024
@@ -25,12 +27,14 @@ from proton import Message
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
 
+PHASE_MARK = "#consume"  # benchmarks/common.py's
+
 
 class Bench(MessagingHandler):  # type: ignore[misc]
-    def __init__(self, url: str, queue: str, n: int, prefetch: int, size: int) -> None:
+    def __init__(self, url: str, address: str, n: int, prefetch: int, size: int) -> None:
         super().__init__(prefetch=prefetch, auto_accept=False)
         self.url = url
-        self.address = f"/amq/queue/{queue}"
+        self.address = address
         self.n = n
         # Every job is the same, so one Message is built once and re-encoded for each send.
         self.message = Message(body=b"x" * size, durable=True, subject="bench")
@@ -51,7 +55,8 @@ class Bench(MessagingHandler):  # type: ignore[misc]
         return time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]
 
     def on_start(self, event: Any) -> None:
-        self.conn = event.container.connect(self.url, allowed_mechs="PLAIN")
+        mechanisms = "PLAIN" if urlsplit(self.url).username else "ANONYMOUS"
+        self.conn = event.container.connect(self.url, allowed_mechs=mechanisms)
 
     def on_connection_opened(self, event: Any) -> None:
         self._mark()
@@ -67,6 +72,7 @@ class Bench(MessagingHandler):  # type: ignore[misc]
         self.accepted += 1
         if self.accepted == self.n:
             self.push = self._elapsed()
+            print(PHASE_MARK, flush=True)
             event.sender.close()
             self._mark()
             event.container.create_receiver(event.connection, self.address)
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--host", help="overrides the URL's host")
     parser.add_argument("--port", type=int, help="overrides the URL's port")
     parser.add_argument("--queue", required=True)
+    parser.add_argument("--address", help="attach here (default: /amq/queue/QUEUE, RabbitMQ's)")
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--prefetch", type=int, default=100)
     parser.add_argument("--size", type=int, default=1024)
@@ -119,7 +126,8 @@ def main() -> None:
         creds = f"{url.username}:{url.password}@" if url.username else ""
         netloc = f"{creds}{args.host or url.hostname}:{args.port or url.port or 5672}"
         url = url._replace(netloc=netloc)
-    bench = Bench(urlunsplit(url), args.queue, args.n, args.prefetch, args.size)
+    address = args.address or f"/amq/queue/{args.queue}"
+    bench = Bench(urlunsplit(url), address, args.n, args.prefetch, args.size)
     Container(bench).run()
     if bench.error or bench.push is None or bench.consume is None:
         sys.exit(f"proton-reactor: {bench.error or 'stopped before finishing'}")

@@ -4,11 +4,14 @@
 // Push N durable messages (1 KiB data-section body by default) as fast as link credit allows
 // and count them confirmed once the broker has accepted every one; then receive N with a credit
 // window of --prefetch and accept each explicitly (autoaccept off). One connection serves both
-// phases; each phase is timed from the moment its link is opened.
+// phases; each phase is timed from the moment its link is opened. The address is RabbitMQ's
+// /amq/queue/QUEUE unless --address names another (Qpid's brokers and amqp1q's take the name).
+// A URL without a user name logs in anonymously.
 //
 // Prints one JSON line: {"client", "n", "push_per_s", "consume_per_s", "push_cpu_us_per_job",
 // "consume_cpu_us_per_job"}; CPU is this process's user+system time (process.cpuUsage()) for
-// the phase, divided by N.
+// the phase, divided by N. Between the phases it prints `#consume` (the driver reads the
+// broker's CPU time there).
 //
 //   node benchmarks/clients/rhea_bench.js --url amqp://guest:guest@127.0.0.1:5672 \
 //       --queue bench-q --n 20000 --prefetch 100 --size 1024
@@ -22,6 +25,7 @@ function parseArgs(argv) {
     host: null,
     port: null,
     queue: null,
+    address: null,
     n: 20000,
     prefetch: 100,
     size: 1024,
@@ -55,17 +59,20 @@ function main() {
   const args = parseArgs(process.argv.slice(2));
   const url = new URL(args.url);
   const n = args.n;
-  const address = `/amq/queue/${args.queue}`;
+  const address = args.address || `/amq/queue/${args.queue}`;
   const body = rhea.message.data_section(Buffer.alloc(args.size, 'x'));
 
   const container = rhea.create_container();
-  const connection = container.connect({
+  const options = {
     host: args.host || url.hostname,
     port: args.port || Number(url.port || 5672),
-    username: decodeURIComponent(url.username || 'guest'),
-    password: decodeURIComponent(url.password || 'guest'),
     reconnect: false,
-  });
+  };
+  if (url.username) {
+    options.username = decodeURIComponent(url.username);
+    options.password = decodeURIComponent(url.password);
+  }
+  const connection = container.connect(options);
 
   let t0 = null;
   const mark = () => {
@@ -124,6 +131,7 @@ function main() {
       accepted += 1;
       if (accepted === n) {
         push = elapsed();
+        process.stdout.write('#consume\n');
         sender.close();
         startConsume();
       }
