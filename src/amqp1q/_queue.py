@@ -21,7 +21,7 @@ from ._errors import (
     QueueStateError,
 )
 from ._factory import AdapterOptions, make_adapter
-from ._job import Job, Receipt
+from ._job import Job, Receipt, with_headers
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._roadrunner import check_wire_format
 from ._settings import (
@@ -425,7 +425,7 @@ class JobQueue:
         carrier = _tracing.traced_headers(span, diagnostic_id=system == "servicebus")
         if not carrier:
             return jobs, span
-        return [job._with_headers(carrier) for job in jobs], span
+        return [with_headers(job, carrier) for job in jobs], span
 
     def _tracing_facts(self) -> tuple[str, tuple[str, int] | None]:
         adapter = self._adapter

@@ -6,7 +6,8 @@ A job travels as one message:
 - message-annotations: only when the profile schedules by annotation (``x-opt-delivery-time``...);
 - properties: ``message-id`` = job id, ``subject`` = job name, ``content-type``, ``creation-time``;
 - application-properties: the job's headers (strings), plus ``x-amqp1q-attempt`` after a retry
-  that had to re-publish, plus whatever the adapter adds (dead-letter reason...);
+  that had to re-publish, plus whatever the adapter adds (dead-letter reason...): written by
+  :func:`amqp1q._properties.job_properties`, as every adapter writes them;
 - one data section: the job's body bytes.
 
 :func:`encode_job` is the hot path and writes those sections directly. :func:`decode_message`
@@ -23,6 +24,7 @@ from typing import Any, Final
 import attrs
 
 from ..._job import Job
+from ..._properties import job_properties
 from ._types import (
     _BYTE,
     AMQPDecodeError,
@@ -73,8 +75,6 @@ _SECTION_NAMES: Final = {
     "amqp:amqp-value:*": AMQP_VALUE,
     "amqp:footer:map": FOOTER,
 }
-
-ATTEMPT_PROPERTY: Final = "x-amqp1q-attempt"
 
 
 @attrs.define(slots=True)
@@ -177,13 +177,8 @@ def encode_job(
     # application-properties
     headers = job.headers
     if headers or attempt > 1 or extra_properties:
-        props: dict[str, Any] = dict(headers.items()) if headers else {}
-        if attempt > 1:
-            props[ATTEMPT_PROPERTY] = attempt
-        if extra_properties:
-            props.update(extra_properties)
         section = bytearray(_APP_PROPERTIES)
-        _encode_map(section, props)
+        _encode_map(section, job_properties(headers, attempt=attempt, extra=extra_properties))
         parts.append(bytes(section))
     body = job.body
     size = len(body)

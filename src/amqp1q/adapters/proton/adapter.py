@@ -24,13 +24,13 @@ from ..._errors import (
 from ..._factory import AdapterOptions
 from ..._job import Job, Receipt
 from ..._policy import ReconnectPolicy
-from ..._roadrunner import DELAY_PROPERTY, ROADRUNNER, encode_envelope
+from ..._roadrunner import ROADRUNNER, encode_envelope, envelope_properties
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
 from ._brokers import BrokerProfile, DelayPlan, detect, profile_named
 from ._client import ClientConnection, is_loopback, link_error
-from ._codec import ATTEMPT_PROPERTY, Message, encode_job, encode_message
+from ._codec import Message, encode_job, encode_message
 from ._links import Condition
 from ._receiving import ProtonReceiver
 from ._sending import Sender
@@ -592,12 +592,7 @@ class ProtonAdapter:
         ttl: int | None,
     ) -> bytes:
         """The RoadRunner ``amqp1`` driver's envelope (see ``_roadrunner``), durable."""
-        properties: dict[str, Any] = dict(job.headers.items())
-        if job.delay:
-            properties[DELAY_PROPERTY] = int(job.delay * 1000)
-        if attempt > 1:
-            properties[ATTEMPT_PROPERTY] = attempt
-        properties.update(extra)
+        properties = envelope_properties(job, attempt=attempt, extra=extra)
         message = Message(
             durable=job.durable,
             ttl=ttl,

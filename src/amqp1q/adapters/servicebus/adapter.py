@@ -26,9 +26,10 @@ from ..._errors import (
 )
 from ..._job import Job, Receipt, new_job_id
 from ..._policy import ReconnectPolicy
+from ..._properties import job_properties
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
-from ._mapping import _message, to_message, to_roadrunner_message
+from ._mapping import message_for, to_message, to_roadrunner_message
 from ._receiving import _Receiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor, open_fresh
 from ._sdk import (
@@ -388,13 +389,12 @@ class ServiceBusAdapter:
         if self.wire_format == ROADRUNNER:  # readable by RoadRunner's workers too
             message = self._to_message(incoming.copy_as_job(delay), attempt)
         else:
-            message = _message(
+            message = message_for(
                 incoming.name,
                 incoming.body,
                 incoming.id or new_job_id(),
                 incoming.content_type,
-                incoming.headers,
-                attempt,
+                job_properties(incoming.headers, attempt=attempt),
                 None,
             )
         if scheduled_at is not None:
