@@ -20,10 +20,10 @@ from ._errors import (
     PushTimeout,
     QueueStateError,
 )
-from ._factory import AdapterOptions, make_adapter
+from ._factory import make_adapter
 from ._job import Job, Receipt, with_headers
+from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
-from ._roadrunner import check_wire_format
 from ._settings import (
     TLSConfig,
     check_bool,
@@ -33,7 +33,7 @@ from ._settings import (
 )
 from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._stats import Counters, QueueStats
-from ._urls import AmqpEndpoint, Endpoint, parse_url
+from ._urls import parse_url
 
 __all__ = ["JobQueue"]
 
@@ -160,27 +160,23 @@ class JobQueue:
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
-        vhost = _vhost(endpoint, _optional_str("vhost", vhost))
-        options = AdapterOptions(
-            queue=_optional_str("queue", queue),
-            address=_optional_str("address", address),
-            container_id=_optional_str("container_id", container_id),
-            tls=TLSConfig.of(tls),
-            exchange=_optional_str("exchange", exchange),
-            routing_key=_optional_str("routing_key", routing_key),
-            broker=_optional_str("broker", broker),
+        options = adapter_options(
+            endpoint,
+            queue=queue,
+            address=address,
+            container_id=container_id,
+            tls=tls,
+            exchange=exchange,
+            routing_key=routing_key,
+            broker=broker,
             vhost=vhost,
-            connect_timeout=check_seconds("connect_timeout", connect_timeout),
-            max_message_size=(
-                None
-                if max_message_size is None
-                else check_positive_int("max_message_size", max_message_size)
-            ),
-            reconnect=_reconnect_policy(reconnect),
-            ignore_priority=bool(ignore_priority),
-            allow_plaintext_password=bool(allow_plaintext_password),
-            wire_format=check_wire_format("wire_format", wire_format),
-            pipeline=_optional_str("pipeline", pipeline),
+            connect_timeout=connect_timeout,
+            max_message_size=max_message_size,
+            reconnect=reconnect,
+            ignore_priority=ignore_priority,
+            allow_plaintext_password=allow_plaintext_password,
+            wire_format=wire_format,
+            pipeline=pipeline,
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(
@@ -516,31 +512,3 @@ class JobQueue:
             close_timeout=self.close_timeout,
             settle_timeout=self.settle_timeout,
         )
-
-
-def _optional_str(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidSetting(f"{name} must be a non-empty str, got {value!r}")
-    return value
-
-
-def _vhost(endpoint: Endpoint, given: str | None) -> str | None:
-    """``vhost=`` and the URL's ``?vhost=`` agree (or one of them is unset)."""
-    in_url = endpoint.vhost if isinstance(endpoint, AmqpEndpoint) else None
-    if given is not None and in_url is not None and given != in_url:
-        raise InvalidSetting(
-            f"vhost={given!r} disagrees with the URL's ?vhost={in_url}; give it once"
-        )
-    return given if given is not None else in_url
-
-
-def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
-    if isinstance(value, ReconnectPolicy):
-        return value
-    if value is True:
-        return ReconnectPolicy()
-    if value is False:
-        return None
-    raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")

@@ -21,8 +21,8 @@ from ..._errors import (
     QueueStateError,
     UnsupportedFeature,
 )
-from ..._factory import AdapterOptions
 from ..._job import Job, Receipt
+from ..._options import AdapterOptions
 from ..._policy import ReconnectPolicy
 from ..._roadrunner import ROADRUNNER, encode_envelope, envelope_properties
 from ..._settings import TLSConfig
