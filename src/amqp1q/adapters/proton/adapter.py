@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from ..._adapter import SendResult
+from ..._adapter import SendResult, ServerFacts, StateListeners
 from ..._errors import (
     Amqp1qError,
     AuthenticationFailed,
@@ -89,8 +89,7 @@ class ProtonAdapter:
         self._gave_up: Amqp1qError | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._at_most_once = False
-        #: Called with the new :attr:`state` on each change (``JobQueue.on_state_change``).
-        self.state_listeners: list[Callable[[str], None]] = []
+        self._listeners = StateListeners(log)
         if options.tls is not None and endpoint.scheme != "amqps":
             raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
         if options.routing_key is not None and options.exchange is None:
@@ -115,17 +114,15 @@ class ProtonAdapter:
         return self._endpoint.display
 
     @property
-    def server(self) -> tuple[str, int]:
-        """``(host, port)`` of the broker, for tracing."""
-        return self._endpoint.host, self._endpoint.port
-
-    @property
-    def messaging_system(self) -> str:
-        """The OpenTelemetry ``messaging.system`` value for this broker."""
+    def server_facts(self) -> ServerFacts:
+        """The broker's ``(host, port)``, and the OpenTelemetry ``messaging.system`` value for
+        it (known once the broker is, at open)."""
         name = self._profile.name if self._profile is not None else "generic"
         if name.startswith("rabbitmq"):
-            return "rabbitmq"
-        return {"servicebus": "servicebus", "artemis": "activemq"}.get(name, "amqp")
+            system = "rabbitmq"
+        else:
+            system = {"servicebus": "servicebus", "artemis": "activemq"}.get(name, "amqp")
+        return ServerFacts(system, (self._endpoint.host, self._endpoint.port))
 
     @property
     def profile(self) -> BrokerProfile:
@@ -285,13 +282,11 @@ class ProtonAdapter:
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect(policy))
         self._announce()
 
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        self._listeners.add(listener)
+
     def _announce(self) -> None:
-        state = self.state
-        for listener in list(self.state_listeners):
-            try:
-                listener(state)
-            except Exception:  # noqa: PERF203 - a listener's bug must not stop the supervisor
-                log.exception("a state listener failed")
+        self._listeners.announce(self.state)
 
     async def _reconnect(self, policy: ReconnectPolicy) -> None:
         attempt = 0

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import anyio
 
-from ..._adapter import Incoming
+from ..._adapter import HandedOut, Incoming
 from ..._errors import LockLost
 from ._errors import _describe
 from ._sdk import _CLOSE_TIMEOUT, ServiceBusReceivedMessage, sb_errors
@@ -57,7 +57,9 @@ class _Delivery:
         self.incoming: Incoming | None = None
 
     def guard(self) -> AbstractAsyncContextManager[None]:
-        """For ``job.process()``: cancel the handler and raise LockLost if the lock is lost."""
+        """``Incoming.guard``, for ``job.process()``: cancel the handler and raise LockLost if
+        the lock is lost."""
+        assert self.incoming is not None, "handed out before guarded"
         return lock_scope(self.incoming)
 
     def locked_until(self, until: datetime.datetime | None, now: float) -> None:
@@ -186,7 +188,7 @@ class _LockKeeper:
 
 
 @contextlib.asynccontextmanager
-async def lock_scope(job: Any) -> AsyncIterator[None]:
+async def lock_scope(job: HandedOut | Incoming) -> AsyncIterator[None]:
     """Run the block while the job's Service Bus lock holds; cancel it when the lock is lost.
 
     ::
@@ -198,8 +200,8 @@ async def lock_scope(job: Any) -> AsyncIterator[None]:
     cancelled and :class:`~amqp1q.LockLost` raised in its place; the broker redelivers the job.
     For jobs from other backends this does nothing.
     """
-    incoming = getattr(job, "_incoming", job)
-    delivery = getattr(incoming, "token", None)
+    incoming = job if isinstance(job, Incoming) else job.incoming
+    delivery = incoming.token
     if not isinstance(delivery, _Delivery):
         yield
         return

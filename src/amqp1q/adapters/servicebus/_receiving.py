@@ -241,6 +241,7 @@ class _Receiver:
         if not self._buffer and self._credit > 0:
             self._pump_wake.set()  # nothing left to hand out: pull what the credit allows
         incoming = to_incoming(delivery.message, delivery)
+        incoming.guard = delivery.guard
         delivery.incoming = incoming
         return incoming
 

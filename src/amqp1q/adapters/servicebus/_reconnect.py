@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..._adapter import StateListeners
 from ..._errors import (
     Amqp1qError,
     AuthenticationFailed,
@@ -83,7 +84,7 @@ class _Supervisor:
         #: Whether a sender or receiver ever opened: before that, a failure is not re-dialled
         #: (the first connect fails fast, as ReconnectPolicy says).
         self.connected_once = False
-        self.state_listeners: list[Callable[[str], None]] = []
+        self.listeners = StateListeners(log)
         self._redialling = 0
         self._failed: Amqp1qError | None = None
         self._closed = False
@@ -165,9 +166,4 @@ class _Supervisor:
         return error
 
     def _announce(self) -> None:
-        state = self.state
-        for listener in list(self.state_listeners):
-            try:
-                listener(state)
-            except Exception:  # noqa: PERF203 - a listener's bug must not stop the re-dial
-                log.exception("a state listener failed")
+        self.listeners.announce(self.state)

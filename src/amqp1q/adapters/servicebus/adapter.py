@@ -13,10 +13,10 @@ import contextlib
 import datetime
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from ..._adapter import Incoming, SendResult
+from ..._adapter import Incoming, SendResult, ServerFacts
 from ..._errors import (
     Amqp1qError,
     InvalidSetting,
@@ -206,16 +206,16 @@ class ServiceBusAdapter:
     def address(self) -> str:
         return self.queue
 
-    #: The OpenTelemetry ``messaging.system`` value.
-    messaging_system = "servicebus"
-
     @property
-    def server(self) -> tuple[str, int]:
-        """``server.address`` and ``server.port`` for traces and metrics (AMQP over TLS: 5671)."""
+    def server_facts(self) -> ServerFacts:
+        """``messaging.system = servicebus``, and ``server.address`` and ``server.port`` for
+        traces and metrics (AMQP over TLS: 5671)."""
         endpoint = self._endpoint
         if endpoint is not None:
-            return endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
-        return str(self._namespace), 5671
+            server = endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
+        else:
+            server = str(self._namespace), 5671
+        return ServerFacts("servicebus", server)
 
     @property
     def display(self) -> str:
@@ -235,9 +235,13 @@ class ServiceBusAdapter:
         (the reconnect policy gave up) or ``closed``."""
         return self.supervisor.state
 
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        self.supervisor.listeners.add(listener)
+
     @property
-    def state_listeners(self) -> list[Any]:
-        return self.supervisor.state_listeners
+    def at_most_once(self) -> bool:
+        """Never: without ``auto_ack`` every message is received peek-locked."""
+        return False
 
     @property
     def client(self) -> ServiceBusClient:
@@ -286,6 +290,10 @@ class ServiceBusAdapter:
             sender, self._entity, supervisor=self.supervisor, connect=self._connect_sender
         )
         log.debug("connected to %s", self.display)
+
+    async def verify(self) -> None:
+        """Nothing to do: :meth:`open` attached the queue's sender, which Service Bus refuses
+        for a missing queue (QueueNotFound); a dead-letter queue exists with its queue."""
 
     async def _connect_sender(self) -> ServiceBusSender:
         """A fresh, open SDK sender (raise the mapped error, having closed it, if it fails)."""
