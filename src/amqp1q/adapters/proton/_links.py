@@ -186,6 +186,16 @@ class Link:
         self.on_remote_close: Callable[[Link, Condition | None], None] | None = None
 
     @property
+    def ptr(self) -> Any:
+        """proton's ``pn_link_t`` (for the engine, which routes events by it)."""
+        return self._ptr
+
+    # The engine's events (``handle_*``): called by :class:`~._engine.Engine` only.
+
+    def handle_delivery(self, delivery: Any) -> None:
+        raise NotImplementedError
+
+    @property
     def remote_source_address(self) -> str | None:
         return address_of(lib.pn_link_remote_source(self._ptr))
 
@@ -230,8 +240,8 @@ class Link:
             return
         set_condition(lib.pn_link_condition(self._ptr), condition)
         lib.pn_link_close(self._ptr)
-        # The link's own session ends once the peer answers the detach (``_remote_closed``), not
-        # now: RabbitMQ 3.10 given detach and end back to back sometimes answers neither (one
+        # The link's own session ends once the peer answers the detach (handle_remote_close),
+        # not now: RabbitMQ 3.10 given detach and end back to back sometimes answers neither (one
         # close in four or five, measured), and a consumer's close waits for that answer.
         self.engine.touch()
 
@@ -246,7 +256,7 @@ class Link:
             self.own_session = None
             lib.pn_session_close(session)
 
-    def _remote_closed(self, condition: Condition | None) -> None:
+    def handle_remote_close(self, condition: Condition | None) -> None:
         """The peer detached: answer, forget the link, tell the owner, free proton's half."""
         self.remote_condition = condition
         ptr = self._ptr
@@ -254,11 +264,11 @@ class Link:
             lib.pn_link_close(ptr)
         self._end_session()
         self.engine.touch()
-        self.engine._links.pop(ptr, None)
-        self._died(condition)
+        self.engine.forget_link(ptr)
+        self.handle_death(condition)
         lib.pn_link_free(ptr)
 
-    def _died(self, condition: Condition | None = None) -> None:
+    def handle_death(self, condition: Condition | None = None) -> None:
         self.alive = False
         callback = self.on_remote_close
         if callback is not None:
@@ -320,7 +330,7 @@ class SenderLink(Link):
             self._unsettled[delivery] = on_outcome
         self.engine.touch()
 
-    def _on_delivery(self, delivery: Any) -> None:
+    def handle_delivery(self, delivery: Any) -> None:
         state = lib.pn_delivery_remote_state(delivery)
         if state not in _TERMINAL and not lib.pn_delivery_settled(delivery):
             return  # "received" and the like: not an outcome
@@ -358,10 +368,10 @@ class SenderLink(Link):
             lib.pn_disposition_set_undeliverable(local, lib.pn_disposition_is_undeliverable(remote))
         lib.pn_delivery_update(delivery, state)
 
-    def _died(self, condition: Condition | None = None) -> None:
+    def handle_death(self, condition: Condition | None = None) -> None:
         # Outcomes that will never come: the owner fails or re-sends them (on_remote_close).
         self._unsettled.clear()
-        super()._died(condition)
+        super().handle_death(condition)
 
     def drop_unsettled(self) -> list[Callable[[DeliveryOutcome], None]]:
         """Forget every delivery still awaiting an outcome; return their callbacks."""
@@ -404,7 +414,7 @@ class ReceiverLink(Link):
         self.engine.touch()
         return True
 
-    def _on_flow(self) -> None:
+    def handle_flow(self) -> None:
         if self._draining and lib.pn_link_credit(self._ptr) <= 0:
             self._draining = False
             lib.pn_link_set_drain(self._ptr, False)
@@ -412,7 +422,7 @@ class ReceiverLink(Link):
             if callback is not None:
                 callback(self)
 
-    def _on_delivery(self, delivery: Any) -> None:
+    def handle_delivery(self, delivery: Any) -> None:
         if lib.pn_delivery_partial(delivery) or not lib.pn_delivery_readable(delivery):
             if lib.pn_delivery_aborted(delivery):
                 lib.pn_delivery_settle(delivery)

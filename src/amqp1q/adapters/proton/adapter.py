@@ -263,7 +263,7 @@ class ProtonAdapter:
 
     def _lost(self, error: Amqp1qError) -> None:
         if isinstance(error, ConnectionLost):
-            error._connection_dropped = True
+            error.connection_dropped = True
         self._connected.clear()
         for sender in self._senders.values():
             sender.fail(error)
@@ -475,7 +475,7 @@ class ProtonAdapter:
         dropped = not self._connected.is_set() or (
             connection is not None and connection.failure is not None
         )
-        if error.condition in _FORCED or error._connection_dropped:
+        if error.condition in _FORCED or error.connection_dropped:
             dropped = True  # (that connection may be back already: the error is what says so)
         return (
             dropped

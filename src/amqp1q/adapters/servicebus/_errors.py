@@ -1,7 +1,7 @@
 """azure-servicebus exceptions -> amqp1q's: the one place that maps them, per operation.
 
-Opening a sender or receiver (:func:`_open_error`), pushing (:func:`_push_error`) and settling
-(:func:`_settle_error`) each map the SDK's exceptions to the :class:`~amqp1q.Amqp1qError` the
+Opening a sender or receiver (:func:`open_error`), pushing (:func:`push_error`) and settling
+(:func:`settle_error`) each map the SDK's exceptions to the :class:`~amqp1q.Amqp1qError` the
 caller sees, with the SDK's message redacted into ``description``.
 """
 
@@ -27,8 +27,10 @@ from ..._errors import (
 from ..._redact import redact
 from ._sdk import sb_errors
 
+__all__ = ["copy_error", "describe", "open_error", "push_error", "settle_error"]
 
-def _describe(exc: BaseException) -> str:
+
+def describe(exc: BaseException) -> str:
     return redact(str(exc) or type(exc).__name__)[:500]
 
 
@@ -45,10 +47,10 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _flat(exc: BaseException) -> str:
-    return " ".join(_describe(exc).split())
+    return " ".join(describe(exc).split())
 
 
-def _open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
+def open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
     """Opening failed: say why, from the innermost cause the SDK kept (the socket's or TLS's
     own error, or the broker's answer to the token)."""
     chain = _causes(exc)
@@ -103,8 +105,8 @@ def _socket_failure(cause: BaseException) -> str | None:
     return text
 
 
-def _push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
-    description = _describe(exc)
+def push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
+    description = describe(exc)
     if isinstance(exc, Amqp1qError):
         return exc
     if isinstance(exc, sb_errors.MessageSizeExceededError):
@@ -150,8 +152,8 @@ def _push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qErro
     )
 
 
-def _settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
-    description = _describe(exc)
+def settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
+    description = describe(exc)
     if isinstance(exc, Amqp1qError):
         return exc
     if isinstance(exc, (sb_errors.MessageLockLostError, sb_errors.MessageNotFoundError)):
@@ -176,7 +178,7 @@ def _settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
     )
 
 
-def _copy_error(error: Amqp1qError) -> Amqp1qError:
+def copy_error(error: Amqp1qError) -> Amqp1qError:
     """One error object per job: each gets its own ``job_id`` filled in."""
     copy = type(error).__new__(type(error))
     copy.__dict__.update(error.__dict__)

@@ -5,7 +5,7 @@ several tasks at once does not survive a dropped connection reliably: one operat
 shuts the handler down under the others (``'NoneType' object has no attribute
 'create_receiver_link'``, ``KeyError: b'QUEUE/$management'``), and then every call on it fails.
 So when an operation fails, the adapter throws the SDK object away and builds a new one through
-:meth:`_Supervisor.redial`, with the queue's :class:`~amqp1q.ReconnectPolicy` backoff, until it
+:meth:`Supervisor.redial`, with the queue's :class:`~amqp1q.ReconnectPolicy` backoff, until it
 opens, or the policy gives up (:class:`~amqp1q.ConnectionLost`), or the broker says the queue or
 the credentials are gone (that error, at once).
 
@@ -31,10 +31,10 @@ from ..._errors import (
     QueueNotFound,
 )
 from ..._policy import ReconnectPolicy
-from ._errors import _describe, _open_error
-from ._sdk import _close_quietly, _no_reopen, _open_once, _track_sockets, sb_errors
+from ._errors import describe, open_error
+from ._sdk import close_quietly, no_reopen, open_once, sb_errors, track_sockets
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "is_transient", "open_fresh"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "Supervisor", "is_transient", "open_fresh"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
@@ -47,15 +47,15 @@ T = TypeVar("T")
 async def open_fresh(handler: T, *, queue: str, display: str) -> T:
     """Open a fresh SDK sender or receiver for amqp1q: in one attempt, its sockets noted, kept
     from reopening itself later (see :mod:`._sdk`); if it fails, closed and the error mapped."""
-    _track_sockets(handler)
+    track_sockets(handler)
     try:
-        await _open_once(handler)
+        await open_once(handler)
     except BaseException as exc:
-        await _close_quietly(handler)
+        await close_quietly(handler)
         if isinstance(exc, sb_errors.ServiceBusError):
-            raise _open_error(exc, queue=queue, display=display) from None
+            raise open_error(exc, queue=queue, display=display) from None
         raise
-    _no_reopen(handler)
+    no_reopen(handler)
     return handler
 
 
@@ -64,7 +64,7 @@ def is_transient(error: Amqp1qError) -> bool:
     return isinstance(error, (ConnectFailed, ConnectionLost, PushTimeout))
 
 
-class _Supervisor:
+class Supervisor:
     """One adapter's re-dials and connection state."""
 
     def __init__(
@@ -110,13 +110,13 @@ class _Supervisor:
             raise ConnectionLost(
                 f"lost the connection to {self.display} ({what}) and reconnect is off",
                 queue=self.queue,
-                description=_describe(cause),
+                description=describe(cause),
             )
         log.warning(
             "%s of %s failed (%s); reconnecting",
             what,
             self.display,
-            _describe(cause),
+            describe(cause),
             extra={"queue": self.queue},
         )
         self._redialling += 1

@@ -30,19 +30,19 @@ from ..._properties import job_properties
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
 from ._mapping import message_for, to_message, to_roadrunner_message
-from ._receiving import _Receiver
-from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor, open_fresh
+from ._receiving import QueueReceiver
+from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
 from ._sdk import (
-    _CLOSE_TIMEOUT,
+    CLOSE_TIMEOUT,
     ServiceBusClient,
     ServiceBusMessage,
     ServiceBusReceiveMode,
     ServiceBusReceiver,
     ServiceBusSender,
     ServiceBusSubQueue,
-    _async_credential,
+    async_credential,
 )
-from ._sending import _Outbox
+from ._sending import Outbox
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -145,15 +145,15 @@ class ServiceBusAdapter:
             **(client_options or {}),
         }
         self._client: ServiceBusClient | None = None
-        self._outbox: _Outbox | None = None
-        self._receivers: set[_Receiver] = set()
+        self._outbox: Outbox | None = None
+        self._receivers: set[QueueReceiver] = set()
         self._closed = False
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
         self.supervisor = self._new_supervisor()
 
-    def _new_supervisor(self) -> _Supervisor:
-        return _Supervisor(
+    def _new_supervisor(self) -> Supervisor:
+        return Supervisor(
             self._reconnect,
             queue=self.queue,
             display=self.display,
@@ -189,7 +189,7 @@ class ServiceBusAdapter:
         return cls(
             None,
             queue,
-            credential=_async_credential(credential),
+            credential=async_credential(credential),
             fully_qualified_namespace=fully_qualified_namespace,
             **settings,
         )
@@ -286,7 +286,7 @@ class ServiceBusAdapter:
             return  # nothing is pushed to a dead-letter queue; receivers connect on their own
         sender = await self._connect_sender()
         self.supervisor.connected_once = True
-        self._outbox = _Outbox(
+        self._outbox = Outbox(
             sender, self._entity, supervisor=self.supervisor, connect=self._connect_sender
         )
         log.debug("connected to %s", self.display)
@@ -312,7 +312,7 @@ class ServiceBusAdapter:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
+                await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
             except (Exception, asyncio.TimeoutError):
                 log.debug("closing the Service Bus client failed", exc_info=True)
 
@@ -377,7 +377,7 @@ class ServiceBusAdapter:
             )
         return None
 
-    def _outbox_or_fail(self) -> _Outbox:
+    def _outbox_or_fail(self) -> Outbox:
         if self._dead_letters_of is not None:
             raise UnsupportedFeature(
                 "Service Bus takes no pushes to a dead-letter queue", queue=self.queue
@@ -414,12 +414,12 @@ class ServiceBusAdapter:
 
     # -- consume --------------------------------------------------------------------------------
 
-    def receiver(self, *, auto_ack: bool) -> _Receiver:
-        receiver = _Receiver(self, auto_ack=auto_ack)
+    def receiver(self, *, auto_ack: bool) -> QueueReceiver:
+        receiver = QueueReceiver(self, auto_ack=auto_ack)
         self._receivers.add(receiver)
         return receiver
 
-    def forget_receiver(self, receiver: _Receiver) -> None:
+    def forget_receiver(self, receiver: QueueReceiver) -> None:
         self._receivers.discard(receiver)
 
     def open_sdk_receiver(self, *, auto_ack: bool) -> ServiceBusReceiver:
