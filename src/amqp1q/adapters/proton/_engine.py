@@ -22,15 +22,8 @@ from typing import Any, Final, Protocol
 import proton
 from cproton_ffi import ffi, lib
 
-from ._links import (
-    Condition,
-    Link,
-    ReceiverLink,
-    SenderLink,
-    condition_of,
-    set_condition,
-    wrap_link,
-)
+from ._deliveries import Condition, condition_of, set_condition
+from ._links import Link, ReceiverLink, SenderLink, wrap_link
 
 __all__ = ["Engine", "EngineHandler"]
 

@@ -24,7 +24,7 @@ from ..._roadrunner import ROADRUNNER, encode_envelope, envelope_properties
 from ._brokers import DelayPlan
 from ._client import link_error
 from ._codec import Message, encode_job, encode_message
-from ._links import Condition
+from ._deliveries import Condition
 from ._sending import Sender
 from ._supervisor import Supervisor
 from ._types import Symbol, Timestamp

@@ -32,8 +32,8 @@ from ..._properties import (
     dead_letter_properties,
 )
 from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle, DelayStyle
+from ._deliveries import ACCEPTED, MODIFIED, REJECTED, RELEASED, Condition, Delivery
 from ._holding import Held
-from ._links import ACCEPTED, MODIFIED, REJECTED, RELEASED, Condition, Delivery
 
 if TYPE_CHECKING:
     from .adapter import ProtonAdapter

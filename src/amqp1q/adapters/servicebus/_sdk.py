@@ -3,8 +3,8 @@
 azure-servicebus is the optional extra ``amqp1q[azure]``: without it, importing
 :mod:`amqp1q.adapters.servicebus` fails here with an ``ImportError`` that names the install
 line (``import amqp1q`` itself never needs the SDK). Also the bound on closing SDK objects,
-and :func:`async_credential`, which fits a caller's azure-core credential to the asyncio
-client.
+:func:`make_client`, the SDK's client for a parsed connection string or a credential, and
+:func:`async_credential`, which fits a caller's azure-core credential to the asyncio client.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ..._errors import InvalidSetting
+from ..._urls import ServiceBusEndpoint
 
 try:
     from azure.core.credentials import AccessToken, AzureNamedKeyCredential, AzureSasCredential
@@ -45,11 +47,45 @@ __all__ = [
     "ServiceBusSubQueue",
     "async_credential",
     "close_quietly",
+    "make_client",
     "no_reopen",
     "open_once",
     "sb_errors",
     "track_sockets",
 ]
+
+
+def make_client(
+    endpoint: ServiceBusEndpoint | None,
+    *,
+    credential: Any,
+    namespace: str | None,
+    emulator: bool,
+    options: Mapping[str, Any],
+) -> ServiceBusClient:
+    """The SDK's client: from ``endpoint`` (a parsed connection string, rebuilt for the SDK,
+    secrets revealed only here), else for ``namespace`` with ``credential`` (plain AMQP to an
+    ``emulator``). ``options`` are ``ServiceBusClient`` keywords. The SDK raises ValueError for
+    what it refuses."""
+    kwargs = dict(options)
+    if endpoint is not None:
+        host = endpoint.host
+        if endpoint.port is not None and endpoint.emulator:
+            host = f"{host}:{endpoint.port}"
+        parts = [f"Endpoint=sb://{host}/"]
+        if endpoint.key_name is not None and endpoint.key is not None:
+            parts.append(f"SharedAccessKeyName={endpoint.key_name}")
+            parts.append(f"SharedAccessKey={endpoint.key.reveal()}")
+        if endpoint.signature is not None:
+            parts.append(f"SharedAccessSignature={endpoint.signature.reveal()}")
+        if endpoint.emulator:
+            parts.append("UseDevelopmentEmulator=true")
+        return ServiceBusClient.from_connection_string(";".join(parts), **kwargs)
+    if emulator:
+        kwargs["use_tls"] = False
+    assert namespace is not None
+    return ServiceBusClient(namespace, credential, **kwargs)
+
 
 #: How long closing one SDK object (client, sender, receiver) or a background task may take.
 CLOSE_TIMEOUT: Final = 5.0

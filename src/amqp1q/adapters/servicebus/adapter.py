@@ -41,6 +41,7 @@ from ._sdk import (
     ServiceBusSender,
     ServiceBusSubQueue,
     async_credential,
+    make_client,
 )
 from ._sending import Outbox
 
@@ -252,25 +253,13 @@ class ServiceBusAdapter:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _make_client(self) -> ServiceBusClient:
-        kwargs = dict(self._client_kwargs)
-        endpoint = self._endpoint
-        if endpoint is not None:
-            host = endpoint.host
-            if endpoint.port is not None and endpoint.emulator:
-                host = f"{host}:{endpoint.port}"
-            parts = [f"Endpoint=sb://{host}/"]
-            if endpoint.key_name is not None and endpoint.key is not None:
-                parts.append(f"SharedAccessKeyName={endpoint.key_name}")
-                parts.append(f"SharedAccessKey={endpoint.key.reveal()}")
-            if endpoint.signature is not None:
-                parts.append(f"SharedAccessSignature={endpoint.signature.reveal()}")
-            if endpoint.emulator:
-                parts.append("UseDevelopmentEmulator=true")
-            return ServiceBusClient.from_connection_string(";".join(parts), **kwargs)
-        if self._emulator:
-            kwargs["use_tls"] = False
-        assert self._namespace is not None
-        return ServiceBusClient(self._namespace, self._credential, **kwargs)
+        return make_client(
+            self._endpoint,
+            credential=self._credential,
+            namespace=self._namespace,
+            emulator=self._emulator,
+            options=self._client_kwargs,
+        )
 
     async def open(self) -> None:
         if self._closed:
