@@ -6,7 +6,7 @@ to the adapter the URL picks, and the adapters read it. Nothing here knows any b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -53,48 +53,15 @@ class AdapterOptions:
         return [name for name in names if getattr(self, name) is not None]
 
 
-def adapter_options(
-    endpoint: Endpoint,
-    *,
-    queue: str | None = None,
-    address: str | None = None,
-    container_id: str | None = None,
-    tls: TLSConfig | Mapping[str, Any] | bool | None = None,
-    exchange: str | None = None,
-    routing_key: str | None = None,
-    broker: str | None = None,
-    vhost: str | None = None,
-    connect_timeout: float = 10.0,
-    max_message_size: int | None = None,
-    reconnect: ReconnectPolicy | bool = True,
-    ignore_priority: bool = False,
-    allow_plaintext_password: bool = False,
-    wire_format: str = "amqp1q",
-    pipeline: str | None = None,
-) -> AdapterOptions:
-    """``from_url``'s backend keyword arguments, checked (InvalidSetting names a bad one)."""
-    checked_vhost = _vhost(endpoint, _optional_str("vhost", vhost))
-    return AdapterOptions(
-        queue=_optional_str("queue", queue),
-        address=_optional_str("address", address),
-        container_id=_optional_str("container_id", container_id),
-        tls=TLSConfig.of(tls),
-        exchange=_optional_str("exchange", exchange),
-        routing_key=_optional_str("routing_key", routing_key),
-        broker=_optional_str("broker", broker),
-        vhost=checked_vhost,
-        connect_timeout=check_seconds("connect_timeout", connect_timeout),
-        max_message_size=(
-            None
-            if max_message_size is None
-            else check_positive_int("max_message_size", max_message_size)
-        ),
-        reconnect=_reconnect_policy(reconnect),
-        ignore_priority=bool(ignore_priority),
-        allow_plaintext_password=bool(allow_plaintext_password),
-        wire_format=check_wire_format("wire_format", wire_format),
-        pipeline=_optional_str("pipeline", pipeline),
-    )
+def adapter_options(endpoint: Endpoint, **given: Any) -> AdapterOptions:
+    """``from_url``'s backend keyword arguments (those of :class:`AdapterOptions`), each
+    checked by :data:`_CHECKS` (InvalidSetting names a bad one); ``vhost`` against the URL's."""
+    checked: dict[str, Any] = {
+        "vhost": _vhost(endpoint, _optional_str("vhost", given.pop("vhost", None)))
+    }
+    for name, value in given.items():
+        checked[name] = _CHECKS[name](name, value)
+    return AdapterOptions(**checked)
 
 
 def _optional_str(name: str, value: object) -> str | None:
@@ -116,7 +83,7 @@ def _vhost(endpoint: Endpoint, given: str | None) -> str | None:
     return given if given is not None else in_url
 
 
-def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
+def _reconnect_policy(_: str, value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
     if isinstance(value, ReconnectPolicy):
         return value
     if value is True:
@@ -124,3 +91,34 @@ def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
     if value is False:
         return None
     raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")
+
+
+def _tls(_: str, value: TLSConfig | Mapping[str, Any] | bool | None) -> TLSConfig | None:
+    return TLSConfig.of(value)
+
+
+def _optional_positive_int(name: str, value: object) -> int | None:
+    return None if value is None else check_positive_int(name, value)
+
+
+def _flag(_: str, value: object) -> bool:
+    return bool(value)
+
+
+#: How each of ``from_url``'s backend settings is checked (and made its type).
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "queue": _optional_str,
+    "address": _optional_str,
+    "container_id": _optional_str,
+    "tls": _tls,
+    "exchange": _optional_str,
+    "routing_key": _optional_str,
+    "broker": _optional_str,
+    "connect_timeout": check_seconds,
+    "max_message_size": _optional_positive_int,
+    "reconnect": _reconnect_policy,
+    "ignore_priority": _flag,
+    "allow_plaintext_password": _flag,
+    "wire_format": check_wire_format,
+    "pipeline": _optional_str,
+}
