@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
-
-import attrs
+from typing import Any, Final, NamedTuple
 
 from ._job import RESERVED_HEADER_PREFIX
 
@@ -72,9 +70,9 @@ TRACE_CONTEXT: Final = ("traceparent", "tracestate", "Diagnostic-Id")
 _BROKER_DEAD_LETTER: Final = frozenset({BROKER_DEAD_LETTER_REASON, BROKER_DEAD_LETTER_DESCRIPTION})
 
 
-@attrs.frozen(slots=True)
-class PropertyFacts:
-    """What a received message's application properties say (see the module docstring)."""
+class PropertyFacts(NamedTuple):
+    """What a received message's application properties say (see the module docstring).
+    (A named tuple: one is made per message received, on the hot path.)"""
 
     #: The job's headers: every property that is not amqp1q's or the broker's own.
     headers: dict[str, str]
@@ -119,8 +117,10 @@ def read_properties(properties: Mapping[Any, Any] | None) -> PropertyFacts:
             continue  # amqp1q's own, never a header
         if key in _BROKER_DEAD_LETTER:
             error = _keep_text(own, key, value, error)
-            continue
-        error = _keep_text(headers, key, value, error)
+        elif type(value) is str:  # the usual header: nothing to convert
+            headers[key] = value
+        else:
+            error = _keep_text(headers, key, value, error)
     if not own:
         return PropertyFacts(headers, attempt, not_before=not_before, error=error)
     reason: str | None
