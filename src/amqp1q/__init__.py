@@ -14,7 +14,7 @@ in-memory backend for tests::
 
 from __future__ import annotations
 
-from ._adapter import Adapter, Incoming, Outcome, Receiver, Settlement
+from ._adapter import Adapter, Incoming, Outcome, Receiver, ServerFacts, Settlement
 from ._consumer import Consumer
 from ._errors import (
     AlreadySettled,
@@ -47,10 +47,10 @@ from ._middleware import CallNext, Handled, Middleware
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._queue import JobQueue
 from ._received import Processing, ReceivedJob
+from ._registry import Registry
 from ._settings import TLSConfig
 from ._stats import QueueStats
 from ._version import __version__
-from .worker import Registry
 
 __all__ = [
     "Adapter",
@@ -92,6 +92,7 @@ __all__ = [
     "ReconnectPolicy",
     "Registry",
     "RetryPolicy",
+    "ServerFacts",
     "Settlement",
     "SettlementError",
     "TLSConfig",

@@ -12,13 +12,21 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
     adapter.receiver(auto_ack)          -> Receiver, not yet open
     adapter.dead_letter_adapter()       -> Adapter for the queue's dead-letter queue
     adapter.close()                     release everything; must not hang
-    adapter.at_most_once                (optional, default False) True once the broker has been
-                                        seen delivering at most once to a consumer that asked
-                                        for at-least-once (pre-settled deliveries); read by
-                                        ``JobQueue.health()``, which then says ``at-most-once``
-    adapter.verify()                    optional: raise QueueNotFound unless the queue exists
-                                        (a startup check; without it, open() is taken to have
-                                        checked, or the backend has no missing queues)
+    adapter.verify()                    raise QueueNotFound unless the queue exists (a startup
+                                        check; an adapter whose open() checked already, or
+                                        whose backend has no missing queues, returns at once)
+
+and the facts the facade reads (``JobQueue.health()``, ``on_state_change()``, traces, metrics)::
+
+    adapter.queue, .address, .display   the logical queue, its broker address, where (masked)
+    adapter.state                       "connected", "reconnecting", "failed" or "closed"
+    adapter.on_state_change(listener)   call listener(state) on each change (StateListeners
+                                        does the calling); a backend without a connection
+                                        never calls it
+    adapter.at_most_once                True once the broker has been seen delivering at most
+                                        once to a consumer that asked for at-least-once
+                                        (pre-settled deliveries): health() says "at-most-once"
+    adapter.server_facts                ServerFacts: messaging.system, server address and port
 
     receiver.open()                     attach; raise QueueNotFound if there is no such queue
     receiver.flow(n)                    grant n more deliveries (credit). Never deliver more
@@ -42,14 +50,18 @@ Rules every adapter keeps (the shared semantics suite in ``tests/semantics`` che
   broker lacks is emulated (RETRY with delay as re-publish-then-accept) or raises
   :class:`~amqp1q.UnsupportedFeature`.
 - Errors are the typed errors of ``_errors``; nothing leaks a secret.
+- An adapter whose deliveries can be lost while a handler holds one (a Service Bus lock that
+  could not be renewed) sets ``Incoming.guard``: ``job.process()`` runs the handler inside it.
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol, runtime_checkable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -58,14 +70,21 @@ from ._job import Headers, Job, Receipt, new_job_id
 
 __all__ = [
     "ACK",
+    "CONNECTION_STATES",
     "RELEASE",
     "Adapter",
+    "HandedOut",
     "Incoming",
     "Outcome",
     "Receiver",
     "SendResult",
+    "ServerFacts",
     "Settlement",
+    "StateListeners",
 ]
+
+#: What ``Adapter.state`` says; ``JobQueue.health()`` passes it on.
+CONNECTION_STATES: Final = ("connected", "reconnecting", "failed", "closed")
 
 
 class Outcome(enum.Enum):
@@ -109,6 +128,10 @@ class Incoming:
     dead_letter_description: str | None = None
     #: Set when the message could not be read as a job (its raw body is in ``body``).
     decode_error: str | None = None
+    #: Set by an adapter whose deliveries can be lost while in hand: a context manager factory
+    #: ``job.process()`` enters around the handler; it cancels the block and raises
+    #: :class:`~amqp1q.LockLost` when the delivery is lost.
+    guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     def copy_as_job(self, delay: float | None = None) -> Job:
         """The job to push for a re-published copy (a retry, a release, a dead-letter): the
@@ -123,6 +146,44 @@ class Incoming:
             content_type=self.content_type,
             delay=delay,
         )
+
+
+class HandedOut(Protocol):
+    """A job as the facade hands it out (a :class:`~amqp1q.ReceivedJob`), as an adapter's own
+    helper sees it (``amqp1q.adapters.servicebus.lock_scope``): the Incoming it was made of."""
+
+    @property
+    def incoming(self) -> Incoming: ...
+
+
+@attrs.frozen(slots=True)
+class ServerFacts:
+    """Where a queue lives, as traces and metrics name it: OpenTelemetry's
+    ``messaging.system`` and ``server.address`` / ``server.port`` (None: no server)."""
+
+    system: str = "amqp1q"
+    server: tuple[str, int] | None = None
+
+
+class StateListeners:
+    """The listeners of an adapter's connection state (``Adapter.on_state_change``)."""
+
+    __slots__ = ("_listeners", "_log")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._listeners: list[Callable[[str], None]] = []
+        self._log = logger
+
+    def add(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def announce(self, state: str) -> None:
+        """Call each listener with ``state``; one that raises is logged, and stops no other."""
+        for listener in list(self._listeners):
+            try:
+                listener(state)
+            except Exception:  # noqa: PERF203 - a listener's bug must not stop the adapter
+                self._log.exception("a state listener failed")
 
 
 #: A push's result: its receipt, or the typed error that refused it (JobRejected, JobTooLarge,
@@ -162,6 +223,21 @@ class Adapter(Protocol):
     #: Where the adapter connects, with every secret masked — for logs, reprs and errors.
     @property
     def display(self) -> str: ...
+
+    #: One of :data:`CONNECTION_STATES`.
+    @property
+    def state(self) -> str: ...
+
+    #: True once the broker has been seen delivering at most once (see the module docstring).
+    @property
+    def at_most_once(self) -> bool: ...
+
+    @property
+    def server_facts(self) -> ServerFacts: ...
+
+    def on_state_change(self, listener: Callable[[str], None]) -> None: ...
+
+    async def verify(self) -> None: ...
 
     async def open(self) -> None: ...
 

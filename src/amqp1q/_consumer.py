@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import attrs
+
 from . import _metrics
-from ._adapter import RELEASE, Outcome, Receiver, Settlement
-from ._errors import AlreadySettled, PayloadValidationError, QueueStateError
+from ._adapter import Incoming, Outcome, Receiver, ServerFacts, Settlement
+from ._errors import PayloadValidationError, QueueStateError
 from ._policy import INVALID_PAYLOAD, NOT_RETRIED
-from ._received import ReceivedJob, _clip
+from ._received import ReceivedJob, clip
 from ._shield import CleanupTimeout, shielded
+from ._stats import Counters
 
 if TYPE_CHECKING:
     from ._queue import JobQueue
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "ConsumerHooks"]
 
 log = logging.getLogger("amqp1q.consumer")
 
@@ -36,6 +39,18 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+@attrs.frozen(slots=True)
+class ConsumerHooks:
+    """What a consumer needs of its queue beyond the queue's public facts: the counters behind
+    ``queue.stats()``, the check that the queue is open, and word of its opening and closing
+    (the queue closes its open consumers). The queue makes one and hands it to each consumer."""
+
+    counters: Counters
+    check_open: Callable[[], None]
+    opened: Callable[[Consumer], None]
+    closed: Callable[[Consumer], None]
 
 
 class Consumer:
@@ -54,10 +69,18 @@ class Consumer:
     """
 
     def __init__(
-        self, queue: JobQueue, receiver: Receiver, *, prefetch: int, auto_ack: bool
+        self,
+        queue: JobQueue,
+        receiver: Receiver,
+        hooks: ConsumerHooks,
+        *,
+        prefetch: int,
+        auto_ack: bool,
     ) -> None:
         self._queue = queue
         self._receiver = receiver
+        self._hooks = hooks
+        self._counters = hooks.counters
         self.prefetch = prefetch
         self.auto_ack = auto_ack
         self._state = _State.NEW
@@ -104,10 +127,10 @@ class Consumer:
                 return
             if self._state is not _State.NEW:
                 raise QueueStateError("this consumer is closed", queue=self.queue_name)
-            self._queue._check_open()
+            self._hooks.check_open()
             await self._receiver.open()
             self._state = _State.OPEN
-            self._queue._consumer_opened(self)
+            self._hooks.opened(self)
             self._top_up()
 
     async def __aenter__(self) -> Consumer:
@@ -155,14 +178,14 @@ class Consumer:
             return None
         self._granted -= 1
         job = ReceivedJob(incoming, self)
-        self._queue._counters.consumed += 1
+        self._counters.consumed += 1
         if _metrics.active():
             _metrics.consumed(self._queue)
         if self.auto_ack:
             self._top_up()
         else:
             self._in_hand += 1
-            self._queue._counters.in_flight += 1
+            self._counters.in_flight += 1
             self._idle.clear()
         return job
 
@@ -203,10 +226,10 @@ class Consumer:
             log.warning("consumer of %r did not close in time", self.queue_name)
         finally:
             self._state = _State.CLOSED
-            self._queue._counters.in_flight -= self._in_hand
+            self._counters.in_flight -= self._in_hand
             self._in_hand = 0
             self._idle.set()
-            self._queue._consumer_closed(self)
+            self._hooks.closed(self)
             self._closed_event.set()
 
     async def _close(self, grace: float) -> None:
@@ -239,46 +262,50 @@ class Consumer:
             self._granted += want
             self._receiver.flow(want)
 
-    # -- settlement (called by ReceivedJob) -----------------------------------------------------
+    # -- settlement (internal: called by ReceivedJob, which marks the job settled first) ------
+
+    @property
+    def server_facts(self) -> ServerFacts:
+        """Where the queue lives, for the job's ``process`` span."""
+        return self._queue.adapter.server_facts
 
     async def settle(
-        self, job: ReceivedJob, settlement: Settlement, *, by_policy: bool = False
+        self, incoming: Incoming, settlement: Settlement, *, job_id: str, by_policy: bool = False
     ) -> None:
-        """Settle ``job`` once (``by_policy``: the retry policy chose the outcome, for metrics)."""
-        if job._outcome is not None:
-            if self.auto_ack:
-                raise AlreadySettled(
-                    "the job was settled on delivery (auto_ack=True)",
-                    queue=self.queue_name,
-                    job_id=job.id,
-                )
-            raise AlreadySettled(
-                f"the job was already settled ({job._outcome.value})",
-                queue=self.queue_name,
-                job_id=job.id,
-            )
-        job._mark(settlement.outcome)
+        """Apply ``settlement`` to a job in hand (``by_policy``: the retry policy chose the
+        outcome, for metrics); however it ends, the job has left the consumer's hands."""
+        queue = self._queue
         started = _metrics.start()
         try:
-            pending = self._receiver.settle(job._incoming, settlement)
+            pending = self._receiver.settle(incoming, settlement)
             if pending is not None:
-                await shielded(_wait(pending), self._queue.settle_timeout, f"settling job {job.id}")
+                await shielded(_wait(pending), queue.settle_timeout, f"settling job {job_id}")
         except BaseException as exc:
             if started is not None:
-                _metrics.settled(self._queue, settlement.outcome, by_policy, started, exc)
+                _metrics.settled(queue, settlement.outcome, by_policy, started, exc)
             raise
         finally:
             self._left_hand()
-        self._queue._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
+        self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
         if started is not None:
-            _metrics.settled(self._queue, settlement.outcome, by_policy, started, None)
+            _metrics.settled(queue, settlement.outcome, by_policy, started, None)
+
+    def lost(self, error: BaseException) -> None:
+        """A job in hand was lost (its lock): the broker takes it back, nothing is settled."""
+        self._left_hand()
+        if _metrics.active():
+            _metrics.settled(self._queue, Outcome.RELEASE, False, None, error)
+
+    def processed(self, started: float, error: BaseException | None) -> None:
+        """``job.process()`` ended, for the metrics (``started``: from ``_metrics.start()``)."""
+        _metrics.processed(self._queue, started, error)
 
     def _left_hand(self) -> None:
         """A job in hand was settled (or its settlement failed): it is no longer ours."""
         if self._state is _State.CLOSED:
             return
         self._in_hand -= 1
-        self._queue._counters.in_flight -= 1
+        self._counters.in_flight -= 1
         if self._in_hand == 0:
             self._idle.set()
         self._top_up()
@@ -293,13 +320,14 @@ class Consumer:
             )
         return Settlement(Outcome.RETRY, delay=delay or None)
 
-    async def settle_failure(self, job: ReceivedJob, exc: Exception) -> None:
+    def failure_settlement(self, job: ReceivedJob, exc: Exception) -> Settlement:
+        """How a job whose handler raised ``exc`` is settled, by the queue's policy (logged)."""
         queue = self._queue
         policy = queue.retry_policy
-        detail = _clip(f"{type(exc).__name__}: {exc}")
+        detail = clip(f"{type(exc).__name__}: {exc}")
         context = {"queue": self.queue_name, "job_id": job.id, "attempt": job.attempt}
         if isinstance(exc, PayloadValidationError):  # retrying cannot fix a payload
-            description = _clip(exc.message)
+            description = clip(exc.message)
             settlement = Settlement(Outcome.REJECT, reason=INVALID_PAYLOAD, description=description)
             log.warning("job %s dead-lettered: %s", job.id, description, extra=context)
         elif not queue.requeue_on_fail:
@@ -312,7 +340,7 @@ class Consumer:
             )
         elif (refused := policy.dead_letters(exc)) is not None:
             settlement = Settlement(
-                Outcome.REJECT, reason=NOT_RETRIED, description=_clip(f"{refused}: {detail}")
+                Outcome.REJECT, reason=NOT_RETRIED, description=clip(f"{refused}: {detail}")
             )
             log.warning(
                 "job %s failed; dead-lettered without retrying (%s)",
@@ -325,7 +353,7 @@ class Consumer:
             settlement = Settlement(
                 Outcome.REJECT,
                 reason="max attempts exceeded",
-                description=_clip(f"attempt {job.attempt} of {policy.max_attempts}: {detail}"),
+                description=clip(f"attempt {job.attempt} of {policy.max_attempts}: {detail}"),
             )
             log.warning(
                 "job %s failed on attempt %d of %d; dead-lettered",
@@ -347,19 +375,7 @@ class Consumer:
                 exc_info=exc,
                 extra=context,
             )
-        await self.settle(job, settlement, by_policy=True)
-
-    async def release_on_cancel(self, job: ReceivedJob) -> None:
-        """The handler was cancelled: put the job back (never lose or dead-letter it)."""
-        try:
-            await self.settle(job, RELEASE)
-        except Exception:
-            log.warning(
-                "could not release job %s after cancellation; the broker redelivers it",
-                job.id,
-                exc_info=True,
-                extra={"queue": self.queue_name, "job_id": job.id},
-            )
+        return settlement
 
 
 async def _wait(pending: Awaitable[None]) -> None:

@@ -220,9 +220,9 @@ class ConnectFailed(Amqp1qConnectionError):
 class ConnectionLost(Amqp1qConnectionError):
     """An established connection dropped (or the broker closed it with an error)."""
 
-    #: Set by the adapter on the error its connection failed with (as opposed to one link
-    #: closed on a live connection): what was in flight may go again once it is back.
-    _connection_dropped = False
+    #: True on the error a whole connection failed with (as opposed to one link closed on a
+    #: live connection), set by the adapter: what was in flight may go again once it is back.
+    connection_dropped = False
 
 
 class AuthenticationFailed(Amqp1qConnectionError):

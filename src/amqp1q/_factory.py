@@ -1,49 +1,16 @@
-"""From a parsed URL and options to an adapter: the only place that knows every backend."""
+"""From a parsed URL and options to an adapter: the only place that knows every backend.
+
+(``AdapterOptions`` lives in ``_options``, below the adapters; it is importable from here too.)
+"""
 
 from __future__ import annotations
 
-import attrs
-
 from ._adapter import Adapter
 from ._errors import InvalidSetting, UnsupportedFeature
-from ._policy import ReconnectPolicy
-from ._settings import TLSConfig
+from ._options import AdapterOptions
 from ._urls import AmqpEndpoint, Endpoint, MemoryEndpoint, ServiceBusEndpoint
 
 __all__ = ["AdapterOptions", "make_adapter"]
-
-
-@attrs.frozen
-class AdapterOptions:
-    """Backend settings from ``JobQueue.from_url``'s keyword arguments."""
-
-    queue: str | None = None
-    address: str | None = None
-    container_id: str | None = None
-    tls: TLSConfig | None = None
-    exchange: str | None = None
-    routing_key: str | None = None
-    broker: str | None = None
-    #: The broker's virtual host (``vhost=``, or ``?vhost=`` in the URL).
-    vhost: str | None = None
-    connect_timeout: float = 10.0
-    max_message_size: int | None = None
-    #: How jobs are written: ``"amqp1q"`` (DESIGN section 3) or ``"roadrunner"`` (the
-    #: RoadRunner amqp1 driver's JSON envelope). Both are read whatever this says.
-    wire_format: str = "amqp1q"
-    #: The pipeline the RoadRunner envelope names (``rr_pipeline``); None: the queue's name.
-    pipeline: str | None = None
-    #: Send a SASL PLAIN password over plaintext to a host that is not loopback.
-    allow_plaintext_password: bool = False
-    #: Service Bus has no priority: push prioritised jobs anyway, dropping it.
-    ignore_priority: bool = False
-    #: None: a lost connection is not re-dialled (the queue fails with ConnectionLost).
-    reconnect: ReconnectPolicy | None = attrs.field(factory=ReconnectPolicy)
-
-    def given(self) -> list[str]:
-        """Names of the network options set (those that mean nothing to ``memory://``)."""
-        names = ("container_id", "tls", "exchange", "routing_key", "broker", "vhost")
-        return [name for name in names if getattr(self, name) is not None]
 
 
 def queue_name(endpoint: Endpoint, options: AdapterOptions) -> str:

@@ -17,7 +17,15 @@ import attrs
 from ._errors import InvalidJob
 from ._payload import encode_payload
 
-__all__ = ["RESERVED_HEADER_PREFIX", "Headers", "Job", "Receipt", "new_job_id"]
+__all__ = [
+    "RESERVED_HEADER_PREFIX",
+    "Headers",
+    "Job",
+    "Receipt",
+    "new_job_id",
+    "trusted_headers",
+    "with_headers",
+]
 
 #: Application-property names that start with this are amqp1q's own, not user headers.
 RESERVED_HEADER_PREFIX: Final = "x-amqp1q-"
@@ -226,15 +234,6 @@ class Job:
             extra += f", delay={self.delay}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
-    def _with_headers(self, extra: Mapping[str, str]) -> Job:
-        """A copy with ``extra`` headers added, unchecked and not re-serialised: for headers
-        amqp1q made itself (trace context), on the push path."""
-        job: Job = object.__new__(Job)
-        for name in _FIELDS:
-            object.__setattr__(job, name, getattr(self, name))
-        object.__setattr__(job, "headers", Headers._trusted({**self.headers._data, **extra}))
-        return job
-
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied (the id is kept unless changed)."""
         if "payload" in changes and "content_type" not in changes:
@@ -243,6 +242,22 @@ class Job:
 
 
 _FIELDS: Final = tuple(field.name for field in attrs.fields(Job))
+
+
+def with_headers(job: Job, extra: Mapping[str, str]) -> Job:
+    """A copy of ``job`` with ``extra`` headers added, unchecked and not re-serialised: for
+    headers amqp1q made itself (trace context), on the push path."""
+    copy: Job = object.__new__(Job)
+    for name in _FIELDS:
+        object.__setattr__(copy, name, getattr(job, name))
+    object.__setattr__(copy, "headers", Headers._trusted({**job.headers._data, **extra}))
+    return copy
+
+
+def trusted_headers(data: dict[str, str]) -> Headers:
+    """``data`` as :class:`Headers`, not copied or checked: for a decoder that built it itself
+    (names and values are text; the reserved names already taken out)."""
+    return Headers._trusted(data)
 
 
 @attrs.frozen(slots=True)

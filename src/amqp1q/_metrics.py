@@ -127,7 +127,7 @@ def _observe_in_flight(options: CallbackOptions) -> Iterable[Observation]:
     # The SDK may call this on its exporter thread: it only reads.
     totals: dict[tuple[tuple[str, Any], ...], int] = {}
     for queue in list(_queues):
-        count = queue._counters.in_flight
+        count = queue.stats().in_flight
         if queue.is_open or count:
             key = tuple(_base(queue).items())
             totals[key] = totals.get(key, 0) + count
@@ -141,8 +141,8 @@ _instruments = _Instruments(metrics.get_meter("amqp1q", __version__))
 
 
 def _base(queue: JobQueue) -> dict[str, Any]:
-    system, server = queue._tracing_facts()
-    return messaging_attributes(system, queue.name, server)
+    facts = queue.adapter.server_facts
+    return messaging_attributes(facts.system, queue.name, facts.server)
 
 
 def _error_type(error: BaseException) -> str:

@@ -36,6 +36,7 @@ import attrs
 
 from ._adapter import Outcome
 from ._errors import InvalidSetting
+from ._received import release_on_cancel, settle_failure
 
 if TYPE_CHECKING:
     from ._received import ReceivedJob
@@ -153,13 +154,13 @@ class _Layer:
                 )
                 return self._result or Handled(_outcome(job))
             try:  # failed before the job was settled: the job failed
-                await job._consumer.settle_failure(job, exc)
+                await settle_failure(job, exc)
             except Exception:
                 log.warning("settling job %s failed", job.id, exc_info=True, extra=_extra(job))
             return Handled(_outcome(job), exc)
         except BaseException:
             if not job.settled:  # cancelled (or worse) before the job was settled: put it back
-                await job._consumer.release_on_cancel(job)
+                await release_on_cancel(job)
             raise
         if self._result is not None:
             return self._result

@@ -9,21 +9,15 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 
-from . import _metrics, _tracing
-from ._adapter import Adapter, SendResult
-from ._consumer import Consumer
-from ._errors import (
-    Amqp1qError,
-    ConnectFailed,
-    InvalidJob,
-    InvalidSetting,
-    PushTimeout,
-    QueueStateError,
-)
-from ._factory import AdapterOptions, make_adapter
+from . import _metrics
+from ._adapter import Adapter
+from ._consumer import Consumer, ConsumerHooks
+from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
+from ._factory import make_adapter
 from ._job import Job, Receipt
+from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
-from ._roadrunner import check_wire_format
+from ._push import Pusher
 from ._settings import (
     TLSConfig,
     check_bool,
@@ -33,7 +27,7 @@ from ._settings import (
 )
 from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._stats import Counters, QueueStats
-from ._urls import AmqpEndpoint, Endpoint, parse_url
+from ._urls import parse_url
 
 __all__ = ["JobQueue"]
 
@@ -96,9 +90,10 @@ class JobQueue:
         self._state = _State.UNOPENED
         self._counters = Counters()
         self._consumers: set[Consumer] = set()
-        self._pushing = 0
-        self._push_idle = asyncio.Event()
-        self._push_idle.set()
+        self._pusher = Pusher(self, self._counters)
+        self._hooks = ConsumerHooks(
+            self._counters, self._check_open, self._consumer_opened, self._consumer_closed
+        )
         self._closed = asyncio.Event()
         _metrics.watch(self)
 
@@ -160,27 +155,23 @@ class JobQueue:
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
-        vhost = _vhost(endpoint, _optional_str("vhost", vhost))
-        options = AdapterOptions(
-            queue=_optional_str("queue", queue),
-            address=_optional_str("address", address),
-            container_id=_optional_str("container_id", container_id),
-            tls=TLSConfig.of(tls),
-            exchange=_optional_str("exchange", exchange),
-            routing_key=_optional_str("routing_key", routing_key),
-            broker=_optional_str("broker", broker),
+        options = adapter_options(
+            endpoint,
+            queue=queue,
+            address=address,
+            container_id=container_id,
+            tls=tls,
+            exchange=exchange,
+            routing_key=routing_key,
+            broker=broker,
             vhost=vhost,
-            connect_timeout=check_seconds("connect_timeout", connect_timeout),
-            max_message_size=(
-                None
-                if max_message_size is None
-                else check_positive_int("max_message_size", max_message_size)
-            ),
-            reconnect=_reconnect_policy(reconnect),
-            ignore_priority=bool(ignore_priority),
-            allow_plaintext_password=bool(allow_plaintext_password),
-            wire_format=check_wire_format("wire_format", wire_format),
-            pipeline=_optional_str("pipeline", pipeline),
+            connect_timeout=connect_timeout,
+            max_message_size=max_message_size,
+            reconnect=reconnect,
+            ignore_priority=ignore_priority,
+            allow_plaintext_password=allow_plaintext_password,
+            wire_format=wire_format,
+            pipeline=pipeline,
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(
@@ -232,9 +223,7 @@ class JobQueue:
         """Call ``listener`` with the new :meth:`health` when the connection is lost
         (``reconnecting``), comes back (``connected``) or is given up (``failed``). For
         the memory backend (no connection) it is never called."""
-        listeners = getattr(self._adapter, "state_listeners", None)
-        if listeners is not None:
-            listeners.append(listener)
+        self._adapter.on_state_change(listener)
 
     def health(self) -> str:
         """``unopened``, ``connected``, ``reconnecting`` (a lost connection is being
@@ -244,8 +233,9 @@ class JobQueue:
         process)."""
         if self._state is not _State.OPEN:
             return "unopened" if self._state is _State.UNOPENED else "closed"
-        state = str(getattr(self._adapter, "state", "connected"))
-        if state == "connected" and getattr(self._adapter, "at_most_once", False):
+        adapter = self._adapter
+        state = adapter.state
+        if state == "connected" and adapter.at_most_once:
             return "at-most-once"
         return state
 
@@ -324,16 +314,7 @@ class JobQueue:
         consumers = list(self._consumers)
         if consumers:
             await asyncio.gather(*(c.close(grace) for c in consumers), return_exceptions=True)
-        if self._pushing:
-            try:
-                await asyncio.wait_for(self._push_idle.wait(), grace)
-            except asyncio.TimeoutError:
-                log.warning(
-                    "closing %s with %d push(es) still waiting for an outcome",
-                    self.url,
-                    self._pushing,
-                    extra={"queue": self.name},
-                )
+        await self._pusher.wait_idle(grace)
         try:
             await asyncio.wait_for(self._adapter.close(), self.close_timeout)
         except asyncio.TimeoutError:
@@ -355,7 +336,8 @@ class JobQueue:
         :class:`~amqp1q.PushTimeout` (after ``timeout``, default ``push_timeout``) or a
         connection error; never returns without the broker's acceptance.
         """
-        result = (await self._send([job], timeout))[0]
+        self._check_open()
+        result = (await self._pusher.send([job], timeout))[0]
         if isinstance(result, Amqp1qError):
             raise result
         return result
@@ -382,7 +364,8 @@ class JobQueue:
         If any job fails, raises the first failure — unless ``return_exceptions=True``, which
         returns each job's :class:`Receipt` or error (an :class:`~amqp1q.Amqp1qError`) in place.
         """
-        results = await self._send(list(jobs), timeout)
+        self._check_open()
+        results = await self._pusher.send(list(jobs), timeout)
         if return_exceptions:
             return results
         receipts: list[Receipt] = []
@@ -391,86 +374,6 @@ class JobQueue:
                 raise result
             receipts.append(result)
         return receipts
-
-    async def _send(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
-        self._check_open()
-        for job in jobs:
-            if not isinstance(job, Job):
-                raise InvalidJob(
-                    f"push takes Job objects, not {type(job).__name__}", queue=self.name
-                )
-        if not jobs:
-            return []
-        span = None
-        if _tracing.active():
-            jobs, span = self._traced(jobs)
-        try:
-            results = await self._send_now(jobs, timeout)
-        except BaseException as exc:
-            if span is not None:
-                _tracing.end_span(span, exc)
-            raise
-        if span is not None:
-            failed = [result for result in results if isinstance(result, Amqp1qError)]
-            _tracing.end_push_span(span, failed, len(results))
-        return results
-
-    def _traced(self, jobs: list[Job]) -> tuple[list[Job], Any]:
-        """One producer span for the push (a batch's, for ``push_many``); its context goes in
-        every job's headers as the context the job was created in."""
-        system, server = self._tracing_facts()
-        job_id = jobs[0].id if len(jobs) == 1 else None
-        span = _tracing.producer_span(self.name, system, job_id, server, len(jobs))
-        # Diagnostic-Id: Azure SDKs read it; other brokers need not carry it.
-        carrier = _tracing.traced_headers(span, diagnostic_id=system == "servicebus")
-        if not carrier:
-            return jobs, span
-        return [job._with_headers(carrier) for job in jobs], span
-
-    def _tracing_facts(self) -> tuple[str, tuple[str, int] | None]:
-        adapter = self._adapter
-        return str(getattr(adapter, "messaging_system", "amqp1q")), getattr(adapter, "server", None)
-
-    async def _send_now(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
-        limit = self.push_timeout if timeout is None else check_seconds("timeout", timeout)
-        counters = self._counters
-        started = _metrics.start()
-        self._pushing += 1
-        self._push_idle.clear()
-        try:
-            async with deadline(limit):
-                results = await self._adapter.send(jobs, self.priority)
-        except TimeoutError:
-            counters.push_failed += len(jobs)
-            error = PushTimeout(
-                f"no outcome from the broker within {limit:g} s for {len(jobs)} job(s); "
-                "they may or may not have been queued",
-                queue=self.name,
-                address=self.address,
-                job_id=jobs[0].id if len(jobs) == 1 else None,
-            )
-            if started is not None:
-                _metrics.sent(self, started, len(jobs), error)
-            raise error from None
-        except BaseException as exc:
-            counters.push_failed += len(jobs)
-            if started is not None:
-                _metrics.sent(self, started, len(jobs), exc)
-            raise
-        finally:
-            self._pushing -= 1
-            if not self._pushing:
-                self._push_idle.set()
-        for job, result in zip(jobs, results, strict=True):
-            if isinstance(result, Receipt):
-                counters.pushed += 1
-                if job.delay:
-                    counters.delayed += 1
-            else:
-                counters.push_failed += 1
-        if started is not None:
-            _metrics.sent(self, started, len(jobs), results)
-        return results
 
     # -- consume --------------------------------------------------------------------------------
 
@@ -484,7 +387,7 @@ class JobQueue:
         prefetch = self.prefetch if prefetch is None else check_positive_int("prefetch", prefetch)
         auto_ack = self.auto_ack if auto_ack is None else check_bool("auto_ack", auto_ack)
         receiver = self._adapter.receiver(auto_ack=auto_ack)
-        return Consumer(self, receiver, prefetch=prefetch, auto_ack=auto_ack)
+        return Consumer(self, receiver, self._hooks, prefetch=prefetch, auto_ack=auto_ack)
 
     def _consumer_opened(self, consumer: Consumer) -> None:
         self._consumers.add(consumer)
@@ -516,31 +419,3 @@ class JobQueue:
             close_timeout=self.close_timeout,
             settle_timeout=self.settle_timeout,
         )
-
-
-def _optional_str(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidSetting(f"{name} must be a non-empty str, got {value!r}")
-    return value
-
-
-def _vhost(endpoint: Endpoint, given: str | None) -> str | None:
-    """``vhost=`` and the URL's ``?vhost=`` agree (or one of them is unset)."""
-    in_url = endpoint.vhost if isinstance(endpoint, AmqpEndpoint) else None
-    if given is not None and in_url is not None and given != in_url:
-        raise InvalidSetting(
-            f"vhost={given!r} disagrees with the URL's ?vhost={in_url}; give it once"
-        )
-    return given if given is not None else in_url
-
-
-def _reconnect_policy(value: ReconnectPolicy | bool) -> ReconnectPolicy | None:
-    if isinstance(value, ReconnectPolicy):
-        return value
-    if value is True:
-        return ReconnectPolicy()
-    if value is False:
-        return None
-    raise InvalidSetting(f"reconnect must be a ReconnectPolicy, True or False, got {value!r}")

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _metrics, _tracing, _typed
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
-from ._errors import LockLost, PayloadError
+from ._errors import AlreadySettled, LockLost, PayloadError
 from ._job import Headers, Job
 from ._payload import decode_payload
 
 if TYPE_CHECKING:
     from ._consumer import Consumer
 
-__all__ = ["ReceivedJob"]
+__all__ = ["Processing", "ReceivedJob", "clip", "release_on_cancel", "settle_failure"]
 
 log = logging.getLogger("amqp1q.consumer")
 _UNDECODED: Any = object()
@@ -109,6 +109,12 @@ class ReceivedJob:
         return self._incoming.dead_letter_description
 
     @property
+    def incoming(self) -> Incoming:
+        """The adapter's record of this delivery (:class:`~amqp1q.Incoming`): what an adapter's
+        own helpers take (``amqp1q.adapters.servicebus.lock_scope``). Settle through the job."""
+        return self._incoming
+
+    @property
     def decode_error(self) -> str | None:
         """Why the message could not be read as a job, if it could not (the raw body is kept)."""
         return self._incoming.decode_error
@@ -147,25 +153,22 @@ class ReceivedJob:
 
     async def ack(self) -> None:
         """Done: remove the job from the queue (AMQP ``accepted``; Service Bus complete)."""
-        await self._consumer.settle(self, ACK)
+        await self._settle(ACK)
 
     async def retry(self, delay: float | None = None) -> None:
         """Try again later, counting an attempt; after ``max_attempts`` this dead-letters.
 
         ``delay`` in seconds; ``None`` or 0 makes the job available again at once.
         """
-        settlement = self._consumer.retry_settlement(self, delay)
-        await self._consumer.settle(self, settlement, by_policy=True)
+        await self._settle(self._consumer.retry_settlement(self, delay), by_policy=True)
 
     async def release(self) -> None:
         """Put the job back untouched, counting no attempt (AMQP ``released``)."""
-        await self._consumer.settle(self, RELEASE)
+        await self._settle(RELEASE)
 
     async def reject(self, reason: str = "rejected", description: str | None = None) -> None:
         """Dead-letter the job, with a reason (AMQP ``rejected``; Service Bus dead-letter)."""
-        await self._consumer.settle(
-            self, Settlement(Outcome.REJECT, reason=reason, description=_clip(description))
-        )
+        await self._settle(Settlement(Outcome.REJECT, reason=reason, description=clip(description)))
 
     def process(self, *, reraise: bool = False) -> Processing:
         """``async with job.process():`` — settle by how the block ends.
@@ -181,8 +184,40 @@ class ReceivedJob:
         """
         return Processing(self, reraise)
 
-    def _mark(self, outcome: Outcome) -> None:
-        self._outcome = outcome
+    async def _settle(self, settlement: Settlement, *, by_policy: bool = False) -> None:
+        """Settle once (``by_policy``: the retry policy chose the outcome, for metrics)."""
+        if self._outcome is not None:
+            if self._consumer.auto_ack:
+                raise AlreadySettled(
+                    "the job was settled on delivery (auto_ack=True)",
+                    queue=self.queue,
+                    job_id=self.id,
+                )
+            raise AlreadySettled(
+                f"the job was already settled ({self._outcome.value})",
+                queue=self.queue,
+                job_id=self.id,
+            )
+        self._outcome = settlement.outcome
+        await self._consumer.settle(self._incoming, settlement, job_id=self.id, by_policy=by_policy)
+
+
+async def settle_failure(job: ReceivedJob, exc: Exception) -> None:
+    """The job's handler raised ``exc``: retry it or dead-letter it, as the policy says."""
+    await job._settle(job._consumer.failure_settlement(job, exc), by_policy=True)
+
+
+async def release_on_cancel(job: ReceivedJob) -> None:
+    """The handler was cancelled: put the job back (never lose or dead-letter it)."""
+    try:
+        await job._settle(RELEASE)
+    except Exception:
+        log.warning(
+            "could not release job %s after cancellation; the broker redelivers it",
+            job.id,
+            exc_info=True,
+            extra={"queue": job.queue, "job_id": job.id},
+        )
 
 
 class Processing:
@@ -199,14 +234,16 @@ class Processing:
 
     async def __aenter__(self) -> ReceivedJob:
         self._started = _metrics.start()
+        job = self._job
         if _tracing.active():
-            job = self._job
-            system, server = job._consumer._queue._tracing_facts()
-            self._span = _tracing.consumer_span(job.queue, system, job.id, job.headers, server)
+            facts = job._consumer.server_facts
+            self._span = _tracing.consumer_span(
+                job.queue, facts.system, job.id, job.headers, facts.server
+            )
         # An adapter whose deliveries can be lost while in hand (a Service Bus lock that could
-        # not be renewed) offers a guard: it cancels the block and raises LockLost.
-        guard = getattr(self._job._incoming.token, "guard", None)
-        if callable(guard):
+        # not be renewed) sets a guard: it cancels the block and raises LockLost.
+        guard = job._incoming.guard
+        if guard is not None:
             self._guard = guard()
             await self._guard.__aenter__()
         return self._job
@@ -230,7 +267,7 @@ class Processing:
                 failed = exc if isinstance(exc, Exception) else None
                 _tracing.end_span(span[0], failed, span[1])
             if started is not None:
-                _metrics.processed(self._job._consumer._queue, started, ended)
+                self._job._consumer.processed(started, ended)
 
     async def _exit(
         self,
@@ -247,18 +284,16 @@ class Processing:
             except LockLost as lost:
                 # Nothing can be settled any more: the broker takes the job back by itself.
                 if not job.settled:
-                    job._mark(Outcome.RELEASE)
-                    consumer._left_hand()
-                    if _metrics.active():
-                        _metrics.settled(consumer._queue, Outcome.RELEASE, False, None, lost)
+                    job._outcome = Outcome.RELEASE
+                    consumer.lost(lost)
                 raise
         if exc is None:
             if not job.settled:
-                await consumer.settle(job, ACK)
+                await job._settle(ACK)
             return False
         if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
             if not job.settled:
-                await consumer.release_on_cancel(job)
+                await release_on_cancel(job)
             return False
         if job.settled:
             log.warning(
@@ -269,7 +304,7 @@ class Processing:
             )
         else:
             try:
-                await consumer.settle_failure(job, exc)
+                await settle_failure(job, exc)
             except Exception as failure:
                 # The handler's exception is what the caller hears about, never ours.
                 log.warning(
@@ -282,7 +317,8 @@ class Processing:
         return not self._reraise
 
 
-def _clip(text: str | None) -> str | None:
+def clip(text: str | None) -> str | None:
+    """``text`` cut to the length a dead-letter description may have."""
     if text is None or len(text) <= _MAX_DESCRIPTION:
         return text
     return text[: _MAX_DESCRIPTION - 1] + "…"

@@ -13,8 +13,9 @@ each header, and a delay also ``x-delay`` (milliseconds). An earlier RoadRunner 
 ``rr_headers`` base64-encoded (a Go byte slice in JSON). Reading accepts all of these.
 
 Shared by the adapters: the Proton adapter writes the envelope as one AMQP data section, the
-Service Bus adapter as a ``ServiceBusMessage`` body, with the same application properties; both
-recognise it on receipt (:func:`received_envelope`), whatever ``wire_format`` says.
+Service Bus adapter as a ``ServiceBusMessage`` body, both with the application properties of
+:func:`envelope_properties`; both recognise it on receipt (:func:`received_envelope`), whatever
+``wire_format`` says.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Final
 
 from ._errors import InvalidSetting
 from ._job import Job
+from ._properties import job_properties
 
 __all__ = [
     "DELAY_PROPERTY",
@@ -35,6 +37,7 @@ __all__ = [
     "Envelope",
     "check_wire_format",
     "encode_envelope",
+    "envelope_properties",
     "parse_envelope",
     "received_envelope",
 ]
@@ -66,6 +69,18 @@ def encode_envelope(job: Job, pipeline: str) -> bytes:
     }
     body = job.body.decode("utf-8", "replace")
     return json.dumps({"header": header, "body": body}, separators=(",", ":")).encode("utf-8")
+
+
+def envelope_properties(
+    job: Job, *, attempt: int = 1, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The application properties written beside the envelope: the job's headers (RoadRunner
+    writes the first value of each), ``x-delay`` (milliseconds) for a delayed job, the attempt
+    above 1, then ``extra`` (the adapter's own)."""
+    properties = {DELAY_PROPERTY: int(job.delay * 1000)} if job.delay else {}
+    if extra:
+        properties.update(extra)
+    return job_properties(job.headers, attempt=attempt, extra=properties)
 
 
 class Envelope:

@@ -37,15 +37,11 @@ from ._otel import ProviderWatch, messaging_attributes
 from ._version import __version__
 
 __all__ = [
-    "TRACE_HEADERS",
     "active",
     "consumer_span",
     "producer_span",
     "traced_headers",
 ]
-
-#: Application properties that carry trace context (W3C, and Azure's Diagnostic-Id).
-TRACE_HEADERS: Final = ("traceparent", "tracestate", "Diagnostic-Id")
 
 _tracer = trace.get_tracer("amqp1q", __version__)
 

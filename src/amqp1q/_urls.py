@@ -146,11 +146,7 @@ def parse_url(url: str) -> Endpoint:
 
 def _parse_amqp(url: str) -> AmqpEndpoint:
     shown = redact(url)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"malformed URL {shown!r}: {_scrub(exc)}") from None
+    parts, port = _split(url, f"URL {shown!r}")
     host = parts.hostname
     if not host:
         raise InvalidURL(f"the URL {shown!r} names no host")
@@ -176,6 +172,15 @@ def _parse_amqp(url: str) -> AmqpEndpoint:
         queue=queue or None,
         vhost=vhost,
     )
+
+
+def _split(url: str, what: str) -> tuple[urllib.parse.SplitResult, int | None]:
+    """``url`` split, and its port; InvalidURL("malformed {what}: ...") if it cannot be."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"malformed {what}: {_scrub(exc)}") from None
 
 
 #: The query parameters an ``amqp://`` URL may carry.
@@ -271,11 +276,7 @@ def _parse_connection_string(text: str) -> ServiceBusEndpoint:
     endpoint = fields.get("endpoint")
     if not endpoint:
         raise InvalidURL(f"the Service Bus connection string {shown!r} has no Endpoint")
-    try:
-        parts = urllib.parse.urlsplit(endpoint)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"malformed Endpoint in {shown!r}: {_scrub(exc)}") from None
+    parts, port = _split(endpoint, f"Endpoint in {shown!r}")
     host = parts.hostname
     if parts.scheme.lower() != "sb" or not host:
         raise InvalidURL(

@@ -20,12 +20,12 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
 
-from .._adapter import Incoming, Outcome, SendResult, Settlement
+from .._adapter import Incoming, Outcome, SendResult, ServerFacts, Settlement
 from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
 from .._job import Headers, Job, Receipt
 from .._urls import DEFAULT_MEMORY_NAMESPACE
@@ -33,6 +33,7 @@ from .._urls import DEFAULT_MEMORY_NAMESPACE
 __all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker"]
 
 DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
+_FACTS: Final = ServerFacts()
 
 
 @attrs.define(slots=True, eq=False)
@@ -336,8 +337,28 @@ class MemoryAdapter:
     def display(self) -> str:
         return self._display
 
+    @property
+    def state(self) -> str:
+        """Always ``connected``: there is no connection to lose."""
+        return "connected"
+
+    @property
+    def at_most_once(self) -> bool:
+        return False
+
+    @property
+    def server_facts(self) -> ServerFacts:
+        """No server: ``messaging.system = amqp1q``."""
+        return _FACTS
+
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        """Never called: there is no connection whose state could change."""
+
     async def open(self) -> None:
         self._broker.queue(self._queue_name)
+
+    async def verify(self) -> None:
+        """Nothing to do: a memory queue exists once named."""
 
     async def close(self) -> None:
         receivers, self._receivers = self._receivers, []

@@ -294,12 +294,9 @@ class JobService:
     async def _check(self, name: str, queue: JobQueue) -> bool:
         """True if the broker has ``queue``; a missing one raises, or is noted as missing
         with ``start_degraded``."""
-        verify = getattr(queue.adapter, "verify", None)
-        if verify is None:
-            return True  # opening checked it (Service Bus), or it cannot be missing (memory)
         try:
             async with deadline(queue.connect_timeout):
-                await verify()
+                await queue.adapter.verify()  # (returns at once where open() checked already)
         except TimeoutError:
             raise ConnectFailed(
                 f"{queue.url} did not answer within {queue.connect_timeout:g} s whether it "

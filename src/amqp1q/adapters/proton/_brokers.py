@@ -48,6 +48,7 @@ from typing import Any, Final
 import attrs
 
 from ..._errors import UnsupportedFeature
+from ..._properties import NOT_BEFORE
 
 __all__ = [
     "DEAD_LETTER_CONDITION",
@@ -66,7 +67,7 @@ __all__ = [
 DEAD_LETTER_CONDITION: Final = "com.microsoft:dead-letter"
 #: Application property of a delayed job on a broker without delayed delivery: the time (ms
 #: since the epoch, UTC) before which a consumer holds it instead of handing it out.
-NOT_BEFORE_PROPERTY: Final = "x-amqp1q-not-before"
+NOT_BEFORE_PROPERTY: Final = NOT_BEFORE
 #: The outcomes a profile may vouch for (``accepted`` every broker honours).
 RELEASED: Final = "released"
 MODIFIED: Final = "modified"

@@ -22,9 +22,10 @@ from ..._errors import (
     TLSError,
 )
 from . import _frames as frames
+from ._deliveries import Condition
 from ._driver import Pump, open_pump
 from ._engine import Engine
-from ._links import Condition, Link, ReceiverLink, SenderLink
+from ._links import Link, ReceiverLink, SenderLink
 
 __all__ = ["ClientConnection", "is_loopback", "link_error"]
 

@@ -6,7 +6,8 @@ A job travels as one message:
 - message-annotations: only when the profile schedules by annotation (``x-opt-delivery-time``...);
 - properties: ``message-id`` = job id, ``subject`` = job name, ``content-type``, ``creation-time``;
 - application-properties: the job's headers (strings), plus ``x-amqp1q-attempt`` after a retry
-  that had to re-publish, plus whatever the adapter adds (dead-letter reason...);
+  that had to re-publish, plus whatever the adapter adds (dead-letter reason...): written by
+  :func:`amqp1q._properties.job_properties`, as every adapter writes them;
 - one data section: the job's body bytes.
 
 :func:`encode_job` is the hot path and writes those sections directly. :func:`decode_message`
@@ -23,20 +24,21 @@ from typing import Any, Final
 import attrs
 
 from ..._job import Job
+from ..._properties import job_properties
 from ._types import (
-    _BYTE,
+    BYTE,
     AMQPDecodeError,
     Described,
     Symbol,
     Timestamp,
     UByte,
     UInt,
-    _encode_binary,
-    _encode_map,
     decode,
     decode_fields,
     decode_map,
+    encode_binary,
     encode_into,
+    encode_map,
     string_bytes,
     symbol_bytes,
 )
@@ -73,8 +75,6 @@ _SECTION_NAMES: Final = {
     "amqp:amqp-value:*": AMQP_VALUE,
     "amqp:footer:map": FOOTER,
 }
-
-ATTEMPT_PROPERTY: Final = "x-amqp1q-attempt"
 
 
 @attrs.define(slots=True)
@@ -145,14 +145,14 @@ def encode_job(
         header = _header_bytes(job.durable, priority)
     else:
         fields = (b"\x41" if job.durable else b"\x42") + (
-            b"\x40" if priority is None else b"\x50" + _BYTE[priority]
+            b"\x40" if priority is None else b"\x50" + BYTE[priority]
         )
         fields += b"\x70" + ttl.to_bytes(4, "big")
-        header = _HEADER_DURABLE + b"\xc0" + _BYTE[len(fields) + 1] + b"\x03" + fields
+        header = _HEADER_DURABLE + b"\xc0" + BYTE[len(fields) + 1] + b"\x03" + fields
     parts = [header]
     if annotations:
         section = bytearray(_ANNOTATIONS)
-        _encode_map(section, annotations)
+        encode_map(section, annotations)
         parts.append(bytes(section))
     # properties: [message-id, user-id, to, subject, reply-to, correlation-id, content-type,
     #              content-encoding, absolute-expiry-time, creation-time]
@@ -170,25 +170,20 @@ def encode_job(
     )
     size = len(fields)
     if size < 255:
-        parts.append(_PROPERTIES + b"\xc0" + _BYTE[size + 1] + b"\x0a")
+        parts.append(_PROPERTIES + b"\xc0" + BYTE[size + 1] + b"\x0a")
     else:
         parts.append(_PROPERTIES + b"\xd0" + (size + 4).to_bytes(4, "big") + b"\x00\x00\x00\x0a")
     parts.append(fields)
     # application-properties
     headers = job.headers
     if headers or attempt > 1 or extra_properties:
-        props: dict[str, Any] = dict(headers.items()) if headers else {}
-        if attempt > 1:
-            props[ATTEMPT_PROPERTY] = attempt
-        if extra_properties:
-            props.update(extra_properties)
         section = bytearray(_APP_PROPERTIES)
-        _encode_map(section, props)
+        encode_map(section, job_properties(headers, attempt=attempt, extra=extra_properties))
         parts.append(bytes(section))
     body = job.body
     size = len(body)
     if size < 256:
-        parts.append(_DATA + b"\xa0" + _BYTE[size])
+        parts.append(_DATA + b"\xa0" + BYTE[size])
     else:
         parts.append(_DATA + b"\xb0" + size.to_bytes(4, "big"))
     parts.append(body)
@@ -204,9 +199,9 @@ def _header_bytes(durable: bool, priority: int | None) -> bytes:
     if header is None:
         fields = b"\x41" if durable else b"\x42"
         if priority is not None:
-            fields += b"\x50" + _BYTE[priority]
+            fields += b"\x50" + BYTE[priority]
         count = b"\x02" if priority is not None else b"\x01"
-        header = _HEADERS[key] = _HEADER_DURABLE + b"\xc0" + _BYTE[len(fields) + 1] + count + fields
+        header = _HEADERS[key] = _HEADER_DURABLE + b"\xc0" + BYTE[len(fields) + 1] + count + fields
     return header
 
 
@@ -383,7 +378,7 @@ def encode_message(message: Message) -> bytes:
     kind = message.body_kind
     if kind == "data":
         out += _DATA
-        _encode_binary(out, message.body)
+        encode_binary(out, message.body)
     elif kind == "value":
         _section(out, AMQP_VALUE, message.body)
     elif kind == "sequence":

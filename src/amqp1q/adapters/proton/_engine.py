@@ -22,15 +22,8 @@ from typing import Any, Final, Protocol
 import proton
 from cproton_ffi import ffi, lib
 
-from ._links import (
-    Condition,
-    Link,
-    ReceiverLink,
-    SenderLink,
-    condition_of,
-    set_condition,
-    wrap_link,
-)
+from ._deliveries import Condition, condition_of, set_condition
+from ._links import Link, ReceiverLink, SenderLink, wrap_link
 
 __all__ = ["Engine", "EngineHandler"]
 
@@ -337,14 +330,14 @@ class Engine:
                 delivery = lib.pn_event_delivery(event)
                 link = links.get(lib.pn_delivery_link(delivery))
                 if link is not None:
-                    link._on_delivery(delivery)  # type: ignore[attr-defined]
+                    link.handle_delivery(delivery)
             elif kind == _LINK_FLOW:
                 link = links.get(lib.pn_event_link(event))
                 if isinstance(link, SenderLink):
                     if link.on_flow is not None:
                         link.on_flow(link)
                 elif isinstance(link, ReceiverLink):
-                    link._on_flow()
+                    link.handle_flow()
             elif kind != _TRANSPORT:
                 self._on_event(kind, event)
             pop(col)
@@ -365,11 +358,11 @@ class Engine:
             ptr = lib.pn_event_link(event)
             link = self._links.get(ptr)
             if link is not None:
-                link._remote_closed(condition_of(lib.pn_link_remote_condition(ptr)))
+                link.handle_remote_close(condition_of(lib.pn_link_remote_condition(ptr)))
         elif kind == lib.PN_LINK_FINAL:
             link = self._links.pop(lib.pn_event_link(event), None)
             if link is not None:
-                link._died()
+                link.handle_death()
         elif kind == lib.PN_SESSION_REMOTE_OPEN:
             session = lib.pn_event_session(event)
             if not lib.pn_session_state(session) & lib.PN_LOCAL_ACTIVE:
@@ -382,8 +375,8 @@ class Engine:
                 self.touch()
             condition = condition_of(lib.pn_session_remote_condition(session))
             for link in list(self._links.values()):
-                if lib.pn_link_session(link._ptr) == session and link.alive:
-                    link._remote_closed(condition)
+                if lib.pn_link_session(link.ptr) == session and link.alive:
+                    link.handle_remote_close(condition)
         elif kind == lib.PN_CONNECTION_REMOTE_OPEN:
             self.remote_opened = True
             self.handler.on_remote_open(self)
@@ -420,11 +413,20 @@ class Engine:
         links = list(self._links.values())
         for link in links:
             if link.alive:
-                link._died()
+                link.handle_death()
 
     @property
     def links(self) -> list[Link]:
         return list(self._links.values())
+
+    def forget_link(self, ptr: Any) -> None:
+        """Stop routing events to the link at ``ptr`` (it detached; proton frees it)."""
+        self._links.pop(ptr, None)
+
+    @property
+    def transport(self) -> proton.Transport:
+        """proton's Transport, for frame tracing (``_frames``); nothing else touches it."""
+        return self._transport
 
 
 _DELIVERY: Final[int] = lib.PN_DELIVERY

@@ -76,7 +76,7 @@ def trace_frames(engine: Any, *, where: str, queue: str) -> None:
             log.debug("%s %s", where, line, extra=extra)
 
     # The Engine keeps its proton Transport to itself; tracing is the one use from outside.
-    transport: proton.Transport = engine._transport
+    transport = engine.transport
     transport.trace(proton.Transport.TRACE_FRM)
     transport.tracer = tracer
 

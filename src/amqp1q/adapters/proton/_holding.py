@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from ..._adapter import Incoming
-from ._links import Delivery
+from ._deliveries import Delivery
 
 __all__ = ["Held", "HeldJobs"]
 

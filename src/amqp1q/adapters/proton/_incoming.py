@@ -1,36 +1,24 @@
 """Decoding a received delivery into the :class:`~amqp1q._adapter.Incoming` the facade hands out.
 
-Reserved application properties (``x-amqp1q-*``) are read here and kept out of the job's
-headers: the attempt a re-published copy carries, a dead-letter's reason, and the time before
+The application properties are read by :mod:`amqp1q._properties`, as on every adapter: the job's
+headers, the attempt a re-published copy carries, a dead-letter's reason, and the time before
 which a delayed job is held (on brokers without delayed delivery; see ``_brokers``).
 """
 
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from ..._adapter import Incoming
-from ..._job import RESERVED_HEADER_PREFIX, Headers
+from ..._job import Headers, trusted_headers
+from ..._properties import read_properties
 from ..._roadrunner import received_envelope
-from ._brokers import NOT_BEFORE_PROPERTY
 from ._codec import AMQPDecodeError, decode_message
 
-__all__ = [
-    "ATTEMPT_HEADER",
-    "DEAD_LETTER_DESCRIPTION_HEADER",
-    "DEAD_LETTER_REASON_HEADER",
-    "decode_delivery",
-    "to_incoming",
-]
+__all__ = ["decode_delivery", "to_incoming"]
 
-ATTEMPT_HEADER = RESERVED_HEADER_PREFIX + "attempt"
-DEAD_LETTER_REASON_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-reason"
-DEAD_LETTER_DESCRIPTION_HEADER = RESERVED_HEADER_PREFIX + "dead-letter-description"
-#: Where Service Bus (and the embedded broker) put a dead-lettered message's reason.
-_BROKER_DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
@@ -56,39 +44,10 @@ def decode_delivery(
             token=delivery,
             decode_error=f"not an AMQP message: {exc}",
         ), None
-    props = message.application_properties or {}
-    headers: dict[str, str] = {}
-    attempt = 1
-    reason = description = None
-    decode_error = None
-    not_before: int | None = None
-    for key, value in props.items():
-        if not isinstance(key, str):
-            continue
-        if key in _BROKER_DEAD_LETTER_KEYS:  # reported as job.dead_letter_reason/description
-            continue
-        if key.startswith(RESERVED_HEADER_PREFIX):
-            if key == ATTEMPT_HEADER and isinstance(value, int) and value > 0:
-                attempt = value
-            elif key == DEAD_LETTER_REASON_HEADER:
-                reason = str(value)
-            elif key == DEAD_LETTER_DESCRIPTION_HEADER:
-                description = str(value)
-            elif key == NOT_BEFORE_PROPERTY and isinstance(value, int):
-                not_before = value
-            continue
-        if isinstance(value, str):
-            headers[key] = value
-        elif isinstance(value, (bool, int, float, uuid.UUID)):
-            headers[key] = str(value).lower() if isinstance(value, bool) else str(value)
-        else:
-            decode_error = f"application property {key!r} is a {type(value).__name__}, not a string"
+    facts = read_properties(message.application_properties)
+    headers = facts.headers
+    decode_error = facts.error
     annotations: Mapping[Any, Any] = message.message_annotations or {}
-    if reason is None:
-        for key in ("DeadLetterReason",):
-            if isinstance(props.get(key), str):
-                reason = props[key]
-                description = props.get("DeadLetterErrorDescription")
     delivery_count = (message.delivery_count or 0) if count_deliveries else 0
     body: bytes
     if message.body_kind == "data" or message.body_kind is None:
@@ -123,16 +82,16 @@ def decode_delivery(
         name=subject or "",
         body=body,
         content_type=str(message.content_type) if message.content_type is not None else None,
-        headers=Headers._trusted(headers),
-        attempt=attempt + delivery_count,
+        headers=trusted_headers(headers),
+        attempt=facts.attempt + delivery_count,
         token=delivery,
         priority=message.priority,
         enqueued_at=_enqueued_at(annotations, message.creation_time),
-        dead_letter_reason=reason,
-        dead_letter_description=str(description) if description is not None else None,
+        dead_letter_reason=facts.dead_letter_reason,
+        dead_letter_description=facts.dead_letter_description,
         decode_error=decode_error,
     )
-    return incoming, not_before
+    return incoming, facts.not_before
 
 
 def _message_id(value: Any) -> str:

@@ -1,20 +1,35 @@
-"""Links, deliveries and outcomes of the sans-IO engine (see ``_engine``).
+"""Links of the sans-IO engine (see ``_engine``): ours and the peer's, senders and receivers.
 
 These objects hold raw proton pointers. A pointer is used only while its link is ``alive``: once
 the peer detaches, the connection dies or the link is freed, every handle here refuses to touch
 it, so a settlement after a disconnect is reported (``Delivery.settle`` returns False) instead of
-reaching freed memory.
+reaching freed memory. Deliveries and their outcomes are in ``_deliveries``; the names listed
+from there in ``__all__`` are importable from here too (the embedded broker imports them so).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import proton
 from cproton_ffi import ffi, lib
+
+from ._deliveries import (
+    ACCEPTED,
+    MODIFIED,
+    OUTCOME_NAMES,
+    RECEIVED,
+    REJECTED,
+    RELEASED,
+    TERMINAL,
+    Condition,
+    Delivery,
+    DeliveryOutcome,
+    condition_of,
+    set_condition,
+)
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -37,133 +52,9 @@ __all__ = [
     "wrap_link",
 ]
 
-ACCEPTED: Final[int] = lib.PN_ACCEPTED
-REJECTED: Final[int] = lib.PN_REJECTED
-RELEASED: Final[int] = lib.PN_RELEASED
-MODIFIED: Final[int] = lib.PN_MODIFIED
-RECEIVED: Final[int] = lib.PN_RECEIVED
-_TERMINAL = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
-OUTCOME_NAMES: Final = {
-    ACCEPTED: "accepted",
-    REJECTED: "rejected",
-    RELEASED: "released",
-    MODIFIED: "modified",
-}
-
 _NULL = ffi.NULL
 _LOCAL_CLOSED = lib.PN_LOCAL_CLOSED
 _REMOTE_CLOSED = lib.PN_REMOTE_CLOSED
-
-
-@attrs.frozen(slots=True)
-class Condition:
-    """An AMQP error condition: a symbolic name (``amqp:not-found``) and a description."""
-
-    name: str
-    description: str | None = None
-    info: Mapping[Any, Any] | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.description}" if self.description else self.name
-
-
-def condition_of(cond: Any) -> Condition | None:
-    if cond == _NULL or not lib.pn_condition_is_set(cond):
-        return None
-    name = lib.pn_condition_get_name(cond)
-    desc = lib.pn_condition_get_description(cond)
-    info = None
-    data = lib.pn_condition_info(cond)
-    if data != _NULL:
-        wrapped = proton.Data(data)
-        wrapped.rewind()
-        if wrapped.next() is not None:
-            try:
-                info = wrapped.get_object()
-            except Exception:  # pragma: no cover - malformed info is not worth failing over
-                info = None
-    return Condition(
-        ffi.string(name).decode("utf-8", "replace") if name != _NULL else "amqp:unknown",
-        ffi.string(desc).decode("utf-8", "replace") if desc != _NULL else None,
-        info if isinstance(info, Mapping) else None,
-    )
-
-
-def set_condition(cond: Any, condition: Condition | None) -> None:
-    if condition is None:
-        return
-    lib.pn_condition_set_name(cond, condition.name.encode())
-    if condition.description:
-        lib.pn_condition_set_description(cond, condition.description.encode())
-    if condition.info:
-        data = proton.Data(lib.pn_condition_info(cond))
-        data.clear()
-        data.put_object({proton.symbol(str(k)): v for k, v in condition.info.items()})
-
-
-@attrs.frozen(slots=True)
-class DeliveryOutcome:
-    """The peer's verdict on a delivery we sent."""
-
-    state: int
-    condition: Condition | None = None
-    delivery_failed: bool = False
-    undeliverable_here: bool = False
-
-    @property
-    def name(self) -> str:
-        return OUTCOME_NAMES.get(self.state, f"state {self.state:#x}")
-
-    @property
-    def accepted(self) -> bool:
-        return self.state == ACCEPTED
-
-
-class Delivery:
-    """A message received on a :class:`ReceiverLink`, kept for settling it later."""
-
-    __slots__ = ("_ptr", "link", "remote_settled", "settled")
-
-    def __init__(self, ptr: Any, link: ReceiverLink, remote_settled: bool) -> None:
-        self._ptr = ptr
-        self.link = link
-        self.remote_settled = remote_settled
-        self.settled = remote_settled
-
-    @property
-    def tag(self) -> bytes:
-        """The delivery tag, as bytes (Service Bus lock tokens are 16-byte tags)."""
-        if self.settled or not self.link.alive:
-            raise RuntimeError("the delivery is settled or its link is gone")
-        tag = lib.pn_delivery_tag(self._ptr)
-        return bytes(ffi.buffer(tag.start, tag.size))
-
-    def settle(
-        self,
-        state: int,
-        *,
-        condition: Condition | None = None,
-        delivery_failed: bool = False,
-        undeliverable_here: bool = False,
-    ) -> bool:
-        """Apply an outcome and settle. Returns False when the link is gone (nothing sent)."""
-        if self.settled:
-            return True
-        link = self.link
-        if not link.alive:
-            return False
-        self.settled = True
-        ptr = self._ptr
-        if state == MODIFIED:
-            local = lib.pn_delivery_local(ptr)
-            lib.pn_disposition_set_failed(local, delivery_failed)
-            lib.pn_disposition_set_undeliverable(local, undeliverable_here)
-        elif state == REJECTED and condition is not None:
-            set_condition(lib.pn_disposition_condition(lib.pn_delivery_local(ptr)), condition)
-        lib.pn_delivery_update(ptr, state)
-        lib.pn_delivery_settle(ptr)
-        link.engine.touch()
-        return True
 
 
 class Link:
@@ -184,6 +75,16 @@ class Link:
         self.on_remote_open: Callable[[Link], None] | None = None
         #: Set by the owner: called once the peer detached or closed the link (or it died).
         self.on_remote_close: Callable[[Link, Condition | None], None] | None = None
+
+    @property
+    def ptr(self) -> Any:
+        """proton's ``pn_link_t`` (for the engine, which routes events by it)."""
+        return self._ptr
+
+    # The engine's events (``handle_*``): called by :class:`~._engine.Engine` only.
+
+    def handle_delivery(self, delivery: Any) -> None:
+        raise NotImplementedError
 
     @property
     def remote_source_address(self) -> str | None:
@@ -230,8 +131,8 @@ class Link:
             return
         set_condition(lib.pn_link_condition(self._ptr), condition)
         lib.pn_link_close(self._ptr)
-        # The link's own session ends once the peer answers the detach (``_remote_closed``), not
-        # now: RabbitMQ 3.10 given detach and end back to back sometimes answers neither (one
+        # The link's own session ends once the peer answers the detach (handle_remote_close),
+        # not now: RabbitMQ 3.10 given detach and end back to back sometimes answers neither (one
         # close in four or five, measured), and a consumer's close waits for that answer.
         self.engine.touch()
 
@@ -246,7 +147,7 @@ class Link:
             self.own_session = None
             lib.pn_session_close(session)
 
-    def _remote_closed(self, condition: Condition | None) -> None:
+    def handle_remote_close(self, condition: Condition | None) -> None:
         """The peer detached: answer, forget the link, tell the owner, free proton's half."""
         self.remote_condition = condition
         ptr = self._ptr
@@ -254,11 +155,11 @@ class Link:
             lib.pn_link_close(ptr)
         self._end_session()
         self.engine.touch()
-        self.engine._links.pop(ptr, None)
-        self._died(condition)
+        self.engine.forget_link(ptr)
+        self.handle_death(condition)
         lib.pn_link_free(ptr)
 
-    def _died(self, condition: Condition | None = None) -> None:
+    def handle_death(self, condition: Condition | None = None) -> None:
         self.alive = False
         callback = self.on_remote_close
         if callback is not None:
@@ -320,18 +221,18 @@ class SenderLink(Link):
             self._unsettled[delivery] = on_outcome
         self.engine.touch()
 
-    def _on_delivery(self, delivery: Any) -> None:
+    def handle_delivery(self, delivery: Any) -> None:
         state = lib.pn_delivery_remote_state(delivery)
-        if state not in _TERMINAL and not lib.pn_delivery_settled(delivery):
+        if state not in TERMINAL and not lib.pn_delivery_settled(delivery):
             return  # "received" and the like: not an outcome
-        if self.echo_outcomes is not None and state in _TERMINAL:
+        if self.echo_outcomes is not None and state in TERMINAL:
             self._echo(delivery, state)
         callback = self._unsettled.pop(delivery, None)
         lib.pn_delivery_settle(delivery)
         self.engine.touch()
         if callback is None:
             return
-        remote = lib.pn_delivery_remote(delivery) if state in _TERMINAL else _NULL
+        remote = lib.pn_delivery_remote(delivery) if state in TERMINAL else _NULL
         if state == REJECTED:
             outcome = DeliveryOutcome(state, condition_of(lib.pn_disposition_condition(remote)))
         elif state == MODIFIED:
@@ -358,10 +259,10 @@ class SenderLink(Link):
             lib.pn_disposition_set_undeliverable(local, lib.pn_disposition_is_undeliverable(remote))
         lib.pn_delivery_update(delivery, state)
 
-    def _died(self, condition: Condition | None = None) -> None:
+    def handle_death(self, condition: Condition | None = None) -> None:
         # Outcomes that will never come: the owner fails or re-sends them (on_remote_close).
         self._unsettled.clear()
-        super()._died(condition)
+        super().handle_death(condition)
 
     def drop_unsettled(self) -> list[Callable[[DeliveryOutcome], None]]:
         """Forget every delivery still awaiting an outcome; return their callbacks."""
@@ -404,7 +305,7 @@ class ReceiverLink(Link):
         self.engine.touch()
         return True
 
-    def _on_flow(self) -> None:
+    def handle_flow(self) -> None:
         if self._draining and lib.pn_link_credit(self._ptr) <= 0:
             self._draining = False
             lib.pn_link_set_drain(self._ptr, False)
@@ -412,7 +313,7 @@ class ReceiverLink(Link):
             if callback is not None:
                 callback(self)
 
-    def _on_delivery(self, delivery: Any) -> None:
+    def handle_delivery(self, delivery: Any) -> None:
         if lib.pn_delivery_partial(delivery) or not lib.pn_delivery_readable(delivery):
             if lib.pn_delivery_aborted(delivery):
                 lib.pn_delivery_settle(delivery)

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..._adapter import Incoming, Settlement
 from ..._errors import Amqp1qError, QueueStateError
+from ._deliveries import Condition, Delivery
 from ._holding import Held, HeldJobs
 from ._incoming import decode_delivery, to_incoming
-from ._links import Condition, Delivery, Link, ReceiverLink
+from ._links import Link, ReceiverLink
 from ._settling import Settler
 
 if TYPE_CHECKING:

@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Callable
 
 from ..._errors import Amqp1qError, ConnectionLost
-from ._links import Condition, DeliveryOutcome, Link, SenderLink
+from ._deliveries import Condition, DeliveryOutcome
+from ._links import Link, SenderLink
 
 __all__ = ["Sender"]
 

@@ -26,10 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..._adapter import Incoming, Outcome, Settlement
 from ..._errors import Amqp1qError, DeliveryStale
+from ..._properties import (
+    BROKER_DEAD_LETTER_DESCRIPTION,
+    BROKER_DEAD_LETTER_REASON,
+    dead_letter_properties,
+)
 from ._brokers import DEAD_LETTER_CONDITION, DeadLetterStyle, DelayStyle
+from ._deliveries import ACCEPTED, MODIFIED, REJECTED, RELEASED, Condition, Delivery
 from ._holding import Held
-from ._incoming import DEAD_LETTER_DESCRIPTION_HEADER, DEAD_LETTER_REASON_HEADER
-from ._links import ACCEPTED, MODIFIED, REJECTED, RELEASED, Condition, Delivery
 
 if TYPE_CHECKING:
     from .adapter import ProtonAdapter
@@ -127,9 +131,9 @@ class Settler:
             )
         if style is DeadLetterStyle.REJECT_WITH_INFO:
             reason = settlement.reason or "rejected"
-            info: dict[str, Any] = {"DeadLetterReason": reason}
+            info: dict[str, Any] = {BROKER_DEAD_LETTER_REASON: reason}
             if settlement.description:
-                info["DeadLetterErrorDescription"] = settlement.description
+                info[BROKER_DEAD_LETTER_DESCRIPTION] = settlement.description
             condition = Condition(DEAD_LETTER_CONDITION, reason, info)
         else:
             description = settlement.reason or "rejected"
@@ -182,9 +186,7 @@ class Settler:
             self._apply(delivery, incoming, ACCEPTED)  # raises DeliveryStale
         extra: dict[str, Any] = {}
         if dead_letter is not None:
-            extra[DEAD_LETTER_REASON_HEADER] = dead_letter.reason or "rejected"
-            if dead_letter.description:
-                extra[DEAD_LETTER_DESCRIPTION_HEADER] = dead_letter.description
+            extra = dead_letter_properties(dead_letter.reason, dead_letter.description)
         job = incoming.copy_as_job(delay)
         await self._adapter.republish(job, queue, attempt=attempt, extra_properties=extra)
         self._apply(delivery, incoming, ACCEPTED)

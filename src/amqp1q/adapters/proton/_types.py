@@ -24,6 +24,7 @@ from typing import Any, Final
 import attrs
 
 __all__ = [
+    "BYTE",
     "AMQPDecodeError",
     "Array",
     "Byte",
@@ -41,7 +42,9 @@ __all__ = [
     "decode",
     "decode_all",
     "encode",
+    "encode_binary",
     "encode_into",
+    "encode_map",
     "string_bytes",
     "symbol_bytes",
 ]
@@ -179,7 +182,7 @@ def encode_into(out: bytearray, value: Any) -> None:
             encoder(out, value)
             return
     if isinstance(value, Mapping):
-        _encode_map(out, value)
+        encode_map(out, value)
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         _encode_list(out, value)
     else:
@@ -281,17 +284,17 @@ def _encode_variable(out: bytearray, small: int, large: int, data: bytes) -> Non
     out += data
 
 
-def _encode_binary(out: bytearray, value: bytes | bytearray | memoryview) -> None:
+def encode_binary(out: bytearray, value: bytes | bytearray | memoryview) -> None:
     _encode_variable(out, 0xA0, 0xB0, bytes(value))
 
 
-_BYTE: Final = [bytes((i,)) for i in range(256)]
+BYTE: Final = [bytes((i,)) for i in range(256)]
 
 
 def _variable_bytes(small: bytes, large: bytes, data: bytes) -> bytes:
     size = len(data)
     if size < 256:
-        return small + _BYTE[size] + data
+        return small + BYTE[size] + data
     return large + _pack_I(size) + data
 
 
@@ -334,7 +337,7 @@ def _encode_list(out: bytearray, value: Sequence[Any]) -> None:
     _compound(out, 0xC0, 0xD0, len(value), body)
 
 
-def _encode_map(out: bytearray, value: Mapping[Any, Any]) -> None:
+def encode_map(out: bytearray, value: Mapping[Any, Any]) -> None:
     body = bytearray()
     for key, item in value.items():
         encode_into(body, key)
@@ -413,14 +416,14 @@ _ENCODERS: Final[dict[type, Any]] = {
     int: _encode_int,
     Float: _encode_float,
     float: _encode_double,
-    bytes: _encode_binary,
-    bytearray: _encode_binary,
-    memoryview: _encode_binary,
+    bytes: encode_binary,
+    bytearray: encode_binary,
+    memoryview: encode_binary,
     uuid.UUID: _encode_uuid,
     datetime.datetime: _encode_datetime,
     list: _encode_list,
     tuple: _encode_list,
-    dict: _encode_map,
+    dict: encode_map,
     Described: _encode_described,
     Array: _encode_array,
 }

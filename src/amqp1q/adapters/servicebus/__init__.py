@@ -45,16 +45,17 @@ Private azure-servicebus attributes relied on (each optional: without it the ada
 works, only less well), to check on every SDK upgrade:
 
 - ``ServiceBusSender._max_batch_size_on_link`` and ``._max_message_size_on_link``, read by
-  ``_sending._Outbox._batch_limit``: batches are sized under the smaller, since the SDK sizes
+  ``_sending.Outbox._batch_limit``: batches are sized under the smaller, since the SDK sizes
   them by the vendor batch limit, which may exceed the link's max-message-size;
-- ``ServiceBusReceiver._further_pull_receive_timeout``, set by ``_receiving._Receiver._connect``:
-  how long a pull goes on collecting after its first message (the SDK's 0.2 s delays every job);
-- ``_config.retry_total`` (``_sdk._open_once``: opening makes one attempt);
-- ``_open`` and ``_running`` (``_sdk._no_reopen``: a sender or receiver whose handler failed
+- ``ServiceBusReceiver._further_pull_receive_timeout``, set by
+  ``_receiving.QueueReceiver._connect``: how long a pull goes on collecting after its first
+  message (the SDK's 0.2 s delays every job);
+- ``_config.retry_total`` (``_sdk.open_once``: opening makes one attempt);
+- ``_open`` and ``_running`` (``_sdk.no_reopen``: a sender or receiver whose handler failed
   does not reopen itself; amqp1q opens a fresh one);
 - ``_create_handler``, ``_handler.open_async`` and ``_handler._connection._transport``
-  (``_sdk._track_sockets``): the sockets the SDK's close leaves open after a dropped
-  connection are closed by ``_sdk._close_quietly``.
+  (``_sdk.track_sockets``): the sockets the SDK's close leaves open after a dropped
+  connection are closed by ``_sdk.close_quietly``.
 """
 
 from ._locks import MAX_CONCURRENT_RENEWALS, lock_scope

@@ -1,7 +1,7 @@
 """azure-servicebus exceptions -> amqp1q's: the one place that maps them, per operation.
 
-Opening a sender or receiver (:func:`_open_error`), pushing (:func:`_push_error`) and settling
-(:func:`_settle_error`) each map the SDK's exceptions to the :class:`~amqp1q.Amqp1qError` the
+Opening a sender or receiver (:func:`open_error`), pushing (:func:`push_error`) and settling
+(:func:`settle_error`) each map the SDK's exceptions to the :class:`~amqp1q.Amqp1qError` the
 caller sees, with the SDK's message redacted into ``description``.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Final
 
 from ..._errors import (
     AlreadySettled,
@@ -27,8 +28,10 @@ from ..._errors import (
 from ..._redact import redact
 from ._sdk import sb_errors
 
+__all__ = ["copy_error", "describe", "open_error", "push_error", "settle_error"]
 
-def _describe(exc: BaseException) -> str:
+
+def describe(exc: BaseException) -> str:
     return redact(str(exc) or type(exc).__name__)[:500]
 
 
@@ -45,10 +48,10 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _flat(exc: BaseException) -> str:
-    return " ".join(_describe(exc).split())
+    return " ".join(describe(exc).split())
 
 
-def _open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
+def open_error(exc: Exception, *, queue: str, display: str) -> Amqp1qError:
     """Opening failed: say why, from the innermost cause the SDK kept (the socket's or TLS's
     own error, or the broker's answer to the token)."""
     chain = _causes(exc)
@@ -103,80 +106,78 @@ def _socket_failure(cause: BaseException) -> str | None:
     return text
 
 
-def _push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
-    description = _describe(exc)
-    if isinstance(exc, Amqp1qError):
-        return exc
-    if isinstance(exc, sb_errors.MessageSizeExceededError):
-        return JobTooLarge(
-            "the job is larger than Service Bus takes",
-            queue=queue,
-            job_id=job_id,
-            description=description,
-        )
-    if isinstance(exc, sb_errors.MessagingEntityNotFoundError):
-        return QueueNotFound(
-            f"no queue {queue!r}", queue=queue, job_id=job_id, description=description
-        )
-    if isinstance(
-        exc, (sb_errors.ServiceBusAuthenticationError, sb_errors.ServiceBusAuthorizationError)
-    ):
-        return AuthenticationFailed(
-            "Service Bus refused the credentials",
-            queue=queue,
-            job_id=job_id,
-            description=description,
-        )
-    if isinstance(exc, sb_errors.OperationTimeoutError):
-        return PushTimeout(
-            "Service Bus did not answer the send in time",
-            queue=queue,
-            job_id=job_id,
-            description=description,
-        )
-    if isinstance(
-        exc,
+#: A mapping per operation: (the SDK's exceptions, amqp1q's error, what it says); the first
+#: row that matches wins, and an exception no row names is the operation's last word.
+_Rows = tuple[tuple[tuple[type[BaseException], ...], type[Amqp1qError], str], ...]
+_PUSH: Final[_Rows] = (
+    (
+        (sb_errors.MessageSizeExceededError,),
+        JobTooLarge,
+        "the job is larger than Service Bus takes",
+    ),
+    ((sb_errors.MessagingEntityNotFoundError,), QueueNotFound, "no queue {queue!r}"),
+    (
+        (sb_errors.ServiceBusAuthenticationError, sb_errors.ServiceBusAuthorizationError),
+        AuthenticationFailed,
+        "Service Bus refused the credentials",
+    ),
+    (
+        (sb_errors.OperationTimeoutError,),
+        PushTimeout,
+        "Service Bus did not answer the send in time",
+    ),
+    (
         (
             sb_errors.ServiceBusQuotaExceededError,
             sb_errors.ServiceBusServerBusyError,
             sb_errors.MessagingEntityDisabledError,
         ),
-    ):
-        return JobRejected(
-            "Service Bus refused the job", queue=queue, job_id=job_id, description=description
-        )
-    return ConnectionLost(
-        "the send to Service Bus failed", queue=queue, job_id=job_id, description=description
-    )
+        JobRejected,
+        "Service Bus refused the job",
+    ),
+    ((Exception,), ConnectionLost, "the send to Service Bus failed"),
+)
+_SETTLE: Final[_Rows] = (
+    (
+        (sb_errors.MessageLockLostError, sb_errors.MessageNotFoundError),
+        LockLost,
+        "the job's lock had expired; Service Bus redelivers it",
+    ),
+    (
+        (sb_errors.MessageAlreadySettled,),
+        AlreadySettled,
+        "Service Bus says the job was already settled",
+    ),
+    (
+        (Exception,),
+        DeliveryStale,
+        "the settlement did not reach Service Bus; it redelivers the job",
+    ),
+)
 
 
-def _settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
-    description = _describe(exc)
+def push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
+    """A push (or schedule) failed with ``exc``: the error its job gets."""
+    return _mapped(exc, _PUSH, queue=queue, job_id=job_id)
+
+
+def settle_error(exc: Exception, *, queue: str, job_id: str) -> Amqp1qError:
+    """A settlement failed with ``exc``: the error ``ack()`` (or the others) raises."""
+    return _mapped(exc, _SETTLE, queue=queue, job_id=job_id)
+
+
+def _mapped(exc: Exception, rows: _Rows, *, queue: str, job_id: str | None) -> Amqp1qError:
     if isinstance(exc, Amqp1qError):
         return exc
-    if isinstance(exc, (sb_errors.MessageLockLostError, sb_errors.MessageNotFoundError)):
-        return LockLost(
-            "the job's lock had expired; Service Bus redelivers it",
-            queue=queue,
-            job_id=job_id,
-            description=description,
-        )
-    if isinstance(exc, sb_errors.MessageAlreadySettled):
-        return AlreadySettled(
-            "Service Bus says the job was already settled",
-            queue=queue,
-            job_id=job_id,
-            description=description,
-        )
-    return DeliveryStale(
-        "the settlement did not reach Service Bus; it redelivers the job",
-        queue=queue,
-        job_id=job_id,
-        description=description,
-    )
+    for kinds, error, message in rows:
+        if isinstance(exc, kinds):
+            return error(
+                message.format(queue=queue), queue=queue, job_id=job_id, description=describe(exc)
+            )
+    raise AssertionError("the last row matches any Exception")  # pragma: no cover
 
 
-def _copy_error(error: Amqp1qError) -> Amqp1qError:
+def copy_error(error: Amqp1qError) -> Amqp1qError:
     """One error object per job: each gets its own ``job_id`` filled in."""
     copy = type(error).__new__(type(error))
     copy.__dict__.update(error.__dict__)

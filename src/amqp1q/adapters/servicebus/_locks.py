@@ -1,8 +1,8 @@
 """Held messages' locks: when each runs out, renewing them, and :func:`lock_scope`.
 
-A :class:`_Delivery` is a received message while amqp1q holds it (the ``Incoming.token``): its
+A :class:`Delivery` is a received message while amqp1q holds it (the ``Incoming.token``): its
 lock deadline, when to renew it (at half its span), whether it was settled or lost, and the
-cancel scopes of code running under :func:`lock_scope`. A consumer's :class:`_LockKeeper` (one
+cancel scopes of code running under :func:`lock_scope`. A consumer's :class:`LockKeeper` (one
 background task) renews the locks of the deliveries it holds, for at most ``max_renewal``
 seconds each, and reports a lock it cannot keep to its receiver.
 """
@@ -19,15 +19,15 @@ from typing import Any, Final
 
 import anyio
 
-from ..._adapter import Incoming
+from ..._adapter import HandedOut, Incoming
 from ..._errors import LockLost
-from ._errors import _describe
-from ._sdk import _CLOSE_TIMEOUT, ServiceBusReceivedMessage, sb_errors
+from ._errors import describe
+from ._sdk import CLOSE_TIMEOUT, ServiceBusReceivedMessage, sb_errors
 
-__all__ = ["MAX_CONCURRENT_RENEWALS", "lock_scope"]
+__all__ = ["MAX_CONCURRENT_RENEWALS", "Delivery", "LockKeeper", "lock_scope"]
 
 
-class _Delivery:
+class Delivery:
     """A received message while amqp1q holds it: the facade's ``Incoming.token``."""
 
     __slots__ = (
@@ -57,7 +57,9 @@ class _Delivery:
         self.incoming: Incoming | None = None
 
     def guard(self) -> AbstractAsyncContextManager[None]:
-        """For ``job.process()``: cancel the handler and raise LockLost if the lock is lost."""
+        """``Incoming.guard``, for ``job.process()``: cancel the handler and raise LockLost if
+        the lock is lost."""
+        assert self.incoming is not None, "handed out before guarded"
         return lock_scope(self.incoming)
 
     def locked_until(self, until: datetime.datetime | None, now: float) -> None:
@@ -77,7 +79,7 @@ class _Delivery:
 MAX_CONCURRENT_RENEWALS: Final = 32
 
 
-class _LockKeeper:
+class LockKeeper:
     """Renews the locks of one consumer's held deliveries at half their span.
 
     ``renew(delivery)`` asks Service Bus for a new lock end; ``lose(delivery, why)`` is told of
@@ -90,8 +92,8 @@ class _LockKeeper:
         name: str,
         max_renewal: float,
         *,
-        renew: Callable[[_Delivery], Awaitable[datetime.datetime | None]],
-        lose: Callable[[_Delivery, str], None],
+        renew: Callable[[Delivery], Awaitable[datetime.datetime | None]],
+        lose: Callable[[Delivery, str], None],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self._name = name
@@ -100,19 +102,19 @@ class _LockKeeper:
         self._lose = lose
         self._spawn = spawn
         #: Locked deliveries (buffered or in hand), by id().
-        self.held: dict[int, _Delivery] = {}
+        self.held: dict[int, Delivery] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._renewals = asyncio.Semaphore(MAX_CONCURRENT_RENEWALS)
 
-    def hold(self, delivery: _Delivery, now: float) -> None:
+    def hold(self, delivery: Delivery, now: float) -> None:
         delivery.locked_until(delivery.message.locked_until_utc, now)
         self.held[id(delivery)] = delivery
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
         self._wake.set()
 
-    def release(self, delivery: _Delivery) -> None:
+    def release(self, delivery: Delivery) -> None:
         self.held.pop(id(delivery), None)
 
     def keep_only(self, generation: int) -> None:
@@ -124,7 +126,7 @@ class _LockKeeper:
         if task is not None:
             task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, _CLOSE_TIMEOUT)
+                await asyncio.wait_for(task, CLOSE_TIMEOUT)
         self.held.clear()
 
     async def _run(self) -> None:
@@ -153,7 +155,7 @@ class _LockKeeper:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _renew(self, delivery: _Delivery) -> None:
+    async def _renew(self, delivery: Delivery) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with self._renewals:
@@ -167,14 +169,14 @@ class _LockKeeper:
         ) as exc:
             if not delivery.settled:
                 self.release(delivery)
-                self._lose(delivery, f"Service Bus refused to renew its lock: {_describe(exc)}")
+                self._lose(delivery, f"Service Bus refused to renew its lock: {describe(exc)}")
         except Exception as exc:
             now = loop.time()
             if delivery.settled:
                 return
             if now >= delivery.deadline:
                 self.release(delivery)
-                self._lose(delivery, f"its lock could not be renewed in time: {_describe(exc)}")
+                self._lose(delivery, f"its lock could not be renewed in time: {describe(exc)}")
             else:  # a transient failure: try again soon, while the lock lasts
                 delivery.renew_at = now + min(1.0, (delivery.deadline - now) / 4)
         else:
@@ -186,7 +188,7 @@ class _LockKeeper:
 
 
 @contextlib.asynccontextmanager
-async def lock_scope(job: Any) -> AsyncIterator[None]:
+async def lock_scope(job: HandedOut | Incoming) -> AsyncIterator[None]:
     """Run the block while the job's Service Bus lock holds; cancel it when the lock is lost.
 
     ::
@@ -198,9 +200,9 @@ async def lock_scope(job: Any) -> AsyncIterator[None]:
     cancelled and :class:`~amqp1q.LockLost` raised in its place; the broker redelivers the job.
     For jobs from other backends this does nothing.
     """
-    incoming = getattr(job, "_incoming", job)
-    delivery = getattr(incoming, "token", None)
-    if not isinstance(delivery, _Delivery):
+    incoming = job if isinstance(job, Incoming) else job.incoming
+    delivery = incoming.token
+    if not isinstance(delivery, Delivery):
         yield
         return
     if delivery.lost is not None:

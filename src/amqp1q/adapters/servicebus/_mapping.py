@@ -9,19 +9,19 @@ received one), :func:`to_roadrunner_message` the same in RoadRunner's envelope
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from ..._adapter import Incoming
-from ..._job import RESERVED_HEADER_PREFIX, Headers, Job
-from ..._roadrunner import DELAY_PROPERTY, encode_envelope, received_envelope
-from ..._tracing import TRACE_HEADERS
+from ..._job import Job, trusted_headers
+from ..._properties import ATTEMPT, TRACE_CONTEXT, job_properties, read_properties, text_of
+from ..._roadrunner import encode_envelope, envelope_properties, received_envelope
 from ._sdk import ServiceBusMessage
 
-__all__ = ["ATTEMPT_PROPERTY", "to_incoming", "to_message", "to_roadrunner_message"]
+__all__ = ["ATTEMPT_PROPERTY", "message_for", "to_incoming", "to_message", "to_roadrunner_message"]
 
-ATTEMPT_PROPERTY: Final = RESERVED_HEADER_PREFIX + "attempt"
+#: The application property a re-sent copy's attempt rides in (see :mod:`amqp1q._properties`).
+ATTEMPT_PROPERTY = ATTEMPT
 
 
 def to_message(
@@ -35,9 +35,8 @@ def to_message(
     named in bytes as the SDK's tracing names them: with azure-core tracing on, the SDK then
     keeps them instead of adding a second key of the same name); an ``attempt`` above 1 rides
     in ``x-amqp1q-attempt``."""
-    return _message(
-        job.name, job.body, job.id, job.content_type, job.headers, attempt, scheduled_at
-    )
+    properties = job_properties(job.headers, attempt=attempt)
+    return message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
 
 
 def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> ServiceBusMessage:
@@ -46,37 +45,31 @@ def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> Servi
     writes beside it -- the headers, ``x-delay`` (milliseconds) for a delayed job and an
     ``attempt`` above 1. No subject or content type; no message-id either, unless the job is
     delayed: Service Bus schedules a message by its id, so a delayed one carries the job's."""
-    extra = {DELAY_PROPERTY: int(job.delay * 1000)} if job.delay else None
     envelope = encode_envelope(job, pipeline)
     message_id = job.id if job.delay else None
-    return _message("", envelope, message_id, None, job.headers, attempt, None, extra)
+    properties = envelope_properties(job, attempt=attempt)
+    return message_for("", envelope, message_id, None, properties, None)
 
 
-def _message(
+def message_for(
     name: str,
     body: bytes,
     message_id: str | None,
     content_type: str | None,
-    headers: Mapping[str, str],
-    attempt: int,
+    properties: Mapping[str, Any],
     scheduled_at: datetime.datetime | None,
-    extra: Mapping[str, Any] | None = None,
 ) -> ServiceBusMessage:
-    properties: dict[str | bytes, Any] = {}
-    properties.update(headers)
-    for key in TRACE_HEADERS:
-        if key in properties:
-            properties[key.encode()] = properties.pop(key)
-    if extra:
-        properties.update(extra)
-    if attempt != 1:
-        properties[ATTEMPT_PROPERTY] = attempt
+    """A ``ServiceBusMessage`` with these fields and application properties (those of
+    :mod:`amqp1q._properties`), trace context named in bytes."""
+    named: dict[str | bytes, Any] = {}
+    for key, value in properties.items():
+        named[key.encode() if key in TRACE_CONTEXT else key] = value
     message = ServiceBusMessage(
         body,
         message_id=message_id,
         subject=name or None,
         content_type=content_type,
-        application_properties=properties or None,
+        application_properties=named or None,
         scheduled_enqueue_time_utc=scheduled_at,
     )
     if message_id is None:
@@ -106,51 +99,18 @@ class _MessageLike(Protocol):
 def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     """Decode a received message into what the facade hands out.
 
-    Application properties come from the SDK as bytes: names and values are decoded to ``str``
-    (numbers, booleans and UUIDs are written out); ``x-amqp1q-*`` are amqp1q's own and the
-    broker's ``DeadLetterReason`` / ``DeadLetterErrorDescription`` become
-    ``dead_letter_reason`` / ``dead_letter_description``. ``attempt`` is the ``x-amqp1q-attempt``
-    the copy was sent with (1 if none) plus the broker's delivery count. A RoadRunner envelope
+    The application properties (names and values as bytes, from the SDK) are read by
+    :func:`amqp1q._properties.read_properties`, as on every adapter: the headers, the
+    ``x-amqp1q-attempt`` the copy was sent with (to which the broker's delivery count is
+    added), and ``dead_letter_reason`` / ``dead_letter_description``. A RoadRunner envelope
     gives the job's name, id, payload, headers and priority, as on the Proton adapter.
     """
-    headers: dict[str, str] = {}
-    base_attempt = 1
-    reason: str | None = None
-    description: str | None = None
-    decode_error: str | None = None
-    for raw_key, raw_value in (message.application_properties or {}).items():
-        key = _text(raw_key)
-        if key is None:
-            decode_error = decode_error or "an application property name is not text"
-            continue
-        value = _text(raw_value)
-        if key == ATTEMPT_PROPERTY:
-            try:
-                base_attempt = max(1, int(value or 1))
-            except ValueError:
-                decode_error = decode_error or f"{ATTEMPT_PROPERTY} is not a number: {value!r}"
-            continue
-        if key == "DeadLetterReason":
-            reason = value
-            continue
-        if key == "DeadLetterErrorDescription":
-            description = value
-            continue
-        if key.startswith(RESERVED_HEADER_PREFIX):
-            continue
-        if value is None:
-            decode_error = decode_error or (
-                f"application property {key!r} is a {type(raw_value).__name__}, not text"
-            )
-            continue
-        headers[key] = value
-    if reason is None:
-        reason = getattr(message, "dead_letter_reason", None)
-        description = description or getattr(message, "dead_letter_error_description", None)
+    facts = read_properties(message.application_properties)
+    headers = facts.headers
     body, body_error = _body(message)
-    message_id, name = _text(message.message_id), _text(message.subject)
+    message_id, name = text_of(message.message_id), text_of(message.subject)
     priority = None
-    if body_error is None and decode_error is None:
+    if body_error is None and facts.error is None:
         envelope = received_envelope(body, message_id=message_id, subject=name)
         if envelope is not None:  # a RoadRunner amqp1 job (see amqp1q._roadrunner)
             headers = envelope.job_headers(headers)
@@ -167,35 +127,15 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
         name=name or "",
         body=body,
         content_type=content_type,
-        headers=Headers._trusted(headers),
-        attempt=base_attempt + delivery_count,
+        headers=trusted_headers(headers),
+        attempt=facts.attempt + delivery_count,
         token=token,
         priority=priority,
         enqueued_at=getattr(message, "enqueued_time_utc", None),
-        dead_letter_reason=reason,
-        dead_letter_description=description,
-        decode_error=body_error or decode_error,
+        dead_letter_reason=facts.dead_letter_reason,
+        dead_letter_description=facts.dead_letter_description,
+        decode_error=body_error or facts.error,
     )
-
-
-def _text(value: Any) -> str | None:
-    """An application property (or field) as text; ``None`` for what has no text form."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, uuid.UUID)):
-        return str(value)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    return None
 
 
 def _body(message: _MessageLike) -> tuple[bytes, str | None]:

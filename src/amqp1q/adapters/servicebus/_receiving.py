@@ -1,6 +1,6 @@
 """Consuming: one ``ServiceBusReceiver`` per consumer, its credit pump, locks and settlements.
 
-:class:`_Receiver` turns the facade's credit into ``receive_messages`` calls (the SDK's own
+:class:`QueueReceiver` turns the facade's credit into ``receive_messages`` calls (the SDK's own
 prefetch is off, so the link credit follows the consumer's), buffers what arrives, renews the
 lock of every message it holds (see :mod:`._locks`), and settles: acks in the background
 (bounded), the other outcomes awaited. On close or drain, buffered jobs are given back.
@@ -23,20 +23,22 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming, Outcome, Settlement
 from ..._errors import AlreadySettled, Amqp1qError, DeliveryStale, LockLost, QueueStateError
-from ._errors import _settle_error
-from ._locks import _Delivery, _LockKeeper
+from ._errors import settle_error
+from ._locks import Delivery, LockKeeper
 from ._mapping import to_incoming
 from ._reconnect import is_transient, open_fresh
 from ._sdk import (
-    _CLOSE_TIMEOUT,
+    CLOSE_TIMEOUT,
     ServiceBusReceivedMessage,
     ServiceBusReceiver,
-    _close_quietly,
+    close_quietly,
     sb_errors,
 )
 
 if TYPE_CHECKING:
     from .adapter import ServiceBusAdapter
+
+__all__ = ["MAX_PENDING_SETTLEMENTS", "QueueReceiver"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
@@ -54,7 +56,7 @@ _REFUSALS: Final = (
 )
 
 
-class _Receiver:
+class QueueReceiver:
     """One consumer's ``ServiceBusReceiver``, fed by a pump that asks for the credit granted."""
 
     def __init__(self, adapter: ServiceBusAdapter, *, auto_ack: bool) -> None:
@@ -64,14 +66,14 @@ class _Receiver:
         self._sdk: ServiceBusReceiver | None = None
         self._credit = 0
         self._window = 0  # the most credit outstanding at once: the consumer's prefetch
-        self._buffer: deque[_Delivery] = deque()
+        self._buffer: deque[Delivery] = deque()
         self._event = asyncio.Event()
         self._pump_wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._pull: asyncio.Task[list[ServiceBusReceivedMessage]] | None = None  # the pump's
         self._lost_by: BaseException | None = None  # why _connection_failed cut the pull short
         self._background: set[asyncio.Task[None]] = set()
-        self._locks = _LockKeeper(
+        self._locks = LockKeeper(
             f"amqp1q-servicebus-locks-{self._queue}",
             adapter.max_lock_renewal,
             renew=self._renew_lock,
@@ -122,7 +124,7 @@ class _Receiver:
         await self._locks.close()
         sdk, self._sdk = self._sdk, None
         if sdk is not None:
-            await _close_quietly(sdk)
+            await close_quietly(sdk)
         self._adapter.forget_receiver(self)
 
     # -- credit and the pump --------------------------------------------------------------------
@@ -147,7 +149,7 @@ class _Receiver:
         if pump is not None and not pump.done():
             pump.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(pump, _CLOSE_TIMEOUT)
+                await asyncio.wait_for(pump, CLOSE_TIMEOUT)
 
     async def _run_pump(self) -> None:
         sdk = self._sdk
@@ -182,7 +184,7 @@ class _Receiver:
                 continue
             now = loop.time()
             for message in messages:
-                delivery = _Delivery(message, now, self._generation)
+                delivery = Delivery(message, now, self._generation)
                 self._credit -= 1
                 self._buffer.append(delivery)
                 if not self._auto_ack:
@@ -209,7 +211,7 @@ class _Receiver:
             delivery.settled = True
         self._locks.keep_only(self._generation)
         if old is not None:
-            self._in_background(_close_quietly(old, dead=True))
+            self._in_background(close_quietly(old, dead=True))
         what = f"receiving from {self._queue!r}"
         try:
             self._sdk = await self._adapter.supervisor.redial(what, self._connect, cause)
@@ -241,12 +243,13 @@ class _Receiver:
         if not self._buffer and self._credit > 0:
             self._pump_wake.set()  # nothing left to hand out: pull what the credit allows
         incoming = to_incoming(delivery.message, delivery)
+        incoming.guard = delivery.guard
         delivery.incoming = incoming
         return incoming
 
     # -- locks ----------------------------------------------------------------------------------
 
-    async def _renew_lock(self, delivery: _Delivery) -> datetime.datetime | None:
+    async def _renew_lock(self, delivery: Delivery) -> datetime.datetime | None:
         sdk = self._sdk
         if sdk is None or delivery.generation != self._generation:
             raise DeliveryStale("the receiver it came from is gone", queue=self._queue)
@@ -258,7 +261,7 @@ class _Receiver:
             raise
         return until
 
-    def _lose(self, delivery: _Delivery, why: str) -> None:
+    def _lose(self, delivery: Delivery, why: str) -> None:
         """Its lock is gone: settling it raises LockLost, code under lock_scope is cancelled."""
         if delivery.settled or delivery.lost is not None:
             return
@@ -280,7 +283,7 @@ class _Receiver:
     # -- settlement -----------------------------------------------------------------------------
 
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None:
-        delivery: _Delivery = incoming.token
+        delivery: Delivery = incoming.token
         if delivery.settled:
             raise AlreadySettled(
                 "the job was already settled", queue=self._queue, job_id=incoming.id
@@ -333,7 +336,7 @@ class _Receiver:
         except Exception as exc:
             if not isinstance(exc, _REFUSALS):  # the receiver is broken, not the job
                 self._connection_failed(incoming.token.generation, exc)
-            raise _settle_error(exc, queue=self._queue, job_id=incoming.id) from None
+            raise settle_error(exc, queue=self._queue, job_id=incoming.id) from None
 
     async def _resend_then_complete(
         self,
@@ -371,7 +374,7 @@ class _Receiver:
     async def _wait_background(self) -> None:
         pending = [task for task in self._background if not task.done()]
         if pending:
-            await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT)
+            await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
 
     async def _give_back(self) -> None:
         """Return what was received but never handed out, its attempt not counted."""
@@ -393,9 +396,9 @@ class _Receiver:
             self._locks.release(delivery)
         work = [self._give_back_one(sdk, delivery) for delivery in buffered]
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(_gather_quietly(work, self._queue), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(_gather_quietly(work, self._queue), CLOSE_TIMEOUT)
 
-    async def _give_back_one(self, sdk: ServiceBusReceiver, delivery: _Delivery) -> None:
+    async def _give_back_one(self, sdk: ServiceBusReceiver, delivery: Delivery) -> None:
         if delivery.lost is not None:
             return
         incoming = to_incoming(delivery.message, delivery)

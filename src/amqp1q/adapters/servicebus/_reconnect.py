@@ -5,7 +5,7 @@ several tasks at once does not survive a dropped connection reliably: one operat
 shuts the handler down under the others (``'NoneType' object has no attribute
 'create_receiver_link'``, ``KeyError: b'QUEUE/$management'``), and then every call on it fails.
 So when an operation fails, the adapter throws the SDK object away and builds a new one through
-:meth:`_Supervisor.redial`, with the queue's :class:`~amqp1q.ReconnectPolicy` backoff, until it
+:meth:`Supervisor.redial`, with the queue's :class:`~amqp1q.ReconnectPolicy` backoff, until it
 opens, or the policy gives up (:class:`~amqp1q.ConnectionLost`), or the broker says the queue or
 the credentials are gone (that error, at once).
 
@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..._adapter import StateListeners
 from ..._errors import (
     Amqp1qError,
     AuthenticationFailed,
@@ -30,10 +31,10 @@ from ..._errors import (
     QueueNotFound,
 )
 from ..._policy import ReconnectPolicy
-from ._errors import _describe, _open_error
-from ._sdk import _close_quietly, _no_reopen, _open_once, _track_sockets, sb_errors
+from ._errors import describe, open_error
+from ._sdk import close_quietly, no_reopen, open_once, sb_errors, track_sockets
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "is_transient", "open_fresh"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "Supervisor", "is_transient", "open_fresh"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
@@ -46,15 +47,15 @@ T = TypeVar("T")
 async def open_fresh(handler: T, *, queue: str, display: str) -> T:
     """Open a fresh SDK sender or receiver for amqp1q: in one attempt, its sockets noted, kept
     from reopening itself later (see :mod:`._sdk`); if it fails, closed and the error mapped."""
-    _track_sockets(handler)
+    track_sockets(handler)
     try:
-        await _open_once(handler)
+        await open_once(handler)
     except BaseException as exc:
-        await _close_quietly(handler)
+        await close_quietly(handler)
         if isinstance(exc, sb_errors.ServiceBusError):
-            raise _open_error(exc, queue=queue, display=display) from None
+            raise open_error(exc, queue=queue, display=display) from None
         raise
-    _no_reopen(handler)
+    no_reopen(handler)
     return handler
 
 
@@ -63,7 +64,7 @@ def is_transient(error: Amqp1qError) -> bool:
     return isinstance(error, (ConnectFailed, ConnectionLost, PushTimeout))
 
 
-class _Supervisor:
+class Supervisor:
     """One adapter's re-dials and connection state."""
 
     def __init__(
@@ -83,7 +84,7 @@ class _Supervisor:
         #: Whether a sender or receiver ever opened: before that, a failure is not re-dialled
         #: (the first connect fails fast, as ReconnectPolicy says).
         self.connected_once = False
-        self.state_listeners: list[Callable[[str], None]] = []
+        self.listeners = StateListeners(log)
         self._redialling = 0
         self._failed: Amqp1qError | None = None
         self._closed = False
@@ -109,13 +110,13 @@ class _Supervisor:
             raise ConnectionLost(
                 f"lost the connection to {self.display} ({what}) and reconnect is off",
                 queue=self.queue,
-                description=_describe(cause),
+                description=describe(cause),
             )
         log.warning(
             "%s of %s failed (%s); reconnecting",
             what,
             self.display,
-            _describe(cause),
+            describe(cause),
             extra={"queue": self.queue},
         )
         self._redialling += 1
@@ -165,9 +166,4 @@ class _Supervisor:
         return error
 
     def _announce(self) -> None:
-        state = self.state
-        for listener in list(self.state_listeners):
-            try:
-                listener(state)
-            except Exception:  # noqa: PERF203 - a listener's bug must not stop the re-dial
-                log.exception("a state listener failed")
+        self.listeners.announce(self.state)

@@ -3,8 +3,8 @@
 azure-servicebus is the optional extra ``amqp1q[azure]``: without it, importing
 :mod:`amqp1q.adapters.servicebus` fails here with an ``ImportError`` that names the install
 line (``import amqp1q`` itself never needs the SDK). Also the bound on closing SDK objects,
-and :func:`_async_credential`, which fits a caller's azure-core credential to the asyncio
-client.
+:func:`make_client`, the SDK's client for a parsed connection string or a credential, and
+:func:`async_credential`, which fits a caller's azure-core credential to the asyncio client.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ..._errors import InvalidSetting
+from ..._urls import ServiceBusEndpoint
 
 try:
     from azure.core.credentials import AccessToken, AzureNamedKeyCredential, AzureSasCredential
@@ -34,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "ServiceBusClient",
     "ServiceBusMessage",
     "ServiceBusMessageBatch",
@@ -42,19 +45,58 @@ __all__ = [
     "ServiceBusReceiver",
     "ServiceBusSender",
     "ServiceBusSubQueue",
+    "async_credential",
+    "close_quietly",
+    "make_client",
+    "no_reopen",
+    "open_once",
     "sb_errors",
+    "track_sockets",
 ]
 
+
+def make_client(
+    endpoint: ServiceBusEndpoint | None,
+    *,
+    credential: Any,
+    namespace: str | None,
+    emulator: bool,
+    options: Mapping[str, Any],
+) -> ServiceBusClient:
+    """The SDK's client: from ``endpoint`` (a parsed connection string, rebuilt for the SDK,
+    secrets revealed only here), else for ``namespace`` with ``credential`` (plain AMQP to an
+    ``emulator``). ``options`` are ``ServiceBusClient`` keywords. The SDK raises ValueError for
+    what it refuses."""
+    kwargs = dict(options)
+    if endpoint is not None:
+        host = endpoint.host
+        if endpoint.port is not None and endpoint.emulator:
+            host = f"{host}:{endpoint.port}"
+        parts = [f"Endpoint=sb://{host}/"]
+        if endpoint.key_name is not None and endpoint.key is not None:
+            parts.append(f"SharedAccessKeyName={endpoint.key_name}")
+            parts.append(f"SharedAccessKey={endpoint.key.reveal()}")
+        if endpoint.signature is not None:
+            parts.append(f"SharedAccessSignature={endpoint.signature.reveal()}")
+        if endpoint.emulator:
+            parts.append("UseDevelopmentEmulator=true")
+        return ServiceBusClient.from_connection_string(";".join(parts), **kwargs)
+    if emulator:
+        kwargs["use_tls"] = False
+    assert namespace is not None
+    return ServiceBusClient(namespace, credential, **kwargs)
+
+
 #: How long closing one SDK object (client, sender, receiver) or a background task may take.
-_CLOSE_TIMEOUT: Final = 5.0
+CLOSE_TIMEOUT: Final = 5.0
 
 
 log = logging.getLogger("amqp1q.servicebus")
 
 
-def _track_sockets(handler: Any) -> None:
+def track_sockets(handler: Any) -> None:
     """Note the socket of every connection a fresh SDK sender or receiver opens, for
-    :func:`_close_quietly`: after a dropped connection the SDK's own close leaves it open (it
+    :func:`close_quietly`: after a dropped connection the SDK's own close leaves it open (it
     stops at its first failure, and a connection that ended in error skips closing its
     transport), and so does its clean-up of an open that failed half way; each such socket
     stays open until the garbage collector finds it (a ResourceWarning). Call before opening.
@@ -85,14 +127,14 @@ def _track_sockets(handler: Any) -> None:
     handler._create_handler = create_handler
 
 
-async def _close_quietly(handler: Any, *, dead: bool = False) -> None:
+async def close_quietly(handler: Any, *, dead: bool = False) -> None:
     """Close an SDK sender or receiver, bounded, whatever it raises, and every socket it opened
-    (see :func:`_track_sockets`). ``dead``: its connection failed, so its sockets are closed
+    (see :func:`track_sockets`). ``dead``: its connection failed, so its sockets are closed
     first (the SDK's close otherwise waits seconds for answers that cannot come)."""
     if dead:
         await _close_sockets(handler)
     try:
-        await asyncio.wait_for(handler.close(), _CLOSE_TIMEOUT)
+        await asyncio.wait_for(handler.close(), CLOSE_TIMEOUT)
     except (Exception, asyncio.TimeoutError):
         log.debug("closing a Service Bus sender or receiver failed", exc_info=True)
     await _close_sockets(handler)
@@ -102,10 +144,10 @@ async def _close_sockets(handler: Any) -> None:
     for transport in getattr(handler, "_amqp1q_transports", ()):
         if getattr(transport, "writer", None) is not None:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(transport.close(), _CLOSE_TIMEOUT)
+                await asyncio.wait_for(transport.close(), CLOSE_TIMEOUT)
 
 
-def _no_reopen(handler: Any) -> None:
+def no_reopen(handler: Any) -> None:
     """Keep an opened SDK sender or receiver from opening itself again once its handler shut
     down: its operations then fail at once, and amqp1q opens a fresh object instead.
 
@@ -126,7 +168,7 @@ def _no_reopen(handler: Any) -> None:
     handler._open = _open
 
 
-async def _open_once(handler: Any) -> None:
+async def open_once(handler: Any) -> None:
     """Open an SDK sender or receiver in one attempt, without the SDK's retries.
 
     The SDK retries every failure to open -- a refused port, an unknown host, a TLS failure,
@@ -171,7 +213,7 @@ class _AsyncToken:
         pass
 
 
-def _async_credential(credential: Any) -> Any:
+def async_credential(credential: Any) -> Any:
     if isinstance(credential, (AzureNamedKeyCredential, AzureSasCredential)):
         return credential
     get_token = getattr(credential, "get_token", None)

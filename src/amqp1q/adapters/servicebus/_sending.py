@@ -1,9 +1,9 @@
 """Pushing: one writer per sender, coalescing concurrent pushes into batches.
 
-:class:`_Outbox` queues messages from every concurrent ``send`` and one task sends them in
+:class:`Outbox` queues messages from every concurrent ``send`` and one task sends them in
 ``ServiceBusMessageBatch`` es under the link's size limit; each message's future is resolved
 when its batch is sent, or failed with the mapped error. Delayed jobs are scheduled through
-the same sender (:meth:`_Outbox.schedule`). When a send fails for a reason a fresh
+the same sender (:meth:`Outbox.schedule`). When a send fails for a reason a fresh
 connection may cure (:func:`~._reconnect.is_transient`), the sender is replaced (see
 :mod:`._reconnect`) and the batch sent again, the same message-ids in it (at-least-once: the
 queue may then hold a duplicate), unless the reconnect policy says ``resend_pushes=False``.
@@ -20,23 +20,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..._errors import Amqp1qError, ConnectionLost, JobTooLarge
-from ._errors import _copy_error, _push_error
-from ._reconnect import _Supervisor, is_transient
+from ._errors import copy_error, push_error
+from ._reconnect import Supervisor, is_transient
 from ._sdk import (
-    _CLOSE_TIMEOUT,
+    CLOSE_TIMEOUT,
     ServiceBusMessage,
     ServiceBusMessageBatch,
     ServiceBusSender,
-    _close_quietly,
+    close_quietly,
     sb_errors,
 )
+
+__all__ = ["Outbox"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
 _Entry = tuple[ServiceBusMessage, "asyncio.Future[None]"]
 
 
-class _Outbox:
+class Outbox:
     """Messages waiting to be sent; one task sends them in batches under the size limit."""
 
     def __init__(
@@ -44,7 +46,7 @@ class _Outbox:
         sender: ServiceBusSender,
         queue: str,
         *,
-        supervisor: _Supervisor,
+        supervisor: Supervisor,
         connect: Callable[[], Awaitable[ServiceBusSender]],
     ) -> None:
         self.sender = sender
@@ -181,7 +183,7 @@ class _Outbox:
     ) -> Amqp1qError | None:
         """After a failed send: None to send it again (on a fresh sender), else the error that
         fails it."""
-        error = _push_error(exc, queue=self._queue, job_id=job_id)
+        error = push_error(exc, queue=self._queue, job_id=job_id)
         if not is_transient(error):
             return error
         try:
@@ -195,7 +197,7 @@ class _Outbox:
         """A fresh sender in place of ``failed`` (once, however many callers saw it fail)."""
         async with self._replacing:
             if self.sender is failed:
-                task = asyncio.get_running_loop().create_task(_close_quietly(failed, dead=True))
+                task = asyncio.get_running_loop().create_task(close_quietly(failed, dead=True))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
                 what = f"sending to {self._queue!r}"
@@ -207,19 +209,19 @@ class _Outbox:
         if task is not None:
             if self._pending:  # let what is queued go out, within bounds
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._idle.wait(), _CLOSE_TIMEOUT)
+                    await asyncio.wait_for(self._idle.wait(), CLOSE_TIMEOUT)
             task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, _CLOSE_TIMEOUT)
+                await asyncio.wait_for(task, CLOSE_TIMEOUT)
         _fail(list(self._pending), ConnectionLost("the queue closed", queue=self._queue))
         self._pending.clear()
         if self._closing:
-            await asyncio.wait(list(self._closing), timeout=_CLOSE_TIMEOUT)
-        await _close_quietly(self.sender)
+            await asyncio.wait(list(self._closing), timeout=CLOSE_TIMEOUT)
+        await close_quietly(self.sender)
 
 
 def _fail(entries: list[_Entry], error: Amqp1qError) -> None:
     """Fail each entry's future not yet done, each with its own copy of ``error``."""
     for _, future in entries:
         if not future.done():
-            future.set_exception(_copy_error(error))
+            future.set_exception(copy_error(error))

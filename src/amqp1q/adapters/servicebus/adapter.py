@@ -13,10 +13,10 @@ import contextlib
 import datetime
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from ..._adapter import Incoming, SendResult
+from ..._adapter import Incoming, SendResult, ServerFacts
 from ..._errors import (
     Amqp1qError,
     InvalidSetting,
@@ -26,22 +26,24 @@ from ..._errors import (
 )
 from ..._job import Job, Receipt, new_job_id
 from ..._policy import ReconnectPolicy
+from ..._properties import job_properties
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
-from ._mapping import _message, to_message, to_roadrunner_message
-from ._receiving import _Receiver
-from ._reconnect import DEFAULT_CONNECT_TIMEOUT, _Supervisor, open_fresh
+from ._mapping import message_for, to_message, to_roadrunner_message
+from ._receiving import QueueReceiver
+from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
 from ._sdk import (
-    _CLOSE_TIMEOUT,
+    CLOSE_TIMEOUT,
     ServiceBusClient,
     ServiceBusMessage,
     ServiceBusReceiveMode,
     ServiceBusReceiver,
     ServiceBusSender,
     ServiceBusSubQueue,
-    _async_credential,
+    async_credential,
+    make_client,
 )
-from ._sending import _Outbox
+from ._sending import Outbox
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -144,15 +146,15 @@ class ServiceBusAdapter:
             **(client_options or {}),
         }
         self._client: ServiceBusClient | None = None
-        self._outbox: _Outbox | None = None
-        self._receivers: set[_Receiver] = set()
+        self._outbox: Outbox | None = None
+        self._receivers: set[QueueReceiver] = set()
         self._closed = False
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
         self.supervisor = self._new_supervisor()
 
-    def _new_supervisor(self) -> _Supervisor:
-        return _Supervisor(
+    def _new_supervisor(self) -> Supervisor:
+        return Supervisor(
             self._reconnect,
             queue=self.queue,
             display=self.display,
@@ -188,7 +190,7 @@ class ServiceBusAdapter:
         return cls(
             None,
             queue,
-            credential=_async_credential(credential),
+            credential=async_credential(credential),
             fully_qualified_namespace=fully_qualified_namespace,
             **settings,
         )
@@ -205,16 +207,16 @@ class ServiceBusAdapter:
     def address(self) -> str:
         return self.queue
 
-    #: The OpenTelemetry ``messaging.system`` value.
-    messaging_system = "servicebus"
-
     @property
-    def server(self) -> tuple[str, int]:
-        """``server.address`` and ``server.port`` for traces and metrics (AMQP over TLS: 5671)."""
+    def server_facts(self) -> ServerFacts:
+        """``messaging.system = servicebus``, and ``server.address`` and ``server.port`` for
+        traces and metrics (AMQP over TLS: 5671)."""
         endpoint = self._endpoint
         if endpoint is not None:
-            return endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
-        return str(self._namespace), 5671
+            server = endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
+        else:
+            server = str(self._namespace), 5671
+        return ServerFacts("servicebus", server)
 
     @property
     def display(self) -> str:
@@ -234,9 +236,13 @@ class ServiceBusAdapter:
         (the reconnect policy gave up) or ``closed``."""
         return self.supervisor.state
 
+    def on_state_change(self, listener: Callable[[str], None]) -> None:
+        self.supervisor.listeners.add(listener)
+
     @property
-    def state_listeners(self) -> list[Any]:
-        return self.supervisor.state_listeners
+    def at_most_once(self) -> bool:
+        """Never: without ``auto_ack`` every message is received peek-locked."""
+        return False
 
     @property
     def client(self) -> ServiceBusClient:
@@ -247,25 +253,13 @@ class ServiceBusAdapter:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _make_client(self) -> ServiceBusClient:
-        kwargs = dict(self._client_kwargs)
-        endpoint = self._endpoint
-        if endpoint is not None:
-            host = endpoint.host
-            if endpoint.port is not None and endpoint.emulator:
-                host = f"{host}:{endpoint.port}"
-            parts = [f"Endpoint=sb://{host}/"]
-            if endpoint.key_name is not None and endpoint.key is not None:
-                parts.append(f"SharedAccessKeyName={endpoint.key_name}")
-                parts.append(f"SharedAccessKey={endpoint.key.reveal()}")
-            if endpoint.signature is not None:
-                parts.append(f"SharedAccessSignature={endpoint.signature.reveal()}")
-            if endpoint.emulator:
-                parts.append("UseDevelopmentEmulator=true")
-            return ServiceBusClient.from_connection_string(";".join(parts), **kwargs)
-        if self._emulator:
-            kwargs["use_tls"] = False
-        assert self._namespace is not None
-        return ServiceBusClient(self._namespace, self._credential, **kwargs)
+        return make_client(
+            self._endpoint,
+            credential=self._credential,
+            namespace=self._namespace,
+            emulator=self._emulator,
+            options=self._client_kwargs,
+        )
 
     async def open(self) -> None:
         if self._closed:
@@ -281,10 +275,14 @@ class ServiceBusAdapter:
             return  # nothing is pushed to a dead-letter queue; receivers connect on their own
         sender = await self._connect_sender()
         self.supervisor.connected_once = True
-        self._outbox = _Outbox(
+        self._outbox = Outbox(
             sender, self._entity, supervisor=self.supervisor, connect=self._connect_sender
         )
         log.debug("connected to %s", self.display)
+
+    async def verify(self) -> None:
+        """Nothing to do: :meth:`open` attached the queue's sender, which Service Bus refuses
+        for a missing queue (QueueNotFound); a dead-letter queue exists with its queue."""
 
     async def _connect_sender(self) -> ServiceBusSender:
         """A fresh, open SDK sender (raise the mapped error, having closed it, if it fails)."""
@@ -303,7 +301,7 @@ class ServiceBusAdapter:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.close(), _CLOSE_TIMEOUT)
+                await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
             except (Exception, asyncio.TimeoutError):
                 log.debug("closing the Service Bus client failed", exc_info=True)
 
@@ -368,7 +366,7 @@ class ServiceBusAdapter:
             )
         return None
 
-    def _outbox_or_fail(self) -> _Outbox:
+    def _outbox_or_fail(self) -> Outbox:
         if self._dead_letters_of is not None:
             raise UnsupportedFeature(
                 "Service Bus takes no pushes to a dead-letter queue", queue=self.queue
@@ -388,13 +386,12 @@ class ServiceBusAdapter:
         if self.wire_format == ROADRUNNER:  # readable by RoadRunner's workers too
             message = self._to_message(incoming.copy_as_job(delay), attempt)
         else:
-            message = _message(
+            message = message_for(
                 incoming.name,
                 incoming.body,
                 incoming.id or new_job_id(),
                 incoming.content_type,
-                incoming.headers,
-                attempt,
+                job_properties(incoming.headers, attempt=attempt),
                 None,
             )
         if scheduled_at is not None:
@@ -406,12 +403,12 @@ class ServiceBusAdapter:
 
     # -- consume --------------------------------------------------------------------------------
 
-    def receiver(self, *, auto_ack: bool) -> _Receiver:
-        receiver = _Receiver(self, auto_ack=auto_ack)
+    def receiver(self, *, auto_ack: bool) -> QueueReceiver:
+        receiver = QueueReceiver(self, auto_ack=auto_ack)
         self._receivers.add(receiver)
         return receiver
 
-    def forget_receiver(self, receiver: _Receiver) -> None:
+    def forget_receiver(self, receiver: QueueReceiver) -> None:
         self._receivers.discard(receiver)
 
     def open_sdk_receiver(self, *, auto_ack: bool) -> ServiceBusReceiver:
