@@ -52,10 +52,11 @@ class JsonClient:
         data = b"" if body is None else json.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.0\r\nHost: {self._host}:{self._port}\r\n"
-            f"Authorization: {self._authorization}\r\nAccept: application/json\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-            "Connection: close\r\n\r\n"
+            f"Authorization: {self._authorization}\r\nConnection: close\r\n"
         )
+        if data:  # (a DELETE with a content type is answered 406 by RabbitMQ)
+            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        head += "\r\n"
         reader, writer = await asyncio.open_connection(self._host, self._port)
         try:
             writer.write(head.encode("latin-1") + data)
