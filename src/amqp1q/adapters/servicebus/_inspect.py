@@ -8,8 +8,8 @@ operations -- what the embedded broker's emulation serves too.
   messages in flight apart, so ``in_flight`` is None) and scheduled, by each message's state.
   The runtime counts of ``ServiceBusAdministrationClient`` come over HTTPS, which the
   emulation does not serve, and cost a round trip to Azure Resource Manager's ATOM feed; the
-  peek works wherever the queue does. ``exact`` is False: messages may come and go between
-  pages, and a queue past the limit is counted to the limit. No running totals (``None``).
+  peek works wherever the queue does. ``exact`` is False only for a queue past the limit
+  (counted to the limit). No running totals (``None``).
 - purge of the dead-letter queue: received in RECEIVE_AND_DELETE mode until it is empty;
 - cancel: ``ServiceBusSender.cancel_scheduled_messages`` with the receipt's sequence number.
 """
@@ -85,7 +85,7 @@ class ServiceBusOperations:
             in_flight=None,
             dead_lettered=len(dead),
             oldest_enqueued_at=min(times) if times else None,
-            exact=False,
+            exact=len(active) < COUNT_LIMIT and len(dead) < COUNT_LIMIT,
             source="servicebus-peek",
         )
 
