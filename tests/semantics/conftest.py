@@ -191,7 +191,7 @@ class QpidBackend(EmbeddedBackend):
     keeps_unsettled = False
     can_cut_connections = True
     counts = False
-    peeks = False  # neither example broker grants distribution-mode copy
+    peeks = False  # profile generic: amqp1q does not browse a broker it cannot name
     purges = False
     cancels = False
     expires = False

@@ -4,10 +4,10 @@
   queue's ``$management`` node (``amqp1q.testing._management_ops``), over the same connection,
   so the broker may be another process;
 - RabbitMQ: its management HTTP API (``_rabbitmq_inspect``);
-- any other broker: peek by browsing -- a receiver whose source asks for distribution-mode
+- Artemis and Qpid: peek by browsing -- a receiver whose source asks for distribution-mode
   ``copy``, AMQP 1.0's standard non-destructive read -- where the broker's attach answers
-  ``copy`` (else nothing is read: UnsupportedFeature); counting, purging and cancelling raise
-  UnsupportedFeature.
+  ``copy`` (else nothing is read: UnsupportedFeature); other brokers (profile ``generic``)
+  are not browsed. Counting, purging and cancelling raise UnsupportedFeature.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ DEAD_LETTER: Final = "/$deadletterqueue"
 REQUEST_TIMEOUT: Final = 10.0
 #: How long a browse waits for the next copy before it takes the queue as read.
 BROWSE_IDLE: Final = 0.5
+#: The profiles whose brokers honour distribution-mode copy. Qpid Proton's C++ example broker
+#: (profile generic) grants copy at attach, yet a browse of it did not match the queue.
+BROWSING: Final = frozenset({"artemis", "qpid"})
 _STATES: Final = {0: "ready", 1: "deferred", 2: "scheduled"}
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -204,6 +207,14 @@ class BrowseOperations:
         raise unsupported(self._product, "cancel a scheduled job", self._queue, _NO_MANAGEMENT)
 
     async def peek(self, count: int, *, dead_letter: bool) -> list[PeekedJob]:
+        if self._adapter.profile.name not in BROWSING:
+            raise unsupported(
+                self._product,
+                "peek without taking jobs",
+                self._queue,
+                "amqp1q browses (distribution-mode copy) only brokers it knows to honour it "
+                "(Artemis, Qpid); pass broker='artemis' or broker='qpid' if yours does",
+            )
         if dead_letter:
             address = self._adapter.profile.dead_letter_queue(self._queue)
             if address is None:
