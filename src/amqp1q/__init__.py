@@ -42,6 +42,7 @@ from ._errors import (
     TLSError,
     UnsupportedFeature,
 )
+from ._inspection import PeekedJob, QueueDepth
 from ._job import Headers, Job, Receipt
 from ._middleware import CallNext, Handled, Middleware
 from ._policy import ReconnectPolicy, RetryPolicy
@@ -80,9 +81,11 @@ __all__ = [
     "Outcome",
     "PayloadError",
     "PayloadValidationError",
+    "PeekedJob",
     "Processing",
     "PushError",
     "PushTimeout",
+    "QueueDepth",
     "QueueNotFound",
     "QueueStateError",
     "QueueStats",

@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime
 import math
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final
 
 import attrs
 
-from ._errors import InvalidJob
+from ._errors import InvalidJob, UnsupportedFeature
 from ._payload import encode_payload
 
 __all__ = [
@@ -180,6 +180,18 @@ def _check_delay(_: Any, __: Any, value: float | None) -> None:
         raise InvalidJob(f"delay must be a number of seconds >= 0 or None, got {value!r}")
 
 
+def _check_ttl(_: Any, __: Any, value: float | None) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidJob(f"ttl must be a number of seconds > 0 or None, got {value!r}")
+
+
 def _check_bool(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
     if not isinstance(value, bool):
         raise InvalidJob(f"{attribute.name} must be a bool, got {value!r}")
@@ -199,6 +211,9 @@ class Job:
       queue's default.
     - ``delay``: seconds (or a ``timedelta``) before the job may be delivered.
     - ``durable``: survive a broker restart (default ``True``).
+    - ``ttl``: seconds (or a ``timedelta``) the job may wait to be consumed; after that the
+      broker drops it (the AMQP header's ``ttl``; Service Bus's ``time_to_live``). A delayed
+      job's time to live counts from when it is due.
 
     Raises :class:`~amqp1q.InvalidJob` (or its subclass :class:`~amqp1q.PayloadError`) at
     construction when any of these cannot be sent.
@@ -214,6 +229,9 @@ class Job:
     )
     durable: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
     content_type: str | None = attrs.field(default=None, kw_only=True)
+    ttl: float | None = attrs.field(
+        default=None, converter=_to_seconds, validator=_check_ttl, kw_only=True
+    )
     #: The serialised payload, as it goes on the wire.
     body: bytes = attrs.field(init=False, eq=False, hash=False)
 
@@ -232,6 +250,8 @@ class Job:
             extra += f", priority={self.priority}"
         if self.delay:
             extra += f", delay={self.delay}"
+        if self.ttl:
+            extra += f", ttl={self.ttl}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
     def evolve(self, **changes: Any) -> Job:
@@ -268,3 +288,28 @@ class Receipt:
     queue: str
     #: Service Bus sequence number of a scheduled job, where the broker reports one.
     sequence_number: int | None = None
+    #: Set by the queue for a job pushed with a delay: what :meth:`cancel` calls.
+    _canceller: Callable[[Receipt], Awaitable[bool]] | None = attrs.field(
+        default=None, eq=False, repr=False, kw_only=True, alias="canceller"
+    )
+
+    @property
+    def cancellable(self) -> bool:
+        """True for a job pushed with a delay, through a queue that can cancel it."""
+        return self._canceller is not None
+
+    async def cancel(self) -> bool:
+        """Cancel the scheduled job this receipt is for: True if it was cancelled, False if it
+        was no longer scheduled (already delivered, or cancelled before).
+
+        Raises :class:`~amqp1q.UnsupportedFeature` for a job pushed without a delay, and where
+        the broker cannot take a scheduled job back (RabbitMQ's delay queues; see
+        docs/operations.md).
+        """
+        if self._canceller is None:
+            raise UnsupportedFeature(
+                "only a job pushed with a delay can be cancelled",
+                queue=self.queue,
+                job_id=self.job_id,
+            )
+        return await self._canceller(self)

@@ -15,6 +15,7 @@ from ._consumer import Consumer, ConsumerHooks
 from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_adapter
 from ._job import Job, Receipt
+from ._operations import OperationsMixin, bind_receipts
 from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._push import Pusher
@@ -41,7 +42,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class JobQueue:
+class JobQueue(OperationsMixin):
     """One queue on one broker: push jobs to it, consume jobs from it.
 
     Make one with :meth:`from_url`, or from an adapter: ``JobQueue(MemoryAdapter(...))``. Open it
@@ -337,7 +338,10 @@ class JobQueue:
         connection error; never returns without the broker's acceptance.
         """
         self._check_open()
-        result = (await self._pusher.send([job], timeout))[0]
+        results = await self._pusher.send([job], timeout)
+        if job.delay:
+            bind_receipts(self, (job,), results)
+        result = results[0]
         if isinstance(result, Amqp1qError):
             raise result
         return result
@@ -365,7 +369,9 @@ class JobQueue:
         returns each job's :class:`Receipt` or error (an :class:`~amqp1q.Amqp1qError`) in place.
         """
         self._check_open()
-        results = await self._pusher.send(list(jobs), timeout)
+        jobs = list(jobs)
+        results = await self._pusher.send(jobs, timeout)
+        bind_receipts(self, jobs, results)
         if return_exceptions:
             return results
         receipts: list[Receipt] = []

@@ -40,6 +40,19 @@ class Backend:
     can_cut_connections = False
     #: Consumers of one queue each get jobs while another holds its whole prefetch.
     consumers_share_a_queue = True
+    #: ``depth()`` counts (False: UnsupportedFeature), and counts what is in flight.
+    counts = True
+    counts_in_flight = True
+    #: ``depth()`` counts when asked (False: a sample that lags; the test polls).
+    exact_counts = True
+    #: ``peek()`` reads without taking (False: UnsupportedFeature).
+    peeks = True
+    #: ``purge_dead_letters()`` works (False: UnsupportedFeature).
+    purges = True
+    #: ``receipt.cancel()`` takes a scheduled job back (False: UnsupportedFeature).
+    cancels = True
+    #: A job whose ``ttl`` ran out is dropped unconsumed.
+    expires = True
 
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex[:12]
@@ -72,6 +85,8 @@ class RabbitMQBackend(Backend):
     name = "rabbitmq"
     timing_slack = 0.1
     can_cut_connections = True
+    exact_counts = False  # the management API's statistics, sampled every 5 s
+    cancels = False  # a delayed job waits in a shared TTL queue
     _delays_ready = False
 
     def __init__(self) -> None:
@@ -135,6 +150,7 @@ class ServiceBusBackend(Backend):
     priority_refused = True
     release_keeps_order = False
     can_cut_connections = True
+    counts_in_flight = False  # a peeked message does not say it is locked
 
     def __init__(self) -> None:
         super().__init__()
@@ -174,6 +190,11 @@ class QpidBackend(EmbeddedBackend):
     release_keeps_order = False
     keeps_unsettled = False
     can_cut_connections = True
+    counts = False
+    peeks = False  # profile generic: amqp1q does not browse a broker it cannot name
+    purges = False
+    cancels = False
+    expires = False
 
     def __init__(self) -> None:
         Backend.__init__(self)

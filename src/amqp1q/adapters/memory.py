@@ -29,6 +29,7 @@ from .._adapter import Incoming, Outcome, SendResult, ServerFacts, Settlement
 from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
 from .._job import Headers, Job, Receipt
 from .._urls import DEFAULT_MEMORY_NAMESPACE
+from ._memory_inspect import MemoryOperations, stamp_times
 
 __all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker"]
 
@@ -51,6 +52,13 @@ class _Entry:
     delivery_count: int = 0
     dead_letter_reason: str | None = None
     dead_letter_description: str | None = None
+    #: ``time.monotonic()`` after which it is dropped unconsumed (``Job.ttl``), or None.
+    expires_at: float | None = None
+    #: When a delayed job is due (for peeking), or None.
+    scheduled_for: datetime.datetime | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class MemoryBroker:
@@ -108,6 +116,10 @@ class _MemoryQueue:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        #: Running totals (``JobQueue.depth()``): jobs put, delivered, acknowledged.
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
 
     @property
     def depth(self) -> int:
@@ -145,6 +157,9 @@ class _MemoryQueue:
             if receiver is None:
                 return
             _, _, entry = heapq.heappop(self._ready)
+            if entry.expires_at is not None and entry.expired(time.monotonic()):
+                continue  # its time to live ran out: dropped, as a broker drops it
+            self.delivered += 1
             receiver.deliver(entry)
 
     def _next_receiver(self) -> _MemoryReceiver | None:
@@ -193,6 +208,11 @@ class _MemoryReceiver:
         self._event: asyncio.Event | None = None
         self._open = False
         self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs delivered to this receiver and not yet settled."""
+        return len(self._buffer) + len(self._unsettled)
 
     async def open(self) -> None:
         if self._closed:
@@ -247,6 +267,7 @@ class _MemoryReceiver:
         queue = self._queue
         outcome = settlement.outcome
         if outcome is Outcome.ACK:
+            queue.acked += 1
             return
         if outcome is Outcome.RELEASE:
             queue.put(entry)
@@ -390,6 +411,9 @@ class MemoryAdapter:
                 priority=default_priority if job.priority is None else job.priority,
                 enqueued_at=now,
             )
+            if job.delay or job.ttl:
+                stamp_times(entry, now, job.delay, job.ttl)
+            queue.published += 1
             queue.put(entry, job.delay)
             results.append(Receipt(job_id=job.id, queue=self._queue_name))
         return results
@@ -398,6 +422,10 @@ class MemoryAdapter:
         receiver = _MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
         self._receivers.append(receiver)
         return receiver
+
+    def operations(self) -> MemoryOperations:
+        """depth, peek, purge and cancel, read from the broker directly."""
+        return MemoryOperations(self._broker, self._queue_name)
 
     def dead_letter_adapter(self) -> MemoryAdapter:
         return MemoryAdapter(

@@ -1,4 +1,5 @@
-"""The ``amqp1q`` command: ``demo``, ``bench``, ``push``, ``consume``, ``worker``, ``broker``.
+"""The ``amqp1q`` command: ``demo``, ``bench``, ``push``, ``consume``, ``worker``, ``broker``,
+``stats``, ``peek``, ``replay``, ``purge``, ``dashboard``.
 
 The queue URL comes from ``--url`` or the ``AMQP1Q_URL`` environment variable (better for
 connection strings with keys: a command line is visible to every user of the machine).
@@ -7,7 +8,8 @@ Exit codes: 0 done, 1 an amqp1q error (printed without secrets), 2 bad usage, 13
 A module per command (each declares its arguments and runs them), over the library's public
 facade: ``_demo`` (``demo``, ``bench``; the run itself is ``_bench``), ``_push_consume``,
 ``_worker``, ``_broker`` (``broker``, and ``bench``'s broker process), ``_setup``
-(``setup-rabbitmq``); ``_args`` holds the arguments several take and ``_display`` what the
+(``setup-rabbitmq``), ``_operate`` (``stats``, ``peek``, ``replay``, ``purge``),
+``_dashboard``; ``_args`` holds the arguments several take and ``_display`` what the
 commands show while they work. Nothing in the library imports this package.
 """
 
@@ -22,7 +24,9 @@ from typing import Any
 from .. import Amqp1qError, __version__
 from .._redact import redact
 from ._broker import add_broker_parser
+from ._dashboard import add_dashboard_parser
 from ._demo import add_bench_parser, add_demo_parser
+from ._operate import add_operate_parsers
 from ._push_consume import add_consume_parser, add_push_parser
 from ._setup import add_setup_parser
 from ._worker import add_worker_parser
@@ -58,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         add_worker_parser,
         add_broker_parser,
         add_setup_parser,
+        add_operate_parsers,
+        add_dashboard_parser,
     ):
         add(commands)
     return parser

@@ -162,17 +162,20 @@ def to_stored(payload: bytes) -> Stored:
     """A received message as the store keeps it: priority and schedule read from its header."""
     priority = DEFAULT_PRIORITY
     due_at = 0
+    ttl = 0
     for code, start, _ in split_sections(payload):
         if code == HEADER:
             header, _ = decode(payload, start)
             fields = header.value if isinstance(header, Described) else []
             if len(fields) > 1 and fields[1] is not None:
                 priority = int(fields[1])
+            if len(fields) > 2 and fields[2]:
+                ttl = int(fields[2])
         elif code == MESSAGE_ANNOTATIONS:
             annotations, _ = decode(payload, start)
             value = annotations.value if isinstance(annotations, Described) else {}
             due_at = _due_at(value if isinstance(value, dict) else {})
-    return Stored(payload, priority=priority, due_at=due_at)
+    return Stored(payload, priority=priority, due_at=due_at, ttl=ttl)
 
 
 def _due_at(annotations: dict[Any, Any]) -> int:

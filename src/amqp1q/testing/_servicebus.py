@@ -13,7 +13,8 @@ broker, as the SDK (7.x, pyamqp transport) speaks it:
 - ``QUEUE/$management`` (and ``QUEUE/$DeadLetterQueue/$management``): request/response with
   ``statusCode`` / ``statusDescription`` (and ``errorCondition``) application properties and an
   AMQP-value map body. Operations: ``com.microsoft:renew-lock``, ``schedule-message``,
-  ``cancel-scheduled-message`` and ``peek-message``.
+  ``cancel-scheduled-message`` and ``peek-message``; and amqp1q's own operations
+  (:mod:`._management_ops`), which the plain broker answers too.
 - Settlement echo: with receive-settle-mode ``second`` (PEEK_LOCK) the SDK sends its outcome
   unsettled and waits until the broker settles the delivery *with the same outcome*
   (``accepted``, ``modified``, ``rejected`` without an error); a settlement after the lock expired
@@ -57,7 +58,8 @@ from ..adapters.proton.wire import (
     decode_message,
     encode_message,
 )
-from ._links import Taking, now_ms, stamp, to_stored
+from ._links import Taking, now_ms, to_stored
+from ._management_ops import AMQP1Q_OPERATIONS, peek_reply
 from ._store import BrokerQueue, queue_name
 
 if TYPE_CHECKING:
@@ -248,12 +250,14 @@ class ServiceBusEmulation:
         queue = self._queue_of(node)
         if queue is None:
             return 404, f"no entity for {node!r}", None, "amqp:not-found"
-        handler = _OPERATIONS.get(operation)
-        if handler is None:
+        handler = _OPERATIONS.get(operation) if self.refusal is None else None
+        own = AMQP1Q_OPERATIONS.get(operation)
+        if handler is None and own is None:
             return 501, f"operation {operation!r} is not emulated", None, "amqp:not-implemented"
         body = request.body if request.body_kind == "value" else None
+        fields = _text_keys(body if isinstance(body, dict) else {})
         try:
-            return handler(self, queue, _text_keys(body if isinstance(body, dict) else {}))
+            return handler(self, queue, fields) if handler is not None else own(queue, fields)  # type: ignore[misc]
         except (AMQPDecodeError, KeyError, TypeError, ValueError) as exc:
             return 400, f"bad {operation} request: {exc}", None, VENDOR + "argument-error"
 
@@ -291,13 +295,7 @@ class ServiceBusEmulation:
         return 200, "OK", {}, None
 
     def _peek(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
-        start = int(body.get("from-sequence-number") or 0)
-        count = int(body.get("message-count") or 1)
-        found = queue.peek(count, start)
-        if not found:
-            return 204, "No messages", None, MESSAGE_NOT_FOUND
-        messages = [{"message": stamp(stored, 0)} for stored in found]
-        return 200, "OK", {"messages": messages}, None
+        return peek_reply(queue, body)
 
 
 _Reply = tuple[int, str, Any, "str | None"]
@@ -373,8 +371,9 @@ class _Responder:
 
 def stand_in(broker: Broker, address: str | None) -> ServiceBusEmulation | None:
     """For a ``$cbs`` link on a broker without the emulation: a stand-in that refuses every
-    token, saying why (:data:`NO_SERVICEBUS`); None for any other address."""
-    if _node(address) != CBS_NODE:
+    token, saying why (:data:`NO_SERVICEBUS`); for a ``QUEUE/$management`` link, the same
+    stand-in, answering amqp1q's own operations only; None for any other address."""
+    if _node(address) is None:
         return None
     if broker._no_servicebus is None:
         broker._no_servicebus = ServiceBusEmulation(broker, refusal=NO_SERVICEBUS)

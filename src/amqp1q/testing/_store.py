@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -39,10 +40,19 @@ class Stored:
     #: The application properties a dead-lettering added (reason, description).
     dead_letter_info: dict[str, Any] | None = None
     ever_delivered: bool = False
+    #: The header's ttl (ms): dropped unconsumed that long after it is due; 0: never.
+    ttl: int = 0
+
+    def expired(self, now_ms: int) -> bool:
+        return self.ttl > 0 and max(self.enqueued_at, self.due_at) + self.ttl <= now_ms
 
 
 #: Offered a message; returns True if it took it (it had credit), False otherwise.
 Consumer = Callable[["BrokerQueue", Stored], bool]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class BrokerQueue:
@@ -57,6 +67,10 @@ class BrokerQueue:
         self._next_consumer = 0
         #: Messages out on a link, not yet settled, by sequence number.
         self.unacked: dict[int, Stored] = {}
+        #: Running totals (the ``amqp1q:queue-stats`` operation): put, delivered, accepted.
+        self.published = 0
+        self.delivered_total = 0
+        self.accepted_total = 0
 
     def __repr__(self) -> str:
         return (
@@ -85,6 +99,21 @@ class BrokerQueue:
         everything.sort(key=lambda s: s.sequence)
         return [s for s in everything if s.sequence >= from_sequence][:count]
 
+    def waiting(self, now_ms: int) -> tuple[list[Stored], list[Stored]]:
+        """The ready and the scheduled messages whose time to live has not run out."""
+        ready = [s for _, _, s in self._ready if not s.expired(now_ms)]
+        return ready, [s for _, _, s in self._scheduled if not s.expired(now_ms)]
+
+    def cancel_where(self, match: Callable[[Stored], bool]) -> int:
+        """Cancel the scheduled messages ``match`` picks; returns how many."""
+        kept = [item for item in self._scheduled if not match(item[2])]
+        count = len(self._scheduled) - len(kept)
+        if count:
+            heapq.heapify(kept)
+            self._scheduled = kept
+            self.store.schedule_changed(self)
+        return count
+
     def messages(self) -> Iterator[Stored]:
         """Ready messages in delivery order (for tests and the management peek)."""
         return iter([s for _, _, s in sorted(self._ready)])
@@ -94,6 +123,7 @@ class BrokerQueue:
     def put(self, stored: Stored, now_ms: int) -> None:
         if not stored.enqueued_at:
             stored.enqueued_at = now_ms
+        self.published += 1
         if stored.due_at > now_ms:
             heapq.heappush(self._scheduled, (stored.due_at, stored.sequence, stored))
             self.store.schedule_changed(self)
@@ -142,6 +172,12 @@ class BrokerQueue:
                 self._next_consumer = (self._next_consumer + 1) % len(consumers)
                 consumer = consumers[self._next_consumer]
                 stored = ready[0][2]
+                if stored.ttl and stored.expired(_now_ms()):
+                    heapq.heappop(ready)  # its time to live ran out: dropped unconsumed
+                    took = True
+                    if not ready:
+                        return
+                    continue
                 if consumer(self, stored):
                     heapq.heappop(ready)
                     took = True
@@ -166,10 +202,12 @@ class BrokerQueue:
 
     def delivered(self, stored: Stored) -> None:
         stored.ever_delivered = True
+        self.delivered_total += 1
         self.unacked[stored.sequence] = stored
 
     def accept(self, stored: Stored) -> None:
-        self.unacked.pop(stored.sequence, None)
+        if self.unacked.pop(stored.sequence, None) is not None:
+            self.accepted_total += 1
 
     def release(self, stored: Stored, *, count: bool, now_ms: int) -> None:
         """Back to the queue, in its place; ``count`` adds one to its delivery count."""
@@ -190,6 +228,7 @@ class BrokerQueue:
             delivery_count=stored.delivery_count,
             annotations=dict(stored.annotations),
             dead_letter_info=info,
+            enqueued_at=stored.enqueued_at,
         )
         dead.put(copy, now_ms)
 

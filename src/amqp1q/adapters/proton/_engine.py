@@ -281,12 +281,14 @@ class Engine:
         second_mode: bool = False,
         properties: Mapping[str, Any] | None = None,
         own_session: bool = True,
+        browse: bool = False,
     ) -> ReceiverLink:
         """Begin attaching a receiver link; grant credit with :meth:`ReceiverLink.flow`.
 
         With ``own_session`` (the default) the link gets a session of its own, ended when the
         link closes: brokers that tie unsettled deliveries to the session rather than the link
-        (RabbitMQ 3.x) then give back everything the closed receiver still held.
+        (RabbitMQ 3.x) then give back everything the closed receiver still held. ``browse``
+        asks for distribution-mode ``copy`` (the standard non-destructive read).
         """
         name = name or f"amqp1q-receiver-{next(self._names)}"
         if own_session:
@@ -306,6 +308,8 @@ class Engine:
             wrapper.snd_settle_mode = proton.Link.SND_SETTLED
         if second_mode:
             wrapper.rcv_settle_mode = proton.Link.RCV_SECOND
+        if browse:  # distribution-mode copy: the broker sends copies, and keeps the messages
+            wrapper.source.distribution_mode = proton.Terminus.DIST_MODE_COPY
         if properties:
             wrapper.properties = {proton.symbol(k): v for k, v in properties.items()}
         link.open()

@@ -25,6 +25,7 @@ from ._brokers import DelayPlan
 from ._client import link_error
 from ._codec import Message, encode_job, encode_message
 from ._deliveries import Condition
+from ._expiry import expiry_ttl
 from ._sending import Sender
 from ._supervisor import Supervisor
 from ._types import Symbol, Timestamp
@@ -214,6 +215,8 @@ class Publisher:
             annotations = _annotations(plan)
             ttl = plan.ttl_ms
             extra_properties.update(plan.properties)
+        if job.ttl:
+            ttl = expiry_ttl(self._adapter.profile, job, ttl)
         if self._options.wire_format == ROADRUNNER:
             return self._encode_roadrunner(
                 job, attempt, extra_properties, annotations, ttl

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ..._adapter import SendResult, ServerFacts
 from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
+from ..._inspection import QueueOperations
 from ..._job import Job
 from ..._options import AdapterOptions
 from ..._settings import TLSConfig
@@ -321,6 +322,12 @@ class ProtonAdapter:
 
     def forget_receiver(self, receiver: ProtonReceiver) -> None:
         self._receivers.discard(receiver)
+
+    def operations(self) -> QueueOperations:
+        """depth, peek, purge and cancel, by the means the broker has (see ``_inspect``)."""
+        from ._inspect import operations_for
+
+        return operations_for(self)
 
     def dead_letter_adapter(self) -> ProtonAdapter:
         return ProtonAdapter(

@@ -9,6 +9,7 @@ received one), :func:`to_roadrunner_message` the same in RoadRunner's envelope
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -36,7 +37,10 @@ def to_message(
     keeps them instead of adding a second key of the same name); an ``attempt`` above 1 rides
     in ``x-amqp1q-attempt``."""
     properties = job_properties(job.headers, attempt=attempt)
-    return message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
+    message = message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
+    if job.ttl:  # the SDK writes whole seconds (a 0.5 s ttl would become none): round up
+        message.time_to_live = datetime.timedelta(seconds=math.ceil(job.ttl))
+    return message
 
 
 def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> ServiceBusMessage:

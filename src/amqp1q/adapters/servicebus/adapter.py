@@ -14,7 +14,7 @@ import datetime
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming, SendResult, ServerFacts
 from ..._errors import (
@@ -29,6 +29,9 @@ from ..._policy import ReconnectPolicy
 from ..._properties import job_properties
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
+
+if TYPE_CHECKING:
+    from ._inspect import ServiceBusOperations
 from ._mapping import message_for, to_message, to_roadrunner_message
 from ._receiving import QueueReceiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
@@ -429,6 +432,16 @@ class ServiceBusAdapter:
     @property
     def is_dead_letter_queue(self) -> bool:
         return self._dead_letters_of is not None
+
+    def operations(self) -> ServiceBusOperations:
+        """depth, peek, purge and cancel through the SDK (see ``_inspect``)."""
+        from ._inspect import ServiceBusOperations
+
+        return ServiceBusOperations(self)
+
+    def scheduling_sender(self) -> ServiceBusSender:
+        """The sender pushes go through (scheduled jobs are cancelled on it)."""
+        return self._outbox_or_fail().sender
 
     def dead_letter_adapter(self) -> ServiceBusAdapter:
         other = ServiceBusAdapter.__new__(ServiceBusAdapter)
