@@ -180,6 +180,16 @@ def _check_delay(_: Any, __: Any, value: float | None) -> None:
         raise InvalidJob(f"delay must be a number of seconds >= 0 or None, got {value!r}")
 
 
+def _check_to(_: Any, __: Any, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(
+            f"to must be a non-empty str (a queue or an address) or None, got {value!r}"
+        )
+    _encodable(value, "the destination (to)")
+
+
 def _check_bool(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
     if not isinstance(value, bool):
         raise InvalidJob(f"{attribute.name} must be a bool, got {value!r}")
@@ -190,7 +200,7 @@ class Job:
     """A job to push.
 
     ``Job(name, payload=None, *, headers=None, id=..., priority=None, delay=None, durable=True,
-    content_type=None)``
+    content_type=None, to=None)``
 
     - ``payload``: ``bytes`` (sent as is) or any JSON-compatible value (sent as JSON).
     - ``headers``: a mapping of str to str, carried in the message's application-properties.
@@ -199,6 +209,10 @@ class Job:
       queue's default.
     - ``delay``: seconds (or a ``timedelta``) before the job may be delivered.
     - ``durable``: survive a broker restart (default ``True``).
+    - ``to``: the queue (or address, verbatim when it starts with ``/``) this one job goes to,
+      whatever queue pushes it: routed by the broker's anonymous relay (the AMQP ``to``
+      property), where it has one; :class:`~amqp1q.UnsupportedFeature` elsewhere
+      (docs/connections.md).
 
     Raises :class:`~amqp1q.InvalidJob` (or its subclass :class:`~amqp1q.PayloadError`) at
     construction when any of these cannot be sent.
@@ -214,6 +228,7 @@ class Job:
     )
     durable: bool = attrs.field(default=True, validator=_check_bool, kw_only=True)
     content_type: str | None = attrs.field(default=None, kw_only=True)
+    to: str | None = attrs.field(default=None, validator=_check_to, kw_only=True)
     #: The serialised payload, as it goes on the wire.
     body: bytes = attrs.field(init=False, eq=False, hash=False)
 
@@ -232,6 +247,8 @@ class Job:
             extra += f", priority={self.priority}"
         if self.delay:
             extra += f", delay={self.delay}"
+        if self.to is not None:
+            extra += f", to={self.to!r}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
     def evolve(self, **changes: Any) -> Job:

@@ -46,6 +46,8 @@ class JobQueue:
 
     Make one with :meth:`from_url`, or from an adapter: ``JobQueue(MemoryAdapter(...))``. Open it
     with ``async with queue:`` (or :meth:`open` / :meth:`close`); a closed queue is not reopened.
+    One made by a client (``amqp1q.connect(url).queue(name)``) is open already, on the client's
+    connection; ``async with`` then only closes it at the end (its links, not the connection).
 
     Settings (all keyword-only):
 
@@ -95,6 +97,7 @@ class JobQueue:
             self._counters, self._check_open, self._consumer_opened, self._consumer_closed
         )
         self._closed = asyncio.Event()
+        self._client_made = False
         _metrics.watch(self)
 
     @classmethod
@@ -263,6 +266,11 @@ class JobQueue:
         self._state = _State.OPEN
         log.debug("opened %s", self.url, extra={"queue": self.name})
 
+    def _opened_by_client(self) -> None:
+        """The adapter is open already: a client made it on its live connection."""
+        self._client_made = True
+        self._state = _State.OPEN
+
     async def _abort_open(self) -> None:
         try:
             await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
@@ -270,7 +278,8 @@ class JobQueue:
             log.debug("cleanup after a failed open failed", exc_info=True)
 
     async def __aenter__(self) -> JobQueue:
-        await self.open()
+        if not (self._client_made and self._state is _State.OPEN):
+            await self.open()
         return self
 
     async def __aexit__(
@@ -398,7 +407,8 @@ class JobQueue:
         self._counters.consumers = len(self._consumers)
 
     def dead_letter_queue(self) -> JobQueue:
-        """A new, unopened queue reading this queue's dead-letter queue.
+        """A new, unopened queue reading this queue's dead-letter queue (on the same
+        connection).
 
         Jobs read there carry ``dead_letter_reason`` and ``dead_letter_description``, and the
         ``attempt`` they were dead-lettered on::
