@@ -15,7 +15,13 @@ from .._adapter import Entity
 from .._errors import UnsupportedFeature
 from .._job import Job
 
-__all__ = ["SUBSCRIPTIONS", "MemoryTopic", "refuse_push", "refuse_receive"]
+__all__ = [
+    "SUBSCRIPTIONS",
+    "MemoryTopic",
+    "refuse_dead_letters",
+    "refuse_push",
+    "refuse_receive",
+]
 
 #: Between a topic's name and a subscription's, in the subscription's queue name.
 SUBSCRIPTIONS: Final = "/Subscriptions/"
@@ -62,4 +68,10 @@ def refuse_receive(entity: Entity) -> UnsupportedFeature:
         f"a topic is consumed through its subscriptions: use client.subscription({entity.name!r}, "
         "NAME)",
         queue=entity.name,
+    )
+
+
+def refuse_dead_letters(entity: Entity) -> UnsupportedFeature:
+    return UnsupportedFeature(
+        "a topic has no dead-letter queue; its subscriptions each have one", queue=entity.name
     )

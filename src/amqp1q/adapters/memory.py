@@ -40,7 +40,7 @@ from .._adapter import (
 from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
 from .._job import Headers, Job, Receipt
 from .._urls import DEFAULT_MEMORY_NAMESPACE
-from ._memory_topics import MemoryTopic, refuse_push, refuse_receive
+from ._memory_topics import MemoryTopic, refuse_dead_letters, refuse_push, refuse_receive
 
 __all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryTopic"]
 
@@ -444,7 +444,7 @@ class MemoryAdapter:
 
     def dead_letter_adapter(self) -> MemoryAdapter:
         if self._entity.kind == TOPIC:
-            raise refuse_receive(self._entity)
+            raise refuse_dead_letters(self._entity)
         return MemoryAdapter(
             self._broker,
             self._queue_name + DEAD_LETTER_SUFFIX,
