@@ -3,11 +3,15 @@ azure-servicebus SDK, both ways) and RabbitMQ's exchange -> queue fan-out."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import amqp1q
@@ -16,6 +20,7 @@ from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.testing import Broker
 
 from ..conftest import RABBITMQ_URL
+from ..docs.snippets import Snippet, compile_snippet, delegated_to
 
 pytestmark = pytest.mark.anyio
 
@@ -191,3 +196,46 @@ async def test_a_routing_key_picks_the_bound_queues_on_rabbitmq(
             rabbitmq.delete_queue(f"{topic}.{name}")
             rabbitmq.delete_queue(f"{topic}.{name}.dlq")
         rabbitmq.delete_exchange(topic)
+
+
+# -- the page, on the brokers it names ------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "topics.md"
+DOC_SERVICEBUS = (
+    "Endpoint=sb://127.0.0.1:5673;SharedAccessKeyName=RootManageSharedAccessKey;"
+    "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true"
+)
+
+
+async def test_the_docs_run_on_their_brokers(rabbitmq: RabbitMQManagement) -> None:
+    # docs/topics.md's blocks, in order, in one namespace: the Service Bus one on the emulation,
+    # the RabbitMQ one on RabbitMQ (a topic exchange of its own), the testing one as it is.
+    sb, rabbit, testing = delegated_to(DOC, "test_the_docs_run_on_their_brokers")
+    handled: list[object] = []
+
+    async def handle(payload: object) -> None:
+        handled.append(payload)
+
+    namespace: dict[str, Any] = {"handle": handle}
+    async with Broker(servicebus=True) as broker:
+        assert DOC_SERVICEBUS in sb.code
+        await _run(
+            sb, namespace, sb.code.replace(DOC_SERVICEBUS, broker.servicebus_connection_string())
+        )
+    assert handled == [{"order": 42}, {"order": 42}]
+    topic = f"amqp1q-doc-{uuid.uuid4().hex[:8]}"
+    rabbitmq.setup_topic(topic, ["audit"])
+    try:
+        assert RABBITMQ_URL in rabbit.code
+        await _run(rabbit, namespace, rabbit.code.replace('"orders"', f'"{topic}"'))
+    finally:
+        rabbitmq.delete_queue(f"{topic}.audit")
+        rabbitmq.delete_queue(f"{topic}.audit.dlq")
+        rabbitmq.delete_exchange(topic)
+    await _run(testing, namespace, testing.code)
+
+
+async def _run(snippet: Snippet, namespace: dict[str, Any], code: str) -> None:
+    result = eval(compile_snippet(attrs.evolve(snippet, code=code)), namespace)  # the page's code
+    if inspect.iscoroutine(result):
+        await asyncio.wait_for(result, 30)
