@@ -10,11 +10,15 @@ in-memory backend for tests::
         async for job in queue.consume():
             async with job.process():
                 await handle(job)
+
+Many queues on one connection: ``async with amqp1q.connect(url) as client:``, then
+``client.queue(name)``, ``client.topic(name)`` and ``client.subscription(topic, name)``.
 """
 
 from __future__ import annotations
 
 from ._adapter import Adapter, Incoming, Outcome, Receiver, ServerFacts, Settlement
+from ._client import Client, connect
 from ._consumer import Consumer
 from ._errors import (
     AlreadySettled,
@@ -53,13 +57,14 @@ from ._settings import TLSConfig
 from ._stats import QueueStats
 from ._version import __version__
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - public names sorted, then __version__ (test_public_api)
     "Adapter",
     "AlreadySettled",
     "Amqp1qConnectionError",
     "Amqp1qError",
     "AuthenticationFailed",
     "CallNext",
+    "Client",
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
@@ -101,5 +106,6 @@ __all__ = [
     "TLSConfig",
     "TLSError",
     "UnsupportedFeature",
+    "connect",
     "__version__",
 ]

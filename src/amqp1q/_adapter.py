@@ -41,6 +41,20 @@ and the facts the facade reads (``JobQueue.health()``, ``on_state_change()``, tr
     receiver.close()                    release deliveries received but not yet handed out;
                                         anything still unsettled goes back to the broker
 
+A :class:`Backend` is one connection (an SDK client, a memory namespace) that many adapters
+share: ``amqp1q.connect()`` opens one, and each ``client.queue()``, ``client.topic()`` and
+``client.subscription()`` is an adapter it makes for an :class:`Entity`::
+
+    backend.open() / backend.close()    connect once / close every adapter's links, then it
+    backend.adapter(entity, options)    -> Adapter, open already (no I/O: it links up on its
+                                        first push or consume); its close() releases its own
+                                        links, never the connection
+    backend.state, .display             the connection's state and where it is (masked)
+    backend.connections                 connections held now (what a broker would count)
+
+An adapter made by ``JobQueue.from_url`` owns a backend of its own: its ``dead_letter_adapter()``
+shares it, and the connection closes with the last of them.
+
 Rules every adapter keeps (the shared semantics suite in ``tests/semantics`` checks them):
 
 - ``receive`` is cancellation-safe: if the awaiting task is cancelled, no delivery is lost.
@@ -61,18 +75,26 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
 
 from ._errors import Amqp1qError
 from ._job import Headers, Job, Receipt, new_job_id
 
+if TYPE_CHECKING:
+    from ._options import AdapterOptions
+
 __all__ = [
     "ACK",
     "CONNECTION_STATES",
+    "QUEUE",
     "RELEASE",
+    "SUBSCRIPTION",
+    "TOPIC",
     "Adapter",
+    "Backend",
+    "Entity",
     "HandedOut",
     "Incoming",
     "Outcome",
@@ -85,6 +107,37 @@ __all__ = [
 
 #: What ``Adapter.state`` says; ``JobQueue.health()`` passes it on.
 CONNECTION_STATES: Final = ("connected", "reconnecting", "failed", "closed")
+
+#: The kinds of :class:`Entity`.
+QUEUE: Final = "queue"
+TOPIC: Final = "topic"
+SUBSCRIPTION: Final = "subscription"
+
+
+@attrs.frozen(slots=True)
+class Entity:
+    """What an adapter moves jobs to or from: a queue (push and consume), a topic (push only:
+    every subscription gets a copy) or a topic's subscription (consume only)."""
+
+    kind: str
+    name: str
+    #: A subscription's topic.
+    topic: str | None = None
+
+    @classmethod
+    def queue(cls, name: str) -> Entity:
+        return cls(QUEUE, name)
+
+    @classmethod
+    def subscription(cls, topic: str, name: str) -> Entity:
+        return cls(SUBSCRIPTION, name, topic)
+
+    @property
+    def label(self) -> str:
+        """``queue 'jobs'``, ``topic 'events'``, ``subscription 'audit' of topic 'events'``."""
+        if self.kind == SUBSCRIPTION:
+            return f"subscription {self.name!r} of topic {self.topic!r}"
+        return f"{self.kind} {self.name!r}"
 
 
 class Outcome(enum.Enum):
@@ -248,3 +301,25 @@ class Adapter(Protocol):
     def receiver(self, *, auto_ack: bool) -> Receiver: ...
 
     def dead_letter_adapter(self) -> Adapter: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One connection shared by the adapters it makes. See the module docstring."""
+
+    @property
+    def display(self) -> str: ...
+
+    #: One of :data:`CONNECTION_STATES` (or ``"unopened"``).
+    @property
+    def state(self) -> str: ...
+
+    #: Connections held now: 1 while open for a connection-oriented backend, 0 for memory.
+    @property
+    def connections(self) -> int: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def adapter(self, entity: Entity, options: AdapterOptions) -> Adapter: ...

@@ -1,16 +1,17 @@
-"""From a parsed URL and options to an adapter: the only place that knows every backend.
+"""From a parsed URL and options to an adapter (``from_url``) or a backend (``connect``): the
+only place that knows every backend.
 
 (``AdapterOptions`` lives in ``_options``, below the adapters; it is importable from here too.)
 """
 
 from __future__ import annotations
 
-from ._adapter import Adapter
+from ._adapter import Adapter, Backend
 from ._errors import InvalidSetting, UnsupportedFeature
 from ._options import AdapterOptions
 from ._urls import AmqpEndpoint, Endpoint, MemoryEndpoint, ServiceBusEndpoint
 
-__all__ = ["AdapterOptions", "make_adapter"]
+__all__ = ["AdapterOptions", "make_adapter", "make_backend"]
 
 
 def queue_name(endpoint: Endpoint, options: AdapterOptions) -> str:
@@ -55,9 +56,9 @@ def _proton_adapter(endpoint: AmqpEndpoint, options: AdapterOptions, name: str) 
     return ProtonAdapter(endpoint, options, name)
 
 
-def _servicebus_adapter(
-    endpoint: ServiceBusEndpoint, options: AdapterOptions, name: str
-) -> Adapter:
+def _check_servicebus(
+    endpoint: ServiceBusEndpoint, options: AdapterOptions, name: str | None
+) -> None:
     unused = [
         option
         for option in ("tls", "exchange", "routing_key", "broker", "vhost")
@@ -70,6 +71,12 @@ def _servicebus_adapter(
             "a namespace has no virtual hosts)",
             queue=name,
         )
+
+
+def _servicebus_adapter(
+    endpoint: ServiceBusEndpoint, options: AdapterOptions, name: str
+) -> Adapter:
+    _check_servicebus(endpoint, options, name)
     from .adapters.servicebus import ServiceBusAdapter
 
     return ServiceBusAdapter(
@@ -81,3 +88,30 @@ def _servicebus_adapter(
         reconnect=options.reconnect,
         connect_timeout=options.connect_timeout,
     )
+
+
+def make_backend(endpoint: Endpoint, options: AdapterOptions) -> Backend:
+    """The connection a client shares among its queues (not open yet)."""
+    if isinstance(endpoint, MemoryEndpoint):
+        from .adapters._memory_backend import MemoryBackend
+        from .adapters.memory import MemoryBroker
+
+        unused = options.given()
+        if unused:
+            raise UnsupportedFeature(
+                f"memory:// takes no network settings; remove {', '.join(unused)}"
+            )
+        display = (
+            "memory://" if endpoint.namespace == "default" else f"memory://{endpoint.namespace}/"
+        )
+        return MemoryBackend(MemoryBroker.namespace(endpoint.namespace), display)
+    if isinstance(endpoint, AmqpEndpoint):
+        from .adapters.proton._shared_connection import SharedConnection
+
+        return SharedConnection(endpoint, options)
+    if isinstance(endpoint, ServiceBusEndpoint):
+        _check_servicebus(endpoint, options, None)
+        from .adapters.servicebus._shared_client import SharedClient
+
+        return SharedClient(endpoint, options)
+    raise AssertionError(f"unhandled endpoint {endpoint!r}")  # pragma: no cover

@@ -192,6 +192,16 @@ def _check_ttl(_: Any, __: Any, value: float | None) -> None:
         raise InvalidJob(f"ttl must be a number of seconds > 0 or None, got {value!r}")
 
 
+def _check_to(_: Any, __: Any, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(
+            f"to must be a non-empty str (a queue or an address) or None, got {value!r}"
+        )
+    _encodable(value, "the destination (to)")
+
+
 def _check_bool(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
     if not isinstance(value, bool):
         raise InvalidJob(f"{attribute.name} must be a bool, got {value!r}")
@@ -202,7 +212,7 @@ class Job:
     """A job to push.
 
     ``Job(name, payload=None, *, headers=None, id=..., priority=None, delay=None, durable=True,
-    content_type=None)``
+    content_type=None, to=None)``
 
     - ``payload``: ``bytes`` (sent as is) or any JSON-compatible value (sent as JSON).
     - ``headers``: a mapping of str to str, carried in the message's application-properties.
@@ -214,6 +224,10 @@ class Job:
     - ``ttl``: seconds (or a ``timedelta``) the job may wait to be consumed; after that the
       broker drops it (the AMQP header's ``ttl``; Service Bus's ``time_to_live``). A delayed
       job's time to live counts from when it is due.
+    - ``to``: the queue (or address, verbatim when it starts with ``/``) this one job goes to,
+      whatever queue pushes it: routed by the broker's anonymous relay (the AMQP ``to``
+      property), where it has one; :class:`~amqp1q.UnsupportedFeature` elsewhere
+      (docs/connections.md).
 
     Raises :class:`~amqp1q.InvalidJob` (or its subclass :class:`~amqp1q.PayloadError`) at
     construction when any of these cannot be sent.
@@ -232,6 +246,7 @@ class Job:
     ttl: float | None = attrs.field(
         default=None, converter=_to_seconds, validator=_check_ttl, kw_only=True
     )
+    to: str | None = attrs.field(default=None, validator=_check_to, kw_only=True)
     #: The serialised payload, as it goes on the wire.
     body: bytes = attrs.field(init=False, eq=False, hash=False)
 
@@ -252,6 +267,8 @@ class Job:
             extra += f", delay={self.delay}"
         if self.ttl:
             extra += f", ttl={self.ttl}"
+        if self.to is not None:
+            extra += f", to={self.to!r}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
     def evolve(self, **changes: Any) -> Job:

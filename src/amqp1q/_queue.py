@@ -47,6 +47,8 @@ class JobQueue(OperationsMixin):
 
     Make one with :meth:`from_url`, or from an adapter: ``JobQueue(MemoryAdapter(...))``. Open it
     with ``async with queue:`` (or :meth:`open` / :meth:`close`); a closed queue is not reopened.
+    One made by a client (``amqp1q.connect(url).queue(name)``) is open already, on the client's
+    connection; ``async with`` then only closes it at the end (its links, not the connection).
 
     Settings (all keyword-only):
 
@@ -96,6 +98,7 @@ class JobQueue(OperationsMixin):
             self._counters, self._check_open, self._consumer_opened, self._consumer_closed
         )
         self._closed = asyncio.Event()
+        self._client_made = False
         _metrics.watch(self)
 
     @classmethod
@@ -264,6 +267,11 @@ class JobQueue(OperationsMixin):
         self._state = _State.OPEN
         log.debug("opened %s", self.url, extra={"queue": self.name})
 
+    def _opened_by_client(self) -> None:
+        """The adapter is open already: a client made it on its live connection."""
+        self._client_made = True
+        self._state = _State.OPEN
+
     async def _abort_open(self) -> None:
         try:
             await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
@@ -271,7 +279,8 @@ class JobQueue(OperationsMixin):
             log.debug("cleanup after a failed open failed", exc_info=True)
 
     async def __aenter__(self) -> JobQueue:
-        await self.open()
+        if not (self._client_made and self._state is _State.OPEN):
+            await self.open()
         return self
 
     async def __aexit__(
@@ -404,7 +413,8 @@ class JobQueue(OperationsMixin):
         self._counters.consumers = len(self._consumers)
 
     def dead_letter_queue(self) -> JobQueue:
-        """A new, unopened queue reading this queue's dead-letter queue.
+        """A new, unopened queue reading this queue's dead-letter queue (on the same
+        connection).
 
         Jobs read there carry ``dead_letter_reason`` and ``dead_letter_description``, and the
         ``attempt`` they were dead-lettered on::

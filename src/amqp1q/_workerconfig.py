@@ -21,6 +21,7 @@ from ._redact import MASK, Secret
 from ._settings import TLSConfig
 from ._urls import AmqpEndpoint, ServiceBusEndpoint, parse_url
 from ._workerfile import read_worker_file
+from ._workerqueues import QueueSpec
 
 if TYPE_CHECKING:
     from ._queue import JobQueue
@@ -74,6 +75,11 @@ class WorkerConfig:
     tls: TLSConfig | None = None
     retry: RetryPolicy | None = None
     reconnect: ReconnectPolicy | bool | None = None
+    #: Several queues to consume on one connection (``--queue a --queue b``, ``queues`` in the
+    #: file, or a RoadRunner file's ``jobs.consume``); empty: the one ``queue``.
+    queues: tuple[QueueSpec, ...] = ()
+    #: Worker processes (``--processes``; RoadRunner's ``jobs.pool.num_workers``).
+    processes: int | None = None
     source: str | None = None
     pipeline: str | None = None
     roadrunner: bool = False
@@ -138,6 +144,12 @@ class WorkerConfig:
             if getattr(self, name) is not None:
                 options[name] = getattr(self, name)
         return options
+
+    def queue_specs(self) -> tuple[QueueSpec, ...]:
+        """The queues to consume: :attr:`queues`, else the one the settings name."""
+        if self.queues:
+            return self.queues
+        return (QueueSpec(queue=self.queue, address=self.address, prefetch=self.prefetch),)
 
     def job_queue(self, url: str | None = None) -> JobQueue:
         """A :class:`~amqp1q.JobQueue` with these settings (to push jobs the worker runs)."""

@@ -1,10 +1,13 @@
 """Worker settings read from a TOML or YAML file: amqp1q's own keys, or a RoadRunner ``.rr.yaml``.
 
 amqp1q's shape is flat (``registry``, ``url`` or ``url_env``, ``queue``, ``concurrency``, ...,
-with ``retry``, ``reconnect`` and ``tls`` tables). A file with a ``jobs`` or ``amqp1`` section is
-read as RoadRunner's: the connection from ``amqp1``, one ``driver: amqp1`` pipeline of
-``jobs.pipelines`` (its keys inline or under ``config``), and an optional ``amqp1q`` section in
-amqp1q's shape on top. ``${VAR}`` and ``${VAR:-default}`` are expanded there, as RoadRunner does.
+with ``retry``, ``reconnect`` and ``tls`` tables, and ``queues``: several queues, by name or
+as tables of their own settings). A file with a ``jobs`` or ``amqp1`` section is read as
+RoadRunner's: the connection from ``amqp1``, the ``driver: amqp1`` pipelines of
+``jobs.pipelines`` that ``jobs.consume`` lists (one, or several consumed on one connection;
+their keys inline or under ``config``), ``jobs.pool.num_workers`` as ``processes`` and its
+``destroy_timeout`` as ``grace``, and an optional ``amqp1q`` section in amqp1q's shape on top.
+``${VAR}`` and ``${VAR:-default}`` are expanded there, as RoadRunner does.
 Sections and keys meaningful only to RoadRunner are ignored (listed in ``ignored`` and logged);
 any other unknown key is an :class:`~amqp1q.InvalidSetting` naming the file and the key.
 
@@ -32,6 +35,7 @@ from ._redact import Secret
 from ._roadrunner import check_wire_format
 from ._settings import TLSConfig, check_bool, check_positive_int, check_priority, check_seconds
 from ._urls import AmqpEndpoint, parse_url
+from ._workerqueues import QueueSpec
 
 __all__ = ["WorkerFile", "read_worker_file"]
 
@@ -100,7 +104,36 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "tls": _tls,
     "retry": _policy(RetryPolicy),
     "reconnect": _policy(ReconnectPolicy),
+    "processes": check_positive_int,
 }
+
+#: What a queue of ``queues`` may set for itself.
+_QUEUE_KEYS = frozenset(
+    {"queue", "address", "prefetch", "priority", "auto_ack", "requeue_on_fail", "exchange"}
+) | {"routing_key"}
+
+
+def _queues(name: str, value: object) -> tuple[QueueSpec, ...]:
+    """``queues``: names, or tables of a queue's own settings (``queue`` or ``address``)."""
+    if not isinstance(value, list) or not value:
+        raise InvalidSetting(f"{name} must be a non-empty list of queue names or tables")
+    specs = []
+    for index, item in enumerate(value):
+        where = f"{name}[{index}]"
+        if isinstance(item, str) and item:
+            specs.append(QueueSpec(queue=item))
+            continue
+        checked = {
+            key: _SETTINGS[_known(f"{where}.{key}", key, _QUEUE_KEYS)](f"{where}.{key}", v)
+            for key, v in _table(where, item).items()
+        }
+        if "queue" not in checked and "address" not in checked:
+            raise InvalidSetting(f"{where}: no queue (set queue, or address)")
+        specs.append(QueueSpec(**checked))
+    return tuple(specs)
+
+
+_SETTINGS["queues"] = _queues
 
 
 class WorkerFile:
@@ -215,7 +248,9 @@ _RR_CONNECTION = {"addr", "connection_string", "container_id", "tls", "username"
 _RR_ONLY_PIPELINE = {"exchange_type", "durable", "exclusive", "multiple_ack", "redial_timeout"}
 _RR_ONLY_PIPELINE |= {"exchange_durable", "exchange_auto_delete", "queue_auto_delete"}
 _RR_ONLY_PIPELINE |= {"queue_headers", "delete_queue_on_stop", "consumer_id"}
-_RR_ONLY_JOBS = {"num_pollers", "pipeline_size", "pool", "timeout"}
+_RR_ONLY_JOBS = {"num_pollers", "pipeline_size", "timeout"}
+#: ``jobs.pool`` keys amqp1q reads (the rest are RoadRunner's own: read and ignored).
+_RR_POOL = {"num_workers": "processes", "destroy_timeout": "grace"}
 _RR_SECTIONS = {"version", "rr", "server", "rpc", "http", "logs", "metrics", "status", "reload"}
 _RR_SECTIONS |= {"otel", "grpc", "kv", "service", "temporal", "centrifuge", "tcp", "fileserver"}
 _RR_SECTIONS |= {"endure", "informer", "resetter", "lock", "redis", "memcached", "boltdb", "amqp"}
@@ -243,7 +278,7 @@ def _expand(where: str, value: object) -> Any:
     return value
 
 
-def _roadrunner(file: WorkerFile, data: Mapping[str, Any], choice: str | None) -> str:
+def _roadrunner(file: WorkerFile, data: Mapping[str, Any], choice: str | None) -> str | None:
     for key in data:
         if key in _RR_SECTIONS:
             file.ignored.append(str(key))
@@ -263,36 +298,96 @@ def _roadrunner(file: WorkerFile, data: Mapping[str, Any], choice: str | None) -
         if key in _RR_ONLY_JOBS:
             file.ignored.append(f"jobs.{key}")
         else:
-            _known(f"jobs.{key}", key, {"pipelines", "consume", *_RR_ONLY_JOBS})
+            _known(f"jobs.{key}", key, {"pipelines", "consume", "pool", *_RR_ONLY_JOBS})
+    _pool(file, _table("jobs.pool", jobs.get("pool")))
     pipelines = _table("jobs.pipelines", jobs.get("pipelines"))
-    name = _choose(pipelines, jobs.get("consume"), choice)
-    prefix = f"jobs.pipelines.{name}"
-    entry = _table(prefix, pipelines[name])
+    names = _choose(pipelines, jobs.get("consume"), choice)
+    if len(names) == 1:
+        prefix = f"jobs.pipelines.{names[0]}"
+        given = _pipeline(file, prefix, pipelines[names[0]])
+        _pipeline_settings(file, prefix, {**connection, **given})  # a pipeline's own addr wins
+    else:
+        _pipelines(file, {n: pipelines[n] for n in names}, connection)
+    file.settings(_table("amqp1q", _expand("amqp1q", data.get("amqp1q"))), "amqp1q.")
+    return names[0] if len(names) == 1 else None
+
+
+def _pipeline(file: WorkerFile, prefix: str, value: object) -> dict[str, tuple[str, object]]:
+    """One pipeline's keys (inline or under ``config``), each with where it was read."""
+    entry = _table(prefix, value)
     if entry.get("driver") != "amqp1":
         raise InvalidSetting(f"{prefix}.driver is {entry.get('driver')!r}, not 'amqp1'")
     given = {k: (f"{prefix}.{k}", v) for k, v in entry.items() if k not in ("driver", "config")}
-    for key, value in _table(f"{prefix}.config", entry.get("config")).items():
+    for key, item in _table(f"{prefix}.config", entry.get("config")).items():
         if key in given:
             raise InvalidSetting(f"{prefix}: {key!r} is given both inline and under config")
-        given[key] = (f"{prefix}.config.{key}", value)
+        given[key] = (f"{prefix}.config.{key}", item)
     for key, (where, _) in given.items():
         if key in _RR_ONLY_PIPELINE:
             file.ignored.append(where)
         else:
             _known(where, key, _RR_PIPELINE | _RR_ONLY_PIPELINE)
-    _pipeline_settings(file, prefix, {**connection, **given})  # a pipeline's own addr wins
-    file.settings(_table("amqp1q", _expand("amqp1q", data.get("amqp1q"))), "amqp1q.")
-    return name
+    return given
 
 
-def _choose(pipelines: Mapping[str, Any], consume: object, choice: str | None) -> str:
+def _pipelines(
+    file: WorkerFile, pipelines: Mapping[str, object], connection: dict[str, tuple[str, object]]
+) -> None:
+    """Several pipelines, consumed on one connection: a queue each; their connection
+    settings (``addr``, ``container_id``, ``tls``) must agree."""
+    specs = []
+    for name, value in pipelines.items():
+        prefix = f"jobs.pipelines.{name}"
+        one = WorkerFile(Path(file.name))
+        _pipeline_settings(one, prefix, {**connection, **_pipeline(file, prefix, value)})
+        file.ignored += one.ignored
+        for key in ("url", "container_id", "tls"):
+            if key not in one.values:
+                continue
+            if key in file.values and file.values[key] != one.values[key]:
+                raise InvalidSetting(
+                    f"{prefix}: its {'addr' if key == 'url' else key} differs from another "
+                    "pipeline's; a worker consumes on one connection (run one per connection)"
+                )
+            file.values[key], file.keys[key] = one.values[key], one.keys[key]
+        fields = {k: v for k, v in one.values.items() if k in _QUEUE_KEYS}
+        specs.append(QueueSpec(pipeline=name, **fields))
+    file.values["queues"] = tuple(specs)
+    file.keys["queues"] = f"{file.name}: jobs.consume"
+
+
+def _pool(file: WorkerFile, pool: Mapping[str, Any]) -> None:
+    """``jobs.pool``: ``num_workers`` is the worker's processes, ``destroy_timeout`` (how long
+    RoadRunner lets a worker stop) its grace; the rest is RoadRunner's own."""
+    for key, value in pool.items():
+        setting = _RR_POOL.get(key)
+        if setting is None:
+            file.ignored.append(f"jobs.pool.{key}")
+        else:
+            seconds = value if setting == "processes" else _seconds(value)
+            file.set(setting, f"jobs.pool.{key}", seconds)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def _seconds(value: object) -> object:
+    """A Go duration (``60s``, ``500ms``, ``1m``) in seconds; anything else as it is."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _choose(pipelines: Mapping[str, Any], consume: object, choice: str | None) -> list[str]:
     ours = [
         n for n, p in pipelines.items() if isinstance(p, Mapping) and p.get("driver") == "amqp1"
     ]
     if choice is not None:
         if choice not in pipelines:
             raise InvalidSetting(f"no pipeline {choice!r} in jobs.pipelines (amqp1 ones: {ours})")
-        return choice
+        return [choice]
     if consume is not None and not (
         isinstance(consume, list) and all(isinstance(c, str) for c in consume)
     ):
@@ -300,9 +395,7 @@ def _choose(pipelines: Mapping[str, Any], consume: object, choice: str | None) -
     candidates = [n for n in ours if consume is None or n in consume] or ours
     if not candidates:
         raise InvalidSetting("jobs.pipelines has no pipeline with driver: amqp1")
-    if len(candidates) > 1:
-        raise InvalidSetting(f"several amqp1 pipelines {candidates}: choose one with --pipeline")
-    return str(candidates[0])
+    return [str(name) for name in candidates]
 
 
 def _pipeline_settings(file: WorkerFile, prefix: str, given: dict[str, tuple[str, object]]) -> None:

@@ -15,6 +15,10 @@
     async with JobQueue.from_url(url) as queue:
         await run_worker(registry, queue, concurrency=32, job_timeout=60)
 
+    async with amqp1q.connect(url) as client:        # several queues, one connection
+        queues = [client.queue("emails", prefetch=20), client.queue("reports", prefetch=2)]
+        await run_worker(registry, queues, concurrency=32)
+
 Each job runs in its own task inside ``async with job.process():`` — acked when its handler
 returns, retried (or dead-lettered after the queue's ``RetryPolicy.max_attempts``) when it raises
 or overruns ``job_timeout``, released when it is cancelled. A job whose name has no handler (and
@@ -39,25 +43,26 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import _middleware
-from ._consumer import Consumer
+from . import _urls
+from ._client import connect
 from ._errors import ConfigurationError, InvalidSetting
 from ._middleware import Middleware, check_middleware
 from ._queue import JobQueue
-from ._received import ReceivedJob
 from ._registry import AsyncHandler, Handler, Registry, SyncHandler
+from ._runner import NO_HANDLER, Runner
 from ._settings import check_positive_int, check_seconds
-from ._sync_handlers import ThreadedHandlers
 from ._watchdog import DEFAULT_STALL_WARNING, JobsInHand, StallWatchdog
 from ._workerconfig import WorkerConfig
+from ._workerqueues import QueueSpec, split_settings
 
 __all__ = [
     "NO_HANDLER",
     "AsyncHandler",
     "Handler",
+    "QueueSpec",
     "Registry",
     "SyncHandler",
     "WorkerConfig",
@@ -69,8 +74,6 @@ __all__ = [
 log = logging.getLogger("amqp1q.worker")
 
 _MISSING = object()
-NO_HANDLER = "no handler"
-"""The dead-letter reason of a job whose name has no handler (and no default handler)."""
 
 
 def load_registry(spec: str) -> Registry:
@@ -100,27 +103,30 @@ def load_registry(spec: str) -> Registry:
 
 async def run_worker(
     registry: Registry,
-    queue: JobQueue,
+    queue: JobQueue | Sequence[JobQueue],
     *,
     concurrency: int = 32,
     job_timeout: float | None = None,
     stop: asyncio.Event | None = None,
     grace: float = 30.0,
-    prefetch: int | None = None,
+    prefetch: int | Mapping[str, int] | None = None,
     middleware: Iterable[Middleware] = (),
     stall_warning: float | None = DEFAULT_STALL_WARNING,
     _in_hand: JobsInHand | None = None,
 ) -> int:
-    """Consume ``queue`` and run each job's handler, ``concurrency`` at most at once.
+    """Consume ``queue`` (or each of several queues) and run each job's handler,
+    ``concurrency`` at most at once, whichever queue it came from.
 
-    ``prefetch`` (default ``concurrency``) is the consumer's credit. ``stall_warning``
+    ``prefetch`` (default ``concurrency``) is each consumer's credit; a mapping gives it per
+    queue name (a queue it does not name: ``concurrency``). ``stall_warning``
     (0.5 s; ``None`` or 0: off) logs a warning naming the jobs in hand when the event loop is
-    blocked that long (a handler doing blocking work in ``async def``). Opens ``queue`` if it is
-    not open, and always closes it before returning. Runs until ``stop`` is set, then drains
-    (see the module docstring) and returns 0; returns 1 if the consumer ended without being
-    asked to. A broker failure (say, the connection is lost and reconnecting gave up)
-    propagates as an :class:`~amqp1q.Amqp1qError` after the same drain. Cancelling it cancels
-    running handlers at once (their jobs released) and closes the queue.
+    blocked that long (a handler doing blocking work in ``async def``). Opens each queue that
+    is not open, and always closes them before returning. Runs until ``stop`` is set, then
+    drains (see the module docstring) and returns 0; returns 1 if a consumer ended without
+    being asked to (the others are then drained too). A broker failure (say, the connection is
+    lost and reconnecting gave up) propagates as an :class:`~amqp1q.Amqp1qError` after the
+    same drain. Cancelling it cancels running handlers at once (their jobs released) and
+    closes the queues.
 
     ``middleware`` runs around every job, outside the registry's own (``JobService`` passes
     its own here).
@@ -128,7 +134,10 @@ async def run_worker(
     if not isinstance(registry, Registry):
         raise InvalidSetting(f"registry must be a Registry, not {type(registry).__name__}")
     concurrency = check_positive_int("concurrency", concurrency)
-    prefetch = concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
+    queues = [queue] if isinstance(queue, JobQueue) else list(queue)
+    if not queues:
+        raise InvalidSetting("run_worker needs a queue to consume")
+    credits = _prefetches(queues, prefetch, concurrency)
     timeout = None if job_timeout is None else check_seconds("job_timeout", job_timeout)
     grace = check_seconds("grace", grace, allow_zero=True)
     stall = check_stall_warning(stall_warning)
@@ -139,29 +148,62 @@ async def run_worker(
         _in_hand = JobsInHand()
         watchdog = StallWatchdog(stall, _in_hand)
         watchdog.start()
-    runner = _Runner(registry, concurrency, timeout, around, _in_hand)
+    runner = Runner(registry, concurrency, timeout, around, _in_hand)
     requested = False
     try:
-        if not queue.is_open:
-            await queue.open()
-        async with queue.consume(prefetch=prefetch) as consumer:
+        async with contextlib.AsyncExitStack() as consumers:
+            for each in queues:
+                if not each.is_open:
+                    await each.open()
+            opened = [
+                await consumers.enter_async_context(q.consume(prefetch=credit))
+                for q, credit in zip(queues, credits, strict=True)
+            ]
             cancelled = False
             try:
-                requested = await runner.dispatch(consumer, stop)
+                requested = await runner.dispatch_all(opened, stop)
             except asyncio.CancelledError:
                 cancelled = True
                 raise
             finally:
-                await runner.drain(consumer, 0 if cancelled else grace)
+                await runner.drain(opened, 0 if cancelled else grace)
     finally:
         try:
             await runner.cancel_all()
-            await queue.close(grace=0)
+            for each in queues:
+                await each.close(grace=0)
         finally:
             if watchdog is not None:
                 watchdog.stop()
             runner.note_threads_left()
     return 0 if requested else 1
+
+
+def _plan(
+    url: str, specs: Sequence[QueueSpec], worker: Mapping[str, Any]
+) -> list[tuple[str, dict[str, Any], int | None]]:
+    """Each queue to consume: its name (given, else its address, else the URL's path or
+    EntityPath), its settings for ``client.queue``, and its own prefetch."""
+    plan = []
+    for spec in specs:
+        settings = spec.settings(worker)
+        name = settings.pop("queue", None) or settings.get("address") or _urls.parse_url(url).queue
+        if not name:
+            raise InvalidSetting(
+                "no queue given: pass --queue (or queue in the configuration), or put it in "
+                "the URL path (amqp://host/QUEUE, memory://QUEUE) or EntityPath=QUEUE"
+            )
+        plan.append((name, settings, spec.prefetch))
+    return plan
+
+
+def _prefetches(
+    queues: list[JobQueue], prefetch: int | Mapping[str, int] | None, concurrency: int
+) -> list[int]:
+    if isinstance(prefetch, Mapping):
+        return [check_positive_int("prefetch", prefetch.get(q.name, concurrency)) for q in queues]
+    credit = concurrency if prefetch is None else check_positive_int("prefetch", prefetch)
+    return [credit] * len(queues)
 
 
 def check_stall_warning(value: float | None) -> float | None:
@@ -183,11 +225,16 @@ async def serve(
     prefetch: int | None = None,
     options: Mapping[str, Any] | None = None,
     stall_warning: float | None = DEFAULT_STALL_WARNING,
+    queues: Sequence[QueueSpec] = (),
+    stop: asyncio.Event | None = None,
 ) -> int:
     """The ``amqp1q worker`` command: load ``spec``, run until SIGTERM/SIGINT, drain, exit code.
 
     ``options`` are more keyword arguments for ``JobQueue.from_url`` (say, from
-    :meth:`WorkerConfig.queue_options`). 0 after a clean drain; 2 if ``spec`` cannot be loaded;
+    :meth:`WorkerConfig.queue_options`); ``queues`` are several queues to consume on one
+    connection (``amqp1q.connect``), each a :class:`QueueSpec` whose own settings (and
+    prefetch) go over those. ``stop``, set, drains as the first signal does (the process pool's
+    supervisor asks its workers so). 0 after a clean drain; 2 if ``spec`` cannot be loaded;
     130 on a second signal (running handlers cancelled at once, their jobs released); 1 for a
     consumer that ended by itself. Other :class:`~amqp1q.Amqp1qError` propagate (the command
     prints them and exits 1).
@@ -197,24 +244,30 @@ async def serve(
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    queue_options = dict(options or {})
+    connection, worker_settings = split_settings(options or {})
     if queue is not None:
-        queue_options["queue"] = queue
-    job_queue = JobQueue.from_url(url, **queue_options)
-    stop = asyncio.Event()
+        worker_settings["queue"] = queue
+    client = connect(url, **connection)
+    plan = _plan(url, queues or [QueueSpec()], worker_settings)
+    credits = {name: own or prefetch or concurrency for name, _, own in plan}
+    stop = asyncio.Event() if stop is None else stop
     interrupted = False
-    worker = asyncio.ensure_future(
-        run_worker(
-            registry,
-            job_queue,
-            concurrency=concurrency,
-            job_timeout=job_timeout,
-            stop=stop,
-            grace=grace,
-            prefetch=prefetch,
-            stall_warning=stall_warning,
-        )
-    )
+
+    async def work() -> int:
+        async with client:
+            job_queues = [client.queue(name, **settings) for name, settings, _ in plan]
+            return await run_worker(
+                registry,
+                job_queues,
+                concurrency=concurrency,
+                job_timeout=job_timeout,
+                stop=stop,
+                grace=grace,
+                prefetch=credits,
+                stall_warning=stall_warning,
+            )
+
+    worker = asyncio.ensure_future(work())
 
     def on_signal(signum: int) -> None:
         nonlocal interrupted
@@ -236,8 +289,9 @@ async def serve(
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
             loop.add_signal_handler(signum, on_signal, signum)
     handlers = ", ".join(sorted(registry.handlers)) or "none"
+    where = ", ".join(name for name, _, _ in plan)
     print(
-        f"amqp1q worker: {spec} ({handlers}) on {job_queue.url}, concurrency {concurrency}",
+        f"amqp1q worker: {spec} ({handlers}) on {client.url} ({where}), concurrency {concurrency}",
         file=sys.stderr,
         flush=True,
     )
@@ -251,158 +305,3 @@ async def serve(
         for signum in signals:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(signum)
-
-
-class _Runner:
-    """The tasks of one worker: a slot per running handler."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        concurrency: int,
-        timeout: float | None,
-        middleware: tuple[Middleware, ...] = (),
-        in_hand: JobsInHand | None = None,
-    ) -> None:
-        self._registry = registry
-        self._middleware = middleware
-        self._slots = asyncio.Semaphore(concurrency)
-        self._timeout = timeout
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._threads = ThreadedHandlers(concurrency)
-        self._in_hand = in_hand
-
-    async def dispatch(self, consumer: Consumer, stop: asyncio.Event) -> bool:
-        """Hand jobs to handler tasks until ``stop`` is set (True) or the consumer ends (False)."""
-        stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                if not await _first(self._slots.acquire(), stopping, self._slots.release):
-                    return True
-                receive = asyncio.ensure_future(consumer.receive())
-                racing: set[asyncio.Future[Any]] = {receive, stopping}
-                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-                if not receive.done():
-                    # Safe: receivers take a job off their buffer after their last await.
-                    receive.cancel()
-                    await asyncio.gather(receive, return_exceptions=True)
-                job: ReceivedJob | None = None
-                if not receive.cancelled():
-                    failure = receive.exception()
-                    if failure is not None:
-                        self._slots.release()
-                        raise failure
-                    job = receive.result()
-                if job is None or stop.is_set():
-                    self._slots.release()
-                    if job is not None:
-                        await job.release()
-                    if stop.is_set():
-                        return True
-                    log.warning("the consumer of %r ended; the worker stops", consumer.queue_name)
-                    return False
-                task = asyncio.create_task(self._run(job), name=f"amqp1q job {job.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            return True
-        finally:
-            stopping.cancel()
-
-    async def _run(self, job: ReceivedJob) -> None:
-        try:
-            if self._middleware:  # settles the job in job.process(), inside the middleware
-                await _middleware.run(job, self._middleware, lambda: self._handle(job))
-            else:
-                async with job.process():
-                    await self._handle(job)
-        except Exception:
-            # process() swallows handler errors; this is settlement failing (say, a lost link).
-            log.warning("settling job %s failed", job.id, exc_info=True, extra={"job_id": job.id})
-        finally:
-            self._slots.release()
-
-    async def _handle(self, job: ReceivedJob) -> None:
-        """Run ``job``'s handler (inside ``job.process()``); raise what it raises."""
-        handler = self._registry.resolve(job.name)
-        if handler is None:
-            log.warning(
-                "no handler for job %s named %r; dead-lettered",
-                job.id,
-                job.name,
-                extra={"queue": job.queue, "job_id": job.id},
-            )
-            await job.reject(NO_HANDLER, f"no handler for job name {job.name!r}")
-            return
-        # Jobs whose handler runs on the loop are in hand for the stall watchdog; a sync
-        # handler's thread cannot stall the loop.
-        in_hand = self._in_hand if self._threads.is_async(handler) else None
-        if in_hand is not None:
-            in_hand.started(job)
-        try:
-            await self._call(handler, job)
-        finally:
-            if in_hand is not None:
-                in_hand.ended(job)
-
-    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
-        arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
-        if not self._threads.is_async(handler):
-            return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
-        if self._timeout is None:
-            return handler(*arguments)
-        return _within(handler(*arguments), self._timeout, job.name)
-
-    def note_threads_left(self) -> None:
-        left = self._threads.abandoned
-        if left:
-            log.warning(
-                "%d cancelled sync handler(s) still running in their threads: the process "
-                "cannot exit before they return",
-                left,
-            )
-
-    async def drain(self, consumer: Consumer, grace: float) -> None:
-        """No new jobs; running handlers get ``grace`` s, then are cancelled (jobs released)."""
-        try:
-            await consumer.drain()
-        except Exception:
-            log.debug("draining the consumer failed", exc_info=True)
-        try:
-            if self._tasks and grace > 0:
-                log.info("waiting up to %g s for %d running job(s)", grace, len(self._tasks))
-                await asyncio.wait(set(self._tasks), timeout=grace)
-        finally:  # cancelled while waiting too: handlers go first, their jobs released
-            await self.cancel_all()
-
-    async def cancel_all(self) -> None:
-        tasks = set(self._tasks)
-        if not tasks:
-            return
-        log.warning("cancelling %d job(s) still running; they are released", len(tasks))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _first(
-    action: Awaitable[object], stopping: asyncio.Future[bool], undo: Callable[[], None]
-) -> bool:
-    """Await ``action`` unless ``stopping`` finishes first; False (``action`` undone) if it did."""
-    task = asyncio.ensure_future(action)
-    racing: set[asyncio.Future[Any]] = {task, stopping}
-    await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-    if task.done() and not task.cancelled() and not stopping.done():
-        return True
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    if task.done() and not task.cancelled():
-        undo()
-    return False
-
-
-async def _within(call: Awaitable[None], seconds: float, name: str) -> None:
-    try:
-        await asyncio.wait_for(call, seconds)
-    except asyncio.TimeoutError:
-        raise TimeoutError(f"the handler for {name!r} took longer than {seconds:g} s") from None

@@ -352,7 +352,7 @@ amqp1:
 jobs:
   num_pollers: 4
   pool:
-    num_workers: 4
+    num_workers: 2
   consume: ["emails", "reports"]
   pipelines:
     emails:

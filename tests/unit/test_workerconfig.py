@@ -195,13 +195,13 @@ def test_a_roadrunner_file_maps_its_pipeline(
     assert (config.concurrency, config.prefetch, config.priority) == (8, 10, 10)
     assert (config.exchange, config.routing_key) == ("email-exchange", "email.send")
     assert config.container_id == "roadrunner-amqp1"
+    assert config.processes == 10  # jobs.pool.num_workers
     assert config.ignored == (
         "version",
         "rpc",
         "server",
         "amqp1.redial_timeout",
         "jobs.num_pollers",
-        "jobs.pool",
         "jobs.pipelines.emails.config.exchange_type",
         "jobs.pipelines.emails.config.durable",
     )
@@ -309,10 +309,14 @@ def test_the_amqp1q_section_overrides_the_pipeline(
         ),
         (
             "rr.yaml",
-            "jobs:\n  pipelines:\n    a: {driver: amqp1, queue: a}\n"
-            "    b: {driver: amqp1, queue: b}\n",
-            r"several amqp1 pipelines \['a', 'b'\]: choose one with --pipeline",
+            "jobs:\n  pipelines:\n    a: {driver: amqp1, queue: a, addr: 'amqp://x/'}\n"
+            "    b: {driver: amqp1, queue: b, addr: 'amqp://y/'}\n",
+            r"jobs.pipelines.b: its addr differs from another pipeline's; a worker consumes",
         ),
+        ("w.toml", "queues = []\n", r"queues must be a non-empty list"),
+        ("w.toml", "queues = [{prefetch = 2}]\n", r"queues\[0\]: no queue"),
+        ("w.toml", "queues = [{queue = 'a', prefech = 2}]\n", r"unknown setting 'queues\[0\].pref"),
+        ("w.toml", "processes = 0\n", r"processes must be an int >= 1"),
         (
             "rr.yaml",
             "jobs:\n  pipelines:\n    p: {driver: amqp1, config: {prefetch: 1}}\n",
@@ -498,7 +502,8 @@ def test_the_command_notes_what_it_ignored(
     monkeypatch.delenv("AMQP1Q_URL", raising=False)
     seen = _captured_serve(monkeypatch)
     path = _write(tmp_path, ".rr.yaml", RR_YAML)
-    assert main(["worker", "--config", str(path), "--pipeline", "emails"]) == 0
+    argv = ["worker", "--config", str(path), "--pipeline", "emails", "--processes", "1"]
+    assert main(argv) == 0  # (one process: the file's jobs.pool.num_workers is 10)
     assert "ignored (RoadRunner only): version, rpc, server" in capsys.readouterr().err
     assert seen["options"]["wire_format"] == "roadrunner"
     assert seen["prefetch"] == 10

@@ -9,7 +9,9 @@ What it does, as a broker would: priority ordering (higher first, FIFO within a 
 delayed delivery, credit-based dispatch to competing consumers, delivery counting, redelivery
 of jobs left unsettled when a consumer goes away, a dead-letter queue per queue
 (``QUEUE/$deadletterqueue``, read it with ``queue.dead_letter_queue()``), and an optional
-``max_message_size``.
+``max_message_size``. Topics too (:mod:`._memory_topics`): a job pushed to a topic is copied to
+each of its subscriptions (``TOPIC/Subscriptions/NAME``, each a queue with its own dead-letter
+queue), and ``Job(to=...)`` routes one job to another queue or topic.
 """
 
 from __future__ import annotations
@@ -25,13 +27,23 @@ from typing import Final
 
 import attrs
 
-from .._adapter import Incoming, Outcome, SendResult, ServerFacts, Settlement
+from .._adapter import (
+    SUBSCRIPTION,
+    TOPIC,
+    Entity,
+    Incoming,
+    Outcome,
+    SendResult,
+    ServerFacts,
+    Settlement,
+)
 from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
 from .._job import Headers, Job, Receipt
 from .._urls import DEFAULT_MEMORY_NAMESPACE
 from ._memory_inspect import MemoryOperations, stamp_times
+from ._memory_topics import MemoryTopic, refuse_dead_letters, refuse_push, refuse_receive
 
-__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker"]
+__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryTopic"]
 
 DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
 _FACTS: Final = ServerFacts()
@@ -68,6 +80,7 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._queues: dict[str, _MemoryQueue] = {}
+        self._topics: dict[str, MemoryTopic] = {}
         self._seq = itertools.count()
 
     @classmethod
@@ -87,6 +100,23 @@ class MemoryBroker:
         if queue is None:
             queue = self._queues[name] = _MemoryQueue(self, name)
         return queue
+
+    def topic(self, name: str, *subscriptions: str) -> MemoryTopic:
+        """The topic ``name`` (created if need be), with ``subscriptions`` added: a job
+        pushed to it is copied to each of them."""
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = MemoryTopic(name)
+        for subscription in subscriptions:
+            self.queue(topic.subscribe(subscription))
+        return topic
+
+    def targets(self, name: str) -> list[_MemoryQueue]:
+        """Where a job pushed to ``name`` goes: each subscription of a topic, else the queue."""
+        topic = self._topics.get(name)
+        if topic is None:
+            return [self.queue(name)]
+        return [self.queue(queue) for queue in topic.queues()]
 
     def depth(self, name: str) -> int:
         """Jobs waiting in queue ``name`` (ready or delayed), not counting those delivered."""
@@ -335,8 +365,16 @@ class MemoryAdapter:
         *,
         max_message_size: int | None = None,
         display: str | None = None,
+        entity: Entity | None = None,
     ) -> None:
         self._broker = broker if broker is not None else MemoryBroker.default()
+        self._entity = entity if entity is not None else Entity.queue(queue)
+        if self._entity.kind == TOPIC:
+            self._broker.topic(queue)
+        elif self._entity.kind == SUBSCRIPTION:
+            assert self._entity.topic is not None
+            topic = self._broker.topic(self._entity.topic, self._entity.name)
+            queue = topic.queue_of(self._entity.name)
         self._queue_name = queue
         self._max_message_size = max_message_size
         self._display = display or f"memory://{queue}"
@@ -387,7 +425,9 @@ class MemoryAdapter:
             await receiver.close()
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
-        queue = self._broker.queue(self._queue_name)
+        if self._entity.kind == SUBSCRIPTION:
+            return [refuse_push(self._entity, self._queue_name, job) for job in jobs]
+        targets = self._broker.targets(self._queue_name)
         limit = self._max_message_size
         now = datetime.datetime.now(datetime.timezone.utc)
         results: list[SendResult] = []
@@ -401,24 +441,27 @@ class MemoryAdapter:
                     )
                 )
                 continue
-            entry = _Entry(
-                seq=self._broker.next_seq(),
-                id=job.id,
-                name=job.name,
-                body=job.body,
-                content_type=job.content_type,
-                headers=job.headers,
-                priority=default_priority if job.priority is None else job.priority,
-                enqueued_at=now,
-            )
-            if job.delay or job.ttl:
-                stamp_times(entry, now, job.delay, job.ttl)
-            queue.published += 1
-            queue.put(entry, job.delay)
-            results.append(Receipt(job_id=job.id, queue=self._queue_name))
+            for queue in targets if job.to is None else self._broker.targets(job.to):
+                entry = _Entry(
+                    seq=self._broker.next_seq(),
+                    id=job.id,
+                    name=job.name,
+                    body=job.body,
+                    content_type=job.content_type,
+                    headers=job.headers,
+                    priority=default_priority if job.priority is None else job.priority,
+                    enqueued_at=now,
+                )
+                if job.delay or job.ttl:
+                    stamp_times(entry, now, job.delay, job.ttl)
+                queue.published += 1
+                queue.put(entry, job.delay)
+            results.append(Receipt(job_id=job.id, queue=job.to or self._queue_name))
         return results
 
     def receiver(self, *, auto_ack: bool) -> _MemoryReceiver:
+        if self._entity.kind == TOPIC:
+            raise refuse_receive(self._entity)
         receiver = _MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
         self._receivers.append(receiver)
         return receiver
@@ -428,6 +471,8 @@ class MemoryAdapter:
         return MemoryOperations(self._broker, self._queue_name)
 
     def dead_letter_adapter(self) -> MemoryAdapter:
+        if self._entity.kind == TOPIC:
+            raise refuse_dead_letters(self._entity)
         return MemoryAdapter(
             self._broker,
             self._queue_name + DEAD_LETTER_SUFFIX,

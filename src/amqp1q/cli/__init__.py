@@ -37,6 +37,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (the worker pool's children)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -46,6 +46,13 @@ def add_broker_parser(commands: Any) -> None:
         "--queue", action="append", default=[], help="declare a queue (a Service Bus entity)"
     )
     broker.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC[:SUB,SUB]",
+        help="declare a topic and its subscriptions (TOPIC/Subscriptions/SUB; repeatable)",
+    )
+    broker.add_argument(
         "--user",
         action="append",
         default=[],
@@ -79,19 +86,28 @@ async def run_broker(args: argparse.Namespace) -> int:
             print(f"error: --user wants NAME:PASSWORD, got {redact(item)!r}", file=sys.stderr)
             return 2
         users[name] = password
+    topics: dict[str, list[str]] = {}
+    for item in args.topic:
+        name, _, subscriptions = item.partition(":")
+        if not name:
+            print(f"error: --topic wants TOPIC[:SUB,SUB], got {item!r}", file=sys.stderr)
+            return 2
+        topics.setdefault(name, []).extend(s for s in subscriptions.split(",") if s)
     broker = Broker(
         host=args.host,
         port=args.port,
         users=users,
         strict=args.strict,
         queues=args.queue,
+        topics=topics,
         max_message_size=args.max_message_size,
         servicebus=args.servicebus,
     )
     await broker.start()
     print(LISTENING.format(url=broker.url), "(Ctrl-C stops it)", flush=True)
     if args.servicebus:
-        _print_servicebus(broker, args.queue)
+        subscriptions = [f"{t}/Subscriptions/{s}" for t, subs in topics.items() for s in subs]
+        _print_servicebus(broker, [*args.queue, *topics, *subscriptions])
     try:
         await asyncio.Event().wait()
     finally:

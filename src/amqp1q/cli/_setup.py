@@ -1,4 +1,5 @@
-"""``amqp1q setup-rabbitmq``: declare job queues, their ``.dlq`` queues and the delay exchanges.
+"""``amqp1q setup-rabbitmq``: declare job queues, their ``.dlq`` queues and the delay exchanges,
+and topics (a ``topic`` exchange, a bound job queue per subscription).
 
 RabbitMQ 3.x's AMQP 1.0 plugin declares nothing, so this goes through the management API
 (:mod:`amqp1q.adapters.proton.rabbitmq_setup`).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 __all__ = ["add_setup_parser"]
@@ -19,7 +21,14 @@ def add_setup_parser(commands: Any) -> None:
         "setup-rabbitmq",
         help="declare job queues, their .dlq queues and the delay exchanges on RabbitMQ 3.x",
     )
-    setup.add_argument("--queue", action="append", required=True, help="a job queue (repeatable)")
+    setup.add_argument("--queue", action="append", default=[], help="a job queue (repeatable)")
+    setup.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC:SUB[,SUB]",
+        help="a topic exchange and, per subscription, the queue TOPIC.SUB bound to it (repeatable)",
+    )
     setup.add_argument(
         "--management-url",
         default=os.environ.get(
@@ -37,8 +46,22 @@ def add_setup_parser(commands: Any) -> None:
 async def _setup_rabbitmq(args: argparse.Namespace) -> int:
     from ..adapters.proton.rabbitmq_setup import RabbitMQManagement
 
+    topics: list[tuple[str, list[str]]] = []
+    for item in args.topic:
+        name, _, subscriptions = item.partition(":")
+        if not name:
+            print(f"error: --topic wants TOPIC:SUB[,SUB], got {item!r}", file=sys.stderr)
+            return 2
+        topics.append((name, [s for s in subscriptions.split(",") if s]))
+    if not args.queue and not topics:
+        print("error: give --queue or --topic (each repeatable)", file=sys.stderr)
+        return 2
     management = RabbitMQManagement(args.management_url, vhost=args.vhost)
     management.setup_delays()
+    for name, subscriptions in topics:
+        management.setup_topic(name, subscriptions, max_priority=args.max_priority)
+        queues = ", ".join(f"{name}.{s}" for s in subscriptions) or "no queues"
+        print(f"declared the topic exchange {name}, bound to {queues}")
     for queue in args.queue:
         management.setup_job_queue(queue, max_priority=args.max_priority)
         print(f"declared {queue} (x-max-priority {args.max_priority}) and {queue}.dlq")

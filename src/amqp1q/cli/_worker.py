@@ -1,9 +1,10 @@
-"""``amqp1q worker``: run a Registry's handlers on a queue's jobs until SIGTERM or SIGINT.
+"""``amqp1q worker``: run a Registry's handlers on queues' jobs until SIGTERM or SIGINT.
 
 Settings come from ``--config`` (a :class:`~amqp1q.worker.WorkerConfig` file: amqp1q's TOML or
 YAML, or a RoadRunner ``.rr.yaml``), then the flags, which win; the library's
-:func:`amqp1q.worker.serve` runs it. A bad setting is a usage error (exit code 2), printed
-without secrets.
+:func:`amqp1q.worker.serve` runs it. ``--queue a --queue b`` consumes several queues on one
+connection; ``--processes N`` runs N worker processes under a supervisor (:mod:`._pool`). A bad
+setting is a usage error (exit code 2), printed without secrets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 from .. import ConfigurationError
 from .._redact import redact
+from .._workerqueues import QueueSpec
 from ._args import URL_ENV, positive, seconds, url_argument
+from ._pool import supervised
 
 __all__ = ["add_worker_parser"]
 
@@ -39,12 +42,23 @@ def add_worker_parser(commands: Any) -> None:
         "--pipeline", default=None, help="the RoadRunner pipeline to run, when there are several"
     )
     url_argument(worker)
-    worker.add_argument("--queue", default=None, help="the queue (default: the URL's path)")
+    worker.add_argument(
+        "--queue",
+        action="append",
+        default=None,
+        help="a queue to consume (repeatable: several on one connection; default: the URL's path)",
+    )
     worker.add_argument("--concurrency", type=positive, default=None, help="handlers at once (32)")
     worker.add_argument("--job-timeout", type=seconds, default=None, help="seconds per job")
     worker.add_argument("--grace", type=seconds, default=None, help="drain seconds on stop (30)")
     worker.add_argument(
-        "--prefetch", type=positive, default=None, help="consumer credit (--concurrency)"
+        "--prefetch", type=positive, default=None, help="each consumer's credit (--concurrency)"
+    )
+    worker.add_argument(
+        "--processes",
+        type=positive,
+        default=None,
+        help="worker processes under one supervisor (1; RoadRunner's jobs.pool.num_workers)",
     )
     worker.add_argument(
         "--stall-warning",
@@ -75,10 +89,13 @@ async def _worker(args: argparse.Namespace) -> int:
             raise ConfigurationError("--pipeline needs --config (a RoadRunner .rr.yaml)")
         else:
             config = worker.WorkerConfig()
+        queues = args.queue or []
         config = config.override(  # flags (and $AMQP1Q_URL, the --url default) win
             registry=args.registry,
             url=args.url,
-            queue=args.queue,
+            queue=queues[0] if len(queues) == 1 else None,
+            queues=tuple(QueueSpec(queue=name) for name in queues) if queues else None,
+            processes=args.processes,
             concurrency=args.concurrency,
             job_timeout=args.job_timeout,
             grace=args.grace,
@@ -100,15 +117,23 @@ async def _worker(args: argparse.Namespace) -> int:
         ignored = ", ".join(config.ignored)
         note = f"amqp1q worker: {config.source}: ignored (RoadRunner only): {ignored}"
         print(note, file=sys.stderr)
+    grace = 30.0 if config.grace is None else config.grace
+    if (config.processes or 1) > 1:
+        from ._pool import run_pool
+
+        return await run_pool(args.argv, config.processes or 1, grace=grace)
+    several: dict[str, Any] = {"queues": config.queues} if len(config.queues) > 1 else {}
     return await worker.serve(
         config.registry,
         url,
         concurrency=32 if config.concurrency is None else config.concurrency,
         job_timeout=config.job_timeout,
-        grace=30.0 if config.grace is None else config.grace,
+        grace=grace,
         prefetch=config.prefetch,
         options=options,
         stall_warning=(
             DEFAULT_STALL_WARNING if config.stall_warning is None else config.stall_warning
         ),
+        stop=supervised(),
+        **several,
     )

@@ -18,6 +18,7 @@ from ._connection import BrokerConnection
 from ._links import Locks, now_ms
 from ._server import Listener, Server
 from ._store import BrokerQueue, Store
+from ._topics import BrokerTopic
 
 __all__ = ["Broker"]
 
@@ -44,7 +45,8 @@ class Broker(Server[BrokerConnection]):
     certificate it verified (``ssl.verify_mode = CERT_REQUIRED`` or ``CERT_OPTIONAL``);
     ``servicebus=True`` emulates Service Bus for azure-servicebus and @azure/service-bus
     clients (see :meth:`servicebus_connection_string`), with a 256 KB ``max_message_size``
-    unless given one.
+    unless given one. ``topics`` (topic -> subscriptions) declares topics (see
+    :meth:`declare_topic`); the broker offers the anonymous relay (``Job(to=...)``).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Broker(Server[BrokerConnection]):
         anonymous: bool = True,
         strict: bool = False,
         queues: Iterable[str] = (),
+        topics: Mapping[str, Iterable[str]] | None = None,
         max_message_size: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         lock_duration: float = DEFAULT_LOCK_DURATION,
@@ -75,6 +78,8 @@ class Broker(Server[BrokerConnection]):
         self.store = Store(strict=strict, on_schedule=self._schedule)
         for name in queues:
             self.store.declare(name)
+        for topic, subscriptions in (topics or {}).items():
+            self.store.declare_topic(topic, subscriptions)
         self.locks = Locks()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._refuse_attaches = 0
@@ -149,6 +154,11 @@ class Broker(Server[BrokerConnection]):
 
     def declare(self, name: str) -> BrokerQueue:
         return self.store.declare(name)
+
+    def declare_topic(self, name: str, *subscriptions: str) -> BrokerTopic:
+        """The topic ``name`` with ``subscriptions`` (``name/Subscriptions/SUB``, each a queue
+        with its own dead-letter queue): what is pushed to it is copied to each."""
+        return self.store.declare_topic(name, subscriptions)
 
     def queue(self, name: str) -> BrokerQueue:
         """The queue ``name`` (created if need be), to inspect in tests."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import __version__
@@ -27,6 +28,7 @@ from ..adapters.proton.wire import (
 from ._links import Incoming, Outgoing, Role
 from ._sasl import SaslServer
 from ._store import queue_name
+from ._topics import ANONYMOUS_RELAY, BrokerTopic, Relay, asks_for_topic
 
 if TYPE_CHECKING:
     from ._broker import Broker
@@ -122,6 +124,7 @@ class BrokerConnection(asyncio.Protocol):
             idle_timeout=broker.idle_timeout,
             max_frame_size=broker.max_frame_size,
             properties={"product": PRODUCT, "version": __version__},
+            offered_capabilities=[ANONYMOUS_RELAY],
         )
         self.engine = engine
         pump = Pump(engine, self._lost)
@@ -176,8 +179,19 @@ class BrokerConnection(asyncio.Protocol):
         emulation = broker.servicebus or stand_in(broker, address)
         if emulation is not None and emulation.attach(self, link, address):
             return
+        if not address and isinstance(link, ReceiverLink):  # the anonymous relay
+            self._take(link, lambda: Relay(broker, link))
+            return
         name = queue_name(address)
-        queue = broker.store.queue(name) if name else None
+        store = broker.store
+        if name and not is_sender and name not in store.queues and asks_for_topic(link):
+            if not store.strict:
+                store.declare_topic(name)
+        queue = store.queue(name) if name else None
+        if is_sender and isinstance(queue, BrokerTopic):
+            why = f"{name!r} is a topic: consume one of its subscriptions ({name}/Subscriptions/S)"
+            _refuse(link, Condition("amqp:not-allowed", why))
+            return
         if queue is None:
             _refuse(
                 link,
@@ -205,11 +219,18 @@ class BrokerConnection(asyncio.Protocol):
         else:
             assert isinstance(link, ReceiverLink)
             wrapper.target.address = address or ""
-            if broker.max_message_size:
-                link.set_max_message_size(broker.max_message_size)
-            link.open()
-            role = Incoming(broker, link, queue)
+            self._take(link, lambda: Incoming(broker, link, queue))
+            return
         self.links[link] = role
+        link.on_remote_close = self.link_closed
+
+    def _take(self, link: ReceiverLink, role: Callable[[], Incoming]) -> None:
+        """Open a link the client sends on (announcing the broker's max-message-size), then
+        give it its role."""
+        if self.broker.max_message_size:
+            link.set_max_message_size(self.broker.max_message_size)
+        link.open()
+        self.links[link] = role()
         link.on_remote_close = self.link_closed
 
     def link_closed(self, link: Link, condition: Condition | None) -> None:

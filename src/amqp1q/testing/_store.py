@@ -11,14 +11,19 @@ import heapq
 import itertools
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-__all__ = ["DEAD_LETTER_SUFFIX", "BrokerQueue", "Store", "Stored", "queue_name"]
+if TYPE_CHECKING:
+    from ._topics import BrokerTopic
+
+__all__ = ["DEAD_LETTER_SUFFIX", "SUBSCRIPTIONS", "BrokerQueue", "Store", "Stored", "queue_name"]
 
 DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
+#: Between a topic's name and a subscription's, in the subscription's queue name.
+SUBSCRIPTIONS: Final = "/Subscriptions/"
 
 _sequence = itertools.count(1)
 
@@ -252,6 +257,20 @@ class Store:
             queue = self._queues[name] = BrokerQueue(name, self)
         return queue
 
+    def declare_topic(self, name: str, subscriptions: Iterable[str] = ()) -> BrokerTopic:
+        """The topic ``name`` (see :mod:`._topics`), with ``subscriptions`` added; a queue of
+        that name already there is an error."""
+        from ._topics import BrokerTopic
+
+        topic = self._queues.get(name)
+        if topic is None:
+            topic = self._queues[name] = BrokerTopic(name, self)
+        if not isinstance(topic, BrokerTopic):
+            raise ValueError(f"{name!r} is a queue, not a topic")
+        for subscription in subscriptions:
+            topic.add_subscription(subscription)
+        return topic
+
     def queue(self, name: str, *, create: bool | None = None) -> BrokerQueue | None:
         """The queue at ``name``; created on first use unless strict (DLQs always exist)."""
         queue = self._queues.get(name)
@@ -261,6 +280,13 @@ class Store:
             create = not self.strict
         if not create and name.endswith(DEAD_LETTER_SUFFIX):
             create = name[: -len(DEAD_LETTER_SUFFIX)] in self._queues
+        topic, subscriptions, subscription = name.partition(SUBSCRIPTIONS)
+        if subscriptions and create and "/" not in subscription:
+            # A subscription's path: its topic (and it) made on first use, unless strict.
+            existing = self._queues.get(topic)
+            if existing is not None and type(existing) is BrokerQueue:
+                return None  # a queue, not a topic: no subscriptions
+            return self.declare_topic(topic, [subscription]).subscriptions[subscription]
         return self.declare(name) if create else None
 
     @property
@@ -281,4 +307,7 @@ def queue_name(address: str | None) -> str | None:
     name = address.lstrip("/")
     if name.lower().endswith(DEAD_LETTER_SUFFIX):  # Service Bus spells it /$DeadLetterQueue
         name = name[: -len(DEAD_LETTER_SUFFIX)] + DEAD_LETTER_SUFFIX
+    at = name.lower().find(SUBSCRIPTIONS.lower())
+    if at > 0:  # (entity paths are case-insensitive on Service Bus)
+        name = name[:at] + SUBSCRIPTIONS + name[at + len(SUBSCRIPTIONS) :]
     return name or None

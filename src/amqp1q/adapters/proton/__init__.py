@@ -2,9 +2,13 @@
 
 Modules, each with one job (the lower in the list, the nearer the wire):
 
-- ``adapter``: the :class:`~amqp1q.Adapter` implementation: facts, dialling, open and close;
-- ``_supervisor``: the connection kept up: re-dialling, re-attaching consumers, its state;
-- ``_publishing``: pushes and re-published copies over sender links (``_sending``: one link);
+- ``adapter``: the :class:`~amqp1q.Adapter` implementation: one queue, topic or subscription
+  on a connection: its facts, binding, open and close;
+- ``_shared_connection``: the connection many adapters share (``amqp1q.connect``'s backend):
+  dialling, the broker's profile, leases; ``_supervisor``: that connection kept up:
+  re-dialling, re-attaching every adapter's consumers, its state;
+- ``_publishing``: pushes and re-published copies over sender links (``_sending``: one link;
+  ``_routing``: ``Job(to=...)`` through the anonymous relay);
 - ``_receiving``: one consumer's receiver link; ``_settling``: outcomes as the broker allows;
   ``_holding``: jobs held until a time; ``_incoming``: a delivery decoded for the facade;
 - ``_brokers``: broker detection and per-broker address forms and capabilities; ``_vhosts``:

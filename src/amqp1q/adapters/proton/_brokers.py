@@ -74,6 +74,11 @@ MODIFIED: Final = "modified"
 REJECTED: Final = "rejected"
 _ALL_OUTCOMES: Final = frozenset({RELEASED, MODIFIED, REJECTED})
 RABBITMQ_DELAY_EXCHANGE_PREFIX: Final = "amqp1q.delay."
+#: A Service Bus subscription's entity path (its dead-letter queue: + ``/$deadletterqueue``).
+SERVICEBUS_SUBSCRIPTION_FORM: Final = "{topic}/Subscriptions/{subscription}"
+#: On RabbitMQ, the queue ``amqp1q setup-rabbitmq --topic T --subscription S`` binds to the
+#: exchange ``T`` (docs/topics.md).
+SUBSCRIPTION_QUEUE_FORM: Final = "{topic}.{subscription}"
 #: Delay buckets for RabbitMQ 3.x: bucket k holds TTLs in [2**k, 2**(k+1)) ms.
 RABBITMQ_DELAY_MIN_BUCKET: Final = 7  # < 256 ms share bucket 7
 RABBITMQ_DELAY_MAX_BUCKET: Final = 31  # ~24.8 days; longer delays are refused
@@ -129,6 +134,9 @@ class BrokerProfile:
     delay: DelayStyle = DelayStyle.HELD
     #: Where a dead-lettered job is read from: the queue's name plus this.
     dead_letter_suffix: str | None = ".dlq"
+    #: The queue a topic's subscription is (``{topic}``, ``{subscription}``); None: the broker
+    #: has no subscriptions amqp1q knows how to name (docs/topics.md).
+    subscription_form: str | None = None
 
     @property
     def supports_modified(self) -> bool:
@@ -153,6 +161,25 @@ class BrokerProfile:
                 f"{self.product} has no exchanges; remove exchange= and routing_key="
             )
         return self.exchange_form.format(exchange=exchange, key=routing_key or "").rstrip("/")
+
+    def topic_address(self, topic: str, routing_key: str | None) -> str:
+        """Where a push to ``topic`` goes: an exchange where the broker has them (RabbitMQ;
+        ``routing_key`` applies), else the topic's own address."""
+        if self.exchange_form is not None:
+            return self.exchange_address(topic, routing_key)
+        if routing_key is not None:
+            raise UnsupportedFeature(f"{self.product} has no routing keys; remove routing_key=")
+        return self.queue_address(topic)
+
+    def subscription_queue(self, topic: str, subscription: str) -> str:
+        """The logical queue a topic's subscription is read from (UnsupportedFeature where
+        the broker has none amqp1q can name)."""
+        if self.subscription_form is None:
+            raise UnsupportedFeature(
+                f"{self.product} has no topic subscriptions amqp1q can name; consume the "
+                "queue bound to the topic with client.queue(NAME)"
+            )
+        return self.subscription_form.format(topic=topic, subscription=subscription)
 
     def dead_letter_queue(self, queue: str) -> str | None:
         """The logical name of ``queue``'s dead-letter queue, if this profile knows it."""
@@ -195,6 +222,7 @@ _PROFILES: Final = {
         probe_queues=True,
         fresh_credit=True,
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
+        subscription_form=SUBSCRIPTION_QUEUE_FORM,
     ),
     "rabbitmq4": BrokerProfile(
         "rabbitmq4",
@@ -204,12 +232,15 @@ _PROFILES: Final = {
         # modified(delivery-failed) counts only on quorum queues: re-publish, as on 3.x.
         honours=frozenset({RELEASED}),
         delay=DelayStyle.RABBITMQ_TTL_EXCHANGES,
+        subscription_form=SUBSCRIPTION_QUEUE_FORM,
     ),
     "artemis": BrokerProfile(
         "artemis",
         "ActiveMQ Artemis",
         honours=frozenset({RELEASED, MODIFIED}),
         delay=DelayStyle.DELIVERY_TIME,
+        # A multicast address's queue, by its fully qualified name.
+        subscription_form="{topic}::{subscription}",
     ),
     # Broker-J, the C++ broker and Dispatch differ in what they do with a rejected (or even a
     # released) delivery depending on configuration: nothing is taken on trust.
@@ -221,6 +252,7 @@ _PROFILES: Final = {
         reject_with_info=True,
         delay=DelayStyle.SCHEDULED_ENQUEUE_TIME,
         dead_letter_suffix="/$deadletterqueue",
+        subscription_form=SERVICEBUS_SUBSCRIPTION_FORM,
     ),
     "amqp1q": BrokerProfile(
         "amqp1q",
@@ -229,6 +261,7 @@ _PROFILES: Final = {
         reject_with_info=True,
         delay=DelayStyle.DELIVERY_TIME,
         dead_letter_suffix="/$deadletterqueue",
+        subscription_form=SERVICEBUS_SUBSCRIPTION_FORM,
     ),
     # Unknown: Qpid Proton's example brokers (no product in their Open frame) drop whatever
     # is not accepted and answer no drain; the C one even sends every delivery pre-settled.

@@ -46,7 +46,7 @@ def is_loopback(host: str) -> bool:
 
 
 def link_error(
-    condition: Condition | None, *, queue: str, address: str, what: str, hint: str = ""
+    condition: Condition | None, *, queue: str | None, address: str, what: str, hint: str = ""
 ) -> Amqp1qError:
     """The error for a link the broker refused or closed; ``hint`` ends a QueueNotFound's
     message (how to declare the queue on this broker)."""
@@ -84,7 +84,7 @@ class ClientConnection:
         virtual_host: str | None,
         idle_timeout: float | None,
         properties: dict[str, Any],
-        queue: str,
+        queue: str | None,
     ) -> None:
         self.host = host
         self.port = port
@@ -110,8 +110,8 @@ class ClientConnection:
         self._pump: Pump | None = None
         self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.failure: Amqp1qError | None = None
-        #: ``address -> text`` ending a QueueNotFound's message (set by the adapter).
-        self.not_found_hint: Callable[[str], str] | None = None
+        #: ``(address, queue) -> text`` ending a QueueNotFound's message (set by its owner).
+        self.not_found_hint: Callable[[str, str], str] | None = None
         self._lost_listeners: list[Callable[[Amqp1qError], None]] = []
 
     # -- opening --------------------------------------------------------------------------------
@@ -166,18 +166,34 @@ class ClientConnection:
 
     # -- links ----------------------------------------------------------------------------------
 
-    async def attach_sender(self, address: str | None, **options: Any) -> SenderLink:
+    def offers(self, capability: str) -> bool:
+        """Whether the broker's Open frame offered ``capability`` (``ANONYMOUS-RELAY``, ...)."""
+        return capability in self.engine.remote_offered_capabilities
+
+    @property
+    def local_port(self) -> int | None:
+        """This end's TCP port (how a broker's connection list names the connection)."""
+        return self._pump.local_port if self._pump is not None else None
+
+    async def attach_sender(
+        self, address: str | None, *, queue: str | None = None, **options: Any
+    ) -> SenderLink:
+        """Attach a sender to ``address`` (None: the anonymous relay); ``queue`` names the
+        queue an error concerns (on a connection several queues share)."""
         link = self.engine.open_sender(address, **options)
-        return await self._attached(link, address or "(anonymous)", "sender")
+        return await self._attached(link, address or "(anonymous)", "sender", queue)
 
-    async def attach_receiver(self, address: str, **options: Any) -> ReceiverLink:
+    async def attach_receiver(
+        self, address: str, *, queue: str | None = None, **options: Any
+    ) -> ReceiverLink:
         link = self.engine.open_receiver(address, **options)
-        return await self._attached(link, address, "receiver")
+        return await self._attached(link, address, "receiver", queue)
 
-    async def _attached(self, link: L, address: str, what: str) -> L:
+    async def _attached(self, link: L, address: str, what: str, queue: str | None) -> L:
         """Wait for the peer's attach. A refusal is an attach with a null terminus followed by a
         detach carrying the reason: wait for that detach, to report the reason."""
         self._check()
+        queue = queue or self._queue
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def opened(_: Link) -> None:
@@ -188,10 +204,10 @@ class ClientConnection:
             if not done.done():
                 err = self.failure or link_error(
                     condition,
-                    queue=self._queue,
+                    queue=queue,
                     address=address,
                     what=what,
-                    hint=self._hint(address),
+                    hint=self._hint(address, queue),
                 )
                 done.set_exception(err)
 
@@ -208,15 +224,17 @@ class ClientConnection:
         if not link.alive:  # attached and detached in the same read: the detach says why
             raise self.failure or link_error(
                 link.remote_condition,
-                queue=self._queue,
+                queue=queue,
                 address=address,
                 what=what,
-                hint=self._hint(address),
+                hint=self._hint(address, queue),
             )
         return link
 
-    def _hint(self, address: str) -> str:
-        return self.not_found_hint(address) if self.not_found_hint is not None else ""
+    def _hint(self, address: str, queue: str | None) -> str:
+        if self.not_found_hint is None:
+            return ""
+        return self.not_found_hint(address, queue or "")
 
     def _check(self) -> None:
         if self.failure is not None:

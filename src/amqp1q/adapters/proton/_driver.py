@@ -178,6 +178,13 @@ class Pump(asyncio.Protocol):
             log.debug("the close handshake did not finish within %.1f s; aborting", timeout)
             self.abort()
 
+    @property
+    def local_port(self) -> int | None:
+        """This end's TCP port, while connected."""
+        transport = self._transport
+        address = transport.get_extra_info("sockname") if transport is not None else None
+        return int(address[1]) if isinstance(address, tuple) and len(address) > 1 else None
+
     def abort(self) -> None:
         transport = self._transport
         if transport is not None:

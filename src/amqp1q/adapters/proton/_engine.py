@@ -29,6 +29,7 @@ __all__ = ["Engine", "EngineHandler"]
 
 _NULL = ffi.NULL
 _LOCAL_CLOSED = lib.PN_LOCAL_CLOSED
+_REMOTE_CLOSED = lib.PN_REMOTE_CLOSED
 
 
 class EngineHandler(Protocol):
@@ -201,6 +202,12 @@ class Engine:
         return container
 
     @property
+    def remote_offered_capabilities(self) -> frozenset[str]:
+        """The capabilities the peer's Open frame offers (``ANONYMOUS-RELAY``, ...)."""
+        offered = self._connection.remote_offered_capabilities
+        return frozenset(str(c) for c in offered) if offered else frozenset()
+
+    @property
     def remote_hostname(self) -> str | None:
         hostname: str | None = self._connection.remote_hostname
         return hostname
@@ -238,7 +245,9 @@ class Engine:
         return condition is not None and "mech=none" in (condition.description or "")
 
     def _ensure_session(self) -> Any:
-        if self._session is None:
+        session = self._session
+        if session is None or lib.pn_session_state(session) & (_LOCAL_CLOSED | _REMOTE_CLOSED):
+            # (a session the peer ended takes no new links: senders attach on a fresh one)
             self._session = lib.pn_session(self._conn)
             lib.pn_session_open(self._session)
         return self._session

@@ -57,7 +57,7 @@ def enabled() -> bool:
     return log.isEnabledFor(logging.DEBUG)
 
 
-def trace_frames(engine: Any, *, where: str, queue: str) -> None:
+def trace_frames(engine: Any, *, where: str, queue: str | None) -> None:
     """Route ``engine``'s proton frame trace to the ``amqp1q.frames`` logger.
 
     The tracer holds only ``where`` and ``queue``: proton keeps it on the transport, and a

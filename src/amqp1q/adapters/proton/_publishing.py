@@ -26,11 +26,12 @@ from ._client import link_error
 from ._codec import Message, encode_job, encode_message
 from ._deliveries import Condition
 from ._expiry import expiry_ttl
+from ._routing import RELAY, relay_address
 from ._sending import Sender
-from ._supervisor import Supervisor
 from ._types import Symbol, Timestamp
 
 if TYPE_CHECKING:
+    from ._shared_connection import SharedConnection
     from .adapter import ProtonAdapter
 
 __all__ = ["DEFAULT_WINDOW", "Publisher"]
@@ -47,7 +48,7 @@ class Publisher:
     def __init__(
         self,
         adapter: ProtonAdapter,
-        supervisor: Supervisor,
+        supervisor: SharedConnection,
         options: AdapterOptions,
         *,
         window: int = DEFAULT_WINDOW,
@@ -94,7 +95,7 @@ class Publisher:
                 results[index] = _push_error(exc, job)
                 continue
             if outcome.accepted:
-                results[index] = Receipt(job_id=job.id, queue=self._adapter.queue)
+                results[index] = Receipt(job_id=job.id, queue=job.to or self._adapter.queue)
             else:
                 results[index] = self._refusal(outcome.name, outcome.condition, job)
         done: list[SendResult] = []
@@ -207,11 +208,17 @@ class Publisher:
         extra_properties: dict[str, Any] = dict(extra) if extra else {}
         annotations: dict[Symbol, Any] | None = None
         ttl: int | None = None
+        to: str | None = None
+        if job.to is not None:  # the anonymous sender, routed by the message's `to`
+            to, address = relay_address(self._adapter, job), RELAY
         if job.delay:
             plan = self._adapter.profile.plan_delay(
-                self._adapter.queue, address, job.delay, int(time.time() * 1000)
+                job.to or self._adapter.queue, to or address, job.delay, int(time.time() * 1000)
             )
-            address = plan.address
+            if to is None:
+                address = plan.address
+            else:
+                to = plan.address
             annotations = _annotations(plan)
             ttl = plan.ttl_ms
             extra_properties.update(plan.properties)
@@ -219,13 +226,14 @@ class Publisher:
             ttl = expiry_ttl(self._adapter.profile, job, ttl)
         if self._options.wire_format == ROADRUNNER:
             return self._encode_roadrunner(
-                job, attempt, extra_properties, annotations, ttl
+                job, attempt, extra_properties, annotations, ttl, to
             ), address
         payload = encode_job(
             job,
             priority=min(priority, 255),
             attempt=attempt,
             annotations=annotations,
+            to=to,
             extra_properties=extra_properties or None,
             ttl=ttl,
         )
@@ -238,12 +246,14 @@ class Publisher:
         extra: dict[str, Any],
         annotations: dict[Symbol, Any] | None,
         ttl: int | None,
+        to: str | None = None,
     ) -> bytes:
         """The RoadRunner ``amqp1`` driver's envelope (see ``_roadrunner``), durable."""
         properties = envelope_properties(job, attempt=attempt, extra=extra)
         message = Message(
             durable=job.durable,
             ttl=ttl,
+            to=to,
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,
             body_kind="data",
@@ -264,11 +274,14 @@ class Publisher:
         try:
             connection = await self._supervisor.wait_connected()
             profile = self._adapter.profile
-            if profile.probe_queues and address.startswith(profile.queue_prefix):
+            queue = self._adapter.queue
+            if address and profile.probe_queues and address.startswith(profile.queue_prefix):
                 # A receiver with no credit takes nothing, but is refused if the queue is missing.
-                probe = await connection.attach_receiver(address)
+                probe = await connection.attach_receiver(address, queue=queue)
                 probe.close()
-            link = await connection.attach_sender(address)
+            link = await connection.attach_sender(
+                address or None, queue=queue, capabilities=self._adapter.capabilities(address)
+            )
             sender = Sender(link, window=self.window, on_dead=self._sender_died(address))
             self._senders[address] = sender
             future.set_result(sender)

@@ -84,7 +84,9 @@ class ProtonReceiver:
     async def _attach(self) -> None:
         """A new link, granted the credit the consumer has out (a new link starts with none)."""
         adapter = self._adapter
-        link = await adapter.connection.attach_receiver(adapter.address, settled=self._auto_ack)
+        link = await adapter.connection.attach_receiver(
+            adapter.address, queue=adapter.queue, settled=self._auto_ack
+        )
         link.on_message = self._on_message
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained

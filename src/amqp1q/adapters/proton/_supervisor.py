@@ -33,12 +33,12 @@ _FORCED: Final = frozenset(
 
 
 class Supervisor:
-    """One adapter's connection: the live one, its state, and the re-dialling."""
+    """One connection: the live one, its state, and the re-dialling (for every queue on it)."""
 
     def __init__(
         self,
         *,
-        queue: str,
+        queue: str | None,
         display: str,
         policy: ReconnectPolicy | None,
         connect_timeout: float,
@@ -147,6 +147,16 @@ class Supervisor:
             await asyncio.wait((task,))  # a cancellation of close itself still propagates
             if not task.cancelled() and task.exception() is not None:
                 log.debug("the reconnect task failed", exc_info=task.exception())
+        return self._connection
+
+    def halt(self) -> ClientConnection | None:
+        """:meth:`stop` without waiting (a close cut short): the reconnect task is cancelled,
+        not awaited; the connection to abort, if any."""
+        self._closing = True
+        self._connected.set()
+        task = self._reconnecting
+        if task is not None and not task.done():
+            task.cancel()
         return self._connection
 
     # -- losing it, and getting it back ---------------------------------------------------------

@@ -1,46 +1,44 @@
 """``ProtonAdapter``: the :class:`~amqp1q.Adapter` for ``amqp://`` and ``amqps://`` URLs.
 
-Its facts and lifecycle live here: dialling the broker (SASL mechanism, TLS, virtual host),
-detecting its profile at open, and closing (consumers detach together, then the connection).
-The rest is in one room each: keeping the connection up (``_supervisor``), pushing over sender
-links (``_publishing``), consuming (``_receiving``, with ``_settling`` and ``_holding``).
+One adapter is one queue, topic or subscription on a connection it shares
+(:mod:`._shared_connection`: dialling, the broker's profile, the reconnect supervisor). Its
+facts and lifecycle live here: binding to the connection (the address its entity maps to on
+this broker), and closing (consumers detach together, then its senders; the connection goes
+with its last lease). The rest is in one room each: pushing over sender links
+(``_publishing``), consuming (``_receiving``, with ``_settling`` and ``_holding``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
-from ..._adapter import SendResult, ServerFacts
+from ..._adapter import QUEUE, SUBSCRIPTION, TOPIC, Entity, SendResult, ServerFacts, StateListeners
 from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, UnsupportedFeature
 from ..._inspection import QueueOperations
 from ..._job import Job
 from ..._options import AdapterOptions
-from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
-from ..._version import __version__
-from ._brokers import BrokerProfile, detect, profile_named
-from ._client import ClientConnection, is_loopback
+from ._brokers import BrokerProfile
+from ._client import ClientConnection
 from ._publishing import DEFAULT_WINDOW, Publisher
 from ._receiving import ProtonReceiver
-from ._supervisor import Supervisor
-from ._vhosts import declare_hint, is_rabbitmq, open_hostname
+from ._shared_connection import CLOSE_TIMEOUT, SharedConnection
 
-__all__ = ["DEFAULT_WINDOW", "ProtonAdapter"]
+__all__ = ["CLOSE_TIMEOUT", "DEFAULT_WINDOW", "ProtonAdapter"]
 
 log = logging.getLogger("amqp1q.proton")
 
-#: How long closing waits for the broker's answer: to each link's detach (all links at once),
-#: then to the connection's close (after which the socket is aborted).
-CLOSE_TIMEOUT: Final = 5.0
-
 
 class ProtonAdapter:
-    """Jobs over AMQP 1.0 through python-qpid-proton's engine, on the running event loop."""
+    """Jobs over AMQP 1.0 through python-qpid-proton's engine, on the running event loop.
+
+    ``ProtonAdapter(endpoint, options, queue)`` dials a connection of its own when it opens
+    (what ``JobQueue.from_url`` makes); with ``shared=`` it is one of a client's adapters on
+    that connection, for ``entity`` (a queue, a topic or a subscription).
+    """
 
     def __init__(
         self,
@@ -51,35 +49,31 @@ class ProtonAdapter:
         dead_letters_of: str | None = None,
         window: int = DEFAULT_WINDOW,
         close_timeout: float = CLOSE_TIMEOUT,
+        shared: SharedConnection | None = None,
+        entity: Entity | None = None,
     ) -> None:
+        entity = entity if entity is not None else Entity.queue(queue)
+        if options.routing_key is not None and options.exchange is None and entity.kind != TOPIC:
+            raise InvalidSetting("routing_key= needs exchange=", queue=queue)
         self._endpoint = endpoint
         self._options = options
+        self._entity = entity
         self._queue = queue
         self._dead_letters_of = dead_letters_of
         #: The bound on each wait for the broker while closing (see :data:`CLOSE_TIMEOUT`).
         self.close_timeout = close_timeout
-        self._profile: BrokerProfile | None = (
-            profile_named(options.broker) if options.broker else None
+        self._shared = (
+            shared
+            if shared is not None
+            else SharedConnection(endpoint, options, name=queue, close_timeout=close_timeout)
         )
         self._address: str | None = options.address if dead_letters_of is None else None
         self._receivers: set[ProtonReceiver] = set()
-        self._container_id = options.container_id or f"amqp1q-{uuid.uuid4()}"
         self._at_most_once = False
-        self._supervisor = Supervisor(
-            queue=queue,
-            display=endpoint.display,
-            policy=options.reconnect,
-            connect_timeout=options.connect_timeout,
-            dial=self._new_connection,
-            on_lost=self._lost,
-            reattach=self._reattach,
-            on_give_up=self._give_up,
-        )
-        self._publisher = Publisher(self, self._supervisor, options, window=window)
-        if options.tls is not None and endpoint.scheme != "amqps":
-            raise InvalidSetting(f"tls= needs an amqps:// URL, not {endpoint.display}", queue=queue)
-        if options.routing_key is not None and options.exchange is None:
-            raise InvalidSetting("routing_key= needs exchange=", queue=queue)
+        self._listeners = StateListeners(log)
+        self._leased = False
+        self._closed = False
+        self._publisher = Publisher(self, self._shared, options, window=window)
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -88,11 +82,16 @@ class ProtonAdapter:
         return self._queue
 
     @property
+    def entity(self) -> Entity:
+        return self._entity
+
+    @property
     def address(self) -> str:
         if self._address is not None:
             return self._address
-        if self._profile is not None:
-            return self._profile.queue_address(self._queue)
+        profile = self._shared.profile
+        if profile is not None and self._entity.kind == QUEUE:
+            return profile.queue_address(self._queue)
         return self._queue
 
     @property
@@ -100,10 +99,16 @@ class ProtonAdapter:
         return self._endpoint.display
 
     @property
+    def shared(self) -> SharedConnection:
+        """The connection this adapter's links are on."""
+        return self._shared
+
+    @property
     def server_facts(self) -> ServerFacts:
         """The broker's ``(host, port)``, and the OpenTelemetry ``messaging.system`` value for
         it (known once the broker is, at open)."""
-        name = self._profile.name if self._profile is not None else "generic"
+        profile = self._shared.profile
+        name = profile.name if profile is not None else "generic"
         if name.startswith("rabbitmq"):
             system = "rabbitmq"
         else:
@@ -112,11 +117,12 @@ class ProtonAdapter:
 
     @property
     def profile(self) -> BrokerProfile:
-        if self._profile is None:
+        profile = self._shared.profile
+        if profile is None:
             raise QueueStateError(
                 "the broker is not known before the queue opens", queue=self._queue
             )
-        return self._profile
+        return profile
 
     @property
     def at_most_once(self) -> bool:
@@ -142,25 +148,69 @@ class ProtonAdapter:
     @property
     def connection(self) -> ClientConnection:
         """The live connection (raise if there is none: not open, or it failed)."""
-        return self._supervisor.connection
+        return self._shared.connection
 
     @property
     def state(self) -> str:
         """``connected``, ``reconnecting``, ``failed`` or ``closed``."""
-        return self._supervisor.state
+        if self._closed:
+            return "closed"
+        state = self._shared.state
+        return "closed" if state == "unopened" else state
 
     def on_state_change(self, listener: Callable[[str], None]) -> None:
-        self._supervisor.on_state_change(listener)
+        self._listeners.add(listener)
+
+    def announce(self, state: str) -> None:
+        """The connection's state changed (called by the shared connection)."""
+        self._listeners.announce(state)
+
+    def capabilities(self, address: str) -> list[str] | None:
+        """The target capabilities of a sender to ``address``: ``topic`` for a topic's own
+        address (Artemis routes it multicast; the embedded broker fans it out), none on
+        brokers that publish to topics through exchanges."""
+        entity = self._entity
+        if entity.kind == TOPIC and address == self._address:
+            if self.profile.exchange_form is None:
+                return ["topic"]
+        return None
+
+    def not_found_hint(self, address: str) -> str:
+        """How to declare what is missing at ``address``, for a QueueNotFound's message."""
+        return self._shared.hint(address, self._queue)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        connection = self._new_connection()
-        self._supervisor.dialled(connection)
-        await connection.open()
-        if self._profile is None:
-            self._profile = detect(connection.remote_properties, self._endpoint.host)
-        profile = self._profile
+        """Lease the connection (dialling it if this adapter is its first user) and bind."""
+        if self._leased:
+            return  # made open by its client
+        if self._closed:
+            raise QueueStateError("the queue is closed", queue=self._queue)
+        await self._shared.acquire()
+        self._leased = True
+        try:
+            self._bind()
+        except BaseException:
+            self._leased = False
+            await self._shared.release()
+            raise
+
+    def bind(self) -> None:
+        """Lease the (open) connection and bind, with no I/O: a client's adapter."""
+        self._shared.lease_now()
+        self._leased = True
+        try:
+            self._bind()
+        except BaseException:
+            self._leased = False
+            self._shared.release_now()
+            raise
+
+    def _bind(self) -> None:
+        """The queue and address the entity maps to on this broker; join the connection."""
+        profile = self.profile
+        entity = self._entity
         if self._dead_letters_of is not None:
             dlq = profile.dead_letter_queue(self._dead_letters_of)
             if dlq is None:
@@ -169,109 +219,56 @@ class ProtonAdapter:
                     "consume it by its address with JobQueue.from_url(..., address=...)",
                     queue=self._dead_letters_of,
                 )
-            self._queue = self._supervisor.queue = dlq
+            self._queue = dlq
+        elif entity.kind == SUBSCRIPTION:
+            assert entity.topic is not None
+            self._queue = profile.subscription_queue(entity.topic, entity.name)
+        elif entity.kind == TOPIC and self._address is None:
+            self._address = profile.topic_address(entity.name, self._options.routing_key)
         if self._address is None:
             self._address = profile.queue_address(self._queue)
-        vhost = self._options.vhost
-        if vhost is not None and self._options.broker is None and not is_rabbitmq(profile):
-            log.warning(
-                "%s is %s, not RabbitMQ, yet the virtual host went in RabbitMQ's form (%r); "
-                "pass broker=%r to send %r",
-                self._endpoint.display,
-                profile.product,
-                open_hostname(self._endpoint.host, vhost, None),
-                profile.name,
-                vhost,
-            )
-        self._supervisor.opened()
-        log.debug("connected to %s (%s)", self._endpoint.display, profile.product)
+        self._shared.join(self)
 
-    def _new_connection(self) -> ClientConnection:
-        endpoint = self._endpoint
-        options = self._options
-        user = endpoint.username
-        password = endpoint.password.reveal() if endpoint.password is not None else None
-        tls = options.tls if options.tls is not None else (TLSConfig() if endpoint.tls else None)
-        if tls is not None and tls.cert is not None and user is None:
-            mechanisms = "EXTERNAL"
-        elif user is not None:
-            mechanisms = "PLAIN"
-        else:
-            mechanisms = "ANONYMOUS"
-        if mechanisms == "PLAIN" and tls is None and not is_loopback(endpoint.host):
-            if not options.allow_plaintext_password:
-                raise InvalidSetting(
-                    f"refusing to send a password to {endpoint.display} without TLS: use "
-                    "amqps://, or pass allow_plaintext_password=True on a trusted network",
-                    queue=self._queue,
-                )
-            log.warning(
-                "sending a password to %s without TLS (allow_plaintext_password=True)",
-                endpoint.display,
-            )
-        connection = ClientConnection(
-            host=endpoint.host,
-            port=endpoint.port,
-            ssl_context=_ssl_context(tls) if tls is not None else None,
-            server_hostname=(tls.server_hostname or endpoint.host) if tls is not None else None,
-            container_id=self._container_id,
-            user=user,
-            password=password,
-            mechanisms=mechanisms,
-            virtual_host=open_hostname(endpoint.host, options.vhost, options.broker),
-            idle_timeout=60.0,
-            properties={"product": "amqp1q", "version": __version__},
-            queue=self._queue,
-        )
-        connection.not_found_hint = self.not_found_hint
-        return connection
+    # -- the shared connection's calls ----------------------------------------------------------
 
-    def not_found_hint(self, address: str) -> str:
-        """How to declare what is missing at ``address``, for a QueueNotFound's message."""
-        return declare_hint(
-            self._profile,
-            address,
-            queue=self._queue,
-            vhost=self._options.vhost,
-            host=self._endpoint.host,
-        )
-
-    # -- the supervisor's calls (see _supervisor) ------------------------------------------------
-
-    def _lost(self, error: Amqp1qError) -> None:
+    def connection_lost(self, error: Amqp1qError) -> None:
         self._publisher.fail(error)
 
-    async def _reattach(self) -> None:
+    async def reattach(self) -> None:
         for receiver in list(self._receivers):
             await receiver.reattach()
 
-    def _give_up(self, error: Amqp1qError) -> None:
+    def connection_gave_up(self, error: Amqp1qError) -> None:
         for receiver in list(self._receivers):
             receiver.connection_failed(error)
 
     async def wait_connected(self) -> ClientConnection:
         """The live connection, once there is one (raise if re-dialling gave up)."""
-        return await self._supervisor.wait_connected()
+        return await self._shared.wait_connected()
 
     async def close(self) -> None:
-        """Detach every link, then close the connection: at most two :attr:`close_timeout`
-        waits for a broker that stops answering, however many consumers there are.
+        """Detach this adapter's links, then give its lease back (the last closes the
+        connection): at most two :attr:`close_timeout` waits for a broker that stops
+        answering, however many consumers there are.
 
-        Not shielded here: the facade shields and bounds it. Cut short by cancellation, it
-        aborts the socket before the cancellation goes on.
+        Not shielded here: the facade shields and bounds it. Cut short by cancellation, the
+        lease goes at once (the last one aborting the socket) before the cancellation goes on.
         """
-        supervisor = self._supervisor
-        connection = supervisor.current
+        if self._closed:
+            return
+        self._closed = True
+        self._shared.leave(self)
         try:
-            connection = await supervisor.stop()  # (a re-dial may have made a new one)
             await self._close_receivers()
             self._publisher.close()
-            if connection is not None:
-                await connection.close(self.close_timeout)
         except BaseException:
-            if connection is not None:
-                connection.abort()  # never leave the socket open behind an unfinished close
+            if self._leased:
+                self._leased = False
+                self._shared.release_now()
             raise
+        if self._leased:
+            self._leased = False
+            await self._shared.release()
 
     async def _close_receivers(self) -> None:
         """Close the receivers together: each waits (bounded) for its detach to be answered,
@@ -291,14 +288,30 @@ class ProtonAdapter:
 
     async def verify(self) -> None:
         """Raise QueueNotFound unless the broker has the queue: attach the link a push uses
-        (on RabbitMQ 3.x, after a credit-less receiver probe), and keep it for the pushes."""
+        (on RabbitMQ 3.x, after a credit-less receiver probe), and keep it for the pushes; a
+        subscription, with a credit-less receiver."""
+        if self._entity.kind == SUBSCRIPTION:
+            connection = await self.wait_connected()
+            probe = await connection.attach_receiver(self.address, queue=self._queue)
+            probe.close()
+            return
         publisher = self._publisher
         await publisher.sender(publisher.push_address())
 
     # -- push (see _publishing) -----------------------------------------------------------------
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+        if self._entity.kind == SUBSCRIPTION:
+            return [self._no_push(job) for job in jobs]
         return await self._publisher.send(jobs, default_priority)
+
+    def _no_push(self, job: Job) -> SendResult:
+        return UnsupportedFeature(
+            f"jobs are pushed to the topic {self._entity.topic!r}, not to one of its "
+            "subscriptions: use client.topic(NAME)",
+            queue=self._queue,
+            job_id=job.id,
+        )
 
     async def republish(
         self, job: Job, queue: str, *, attempt: int, extra_properties: Mapping[str, Any]
@@ -316,6 +329,12 @@ class ProtonAdapter:
     # -- consume --------------------------------------------------------------------------------
 
     def receiver(self, *, auto_ack: bool) -> ProtonReceiver:
+        if self._entity.kind == TOPIC:
+            raise UnsupportedFeature(
+                f"a topic is consumed through its subscriptions: use "
+                f"client.subscription({self._entity.name!r}, NAME)",
+                queue=self._queue,
+            )
         receiver = ProtonReceiver(self, auto_ack=auto_ack)
         self._receivers.add(receiver)
         return receiver
@@ -330,6 +349,12 @@ class ProtonAdapter:
         return operations_for(self)
 
     def dead_letter_adapter(self) -> ProtonAdapter:
+        """The dead-letter queue's adapter, on the same connection."""
+        if self._entity.kind == TOPIC:
+            raise UnsupportedFeature(
+                "a topic has no dead-letter queue; its subscriptions each have one",
+                queue=self._queue,
+            )
         return ProtonAdapter(
             self._endpoint,
             self._options,
@@ -337,15 +362,5 @@ class ProtonAdapter:
             dead_letters_of=self._queue,
             window=self._publisher.window,
             close_timeout=self.close_timeout,
+            shared=self._shared,
         )
-
-
-def _ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=tls.root_ca)
-    if tls.cert is not None:
-        context.load_cert_chain(tls.cert, tls.key)
-    if tls.insecure_skip_verify:
-        log.warning("TLS certificate verification is off (insecure_skip_verify=True)")
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

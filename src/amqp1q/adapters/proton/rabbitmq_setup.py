@@ -8,7 +8,11 @@ at deploy time, or by ``amqp1q setup-rabbitmq``):
 - ``QUEUE.dlq``: where dead-lettered jobs go (amqp1q re-publishes them there, with the reason);
 - exchanges and queues ``amqp1q.delay.7`` ... ``amqp1q.delay.31``: a delayed job waits in the
   queue for its delay's power-of-two bucket, with a per-message TTL, and expires back to its
-  queue through the default exchange.
+  queue through the default exchange;
+- a topic (:meth:`RabbitMQManagement.setup_topic`): the ``topic`` exchange ``TOPIC`` and, per
+  subscription ``S``, the job queue ``TOPIC.S`` (with ``TOPIC.S.dlq``) bound to it with ``#``:
+  every job pushed to ``client.topic(TOPIC)`` is copied to each, and
+  ``client.subscription(TOPIC, S)`` consumes one.
 
 Everything is idempotent. Only the standard library is used (a blocking call made once, not
 on the hot path): call it before starting the event loop, or in a thread.
@@ -21,6 +25,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any, Final
 
 from ..._errors import ConnectFailed, InvalidSetting
@@ -29,6 +34,7 @@ from ._brokers import (
     RABBITMQ_DELAY_EXCHANGE_PREFIX,
     RABBITMQ_DELAY_MAX_BUCKET,
     RABBITMQ_DELAY_MIN_BUCKET,
+    SUBSCRIPTION_QUEUE_FORM,
 )
 
 __all__ = ["DEFAULT_MANAGEMENT_URL", "RabbitMQManagement"]
@@ -65,6 +71,31 @@ class RabbitMQManagement:
             arguments["x-max-priority"] = max_priority
         self.declare_queue(queue, arguments=arguments)
         self.declare_queue(f"{queue}.dlq")
+
+    def setup_topic(
+        self,
+        topic: str,
+        subscriptions: Iterable[str],
+        *,
+        max_priority: int = DEFAULT_MAX_PRIORITY,
+        binding_key: str = "#",
+    ) -> None:
+        """Declare the ``topic`` exchange ``topic`` and, for each subscription, the job queue
+        ``topic.SUBSCRIPTION`` (and its ``.dlq``) bound to it with ``binding_key``."""
+        self.declare_exchange(topic, "topic")
+        for subscription in subscriptions:
+            queue = SUBSCRIPTION_QUEUE_FORM.format(topic=topic, subscription=subscription)
+            self.setup_job_queue(queue, max_priority=max_priority)
+            self.bind(topic, queue, binding_key)
+
+    def delete_exchange(self, name: str) -> None:
+        self._call("DELETE", f"/exchanges/{self._vhost}/{_q(name)}", missing_ok=True)
+
+    def connections(self) -> list[dict[str, Any]]:
+        """The broker's connections (RabbitMQ 3.x lists an AMQP 1.0 connection once per
+        session, each entry named by the client's address and port)."""
+        result = self._call("GET", "/connections")
+        return result if isinstance(result, list) else []
 
     def setup_delays(self) -> None:
         """Declare the delay buckets every delayed push and delayed retry goes through."""

@@ -36,6 +36,10 @@ Modules, each with one job:
   received message -> ``Incoming``;
 - ``_errors``: the SDK's exceptions -> amqp1q's, for opening, pushing and settling;
 - ``_sending``: the outbox, coalescing concurrent pushes into batches under the size limit;
+  ``_outboxes``: an adapter's outboxes (its entity's, and one per ``Job(to=...)``
+  destination) and what goes through them;
+- ``_shared_client``: the ``ServiceBusClient`` many adapters share (``amqp1q.connect``'s
+  backend); ``_entities``: queues, topics and subscriptions;
 - ``_reconnect``: replacing a failed sender or receiver, and the connection state;
 - ``_locks``: a held message's lock deadline, the renewer, and :func:`lock_scope`;
 - ``_receiving``: one consumer's receiver: the credit pump, lock renewal, settlements;

@@ -118,7 +118,9 @@ class ServiceBusOperations:
     async def cancel_scheduled(self, receipt: Receipt) -> bool:
         if receipt.sequence_number is None:
             return False
-        sender = self._adapter.scheduling_sender()
+        adapter = self._adapter
+        to = None if receipt.queue == adapter.queue else receipt.queue
+        sender = await adapter.scheduling_sender(to)
         try:
             await sender.cancel_scheduled_messages(receipt.sequence_number)
         except sb_errors.MessageNotFoundError:

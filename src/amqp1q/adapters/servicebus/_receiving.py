@@ -85,6 +85,11 @@ class QueueReceiver:
         self._generation = 0  # how many SDK receivers were opened in place of failed ones
         self._failure: Amqp1qError | None = None  # why the consumer stopped: receive raises it
 
+    @property
+    def connected(self) -> bool:
+        """Whether this consumer holds an open SDK receiver (its own AMQP connection)."""
+        return self._sdk is not None and not self._closed
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -324,8 +329,9 @@ class QueueReceiver:
             )
         if outcome is Outcome.RETRY and not settlement.delay:
             return self._apply(incoming, sdk.abandon_message(message))
-        if self._adapter.is_dead_letter_queue:
-            # No pushes to a dead-letter queue: abandon (the broker counts an attempt).
+        if not self._adapter.can_resend:
+            # No pushes to a dead-letter queue (nor to one subscription of a topic): abandon
+            # (the broker counts an attempt).
             return self._apply(incoming, sdk.abandon_message(message))
         attempt = incoming.attempt + 1 if outcome is Outcome.RETRY else incoming.attempt
         return self._resend_then_complete(incoming, message, attempt, settlement.delay)
@@ -402,7 +408,7 @@ class QueueReceiver:
         if delivery.lost is not None:
             return
         incoming = to_incoming(delivery.message, delivery)
-        if self._adapter.is_dead_letter_queue:
+        if not self._adapter.can_resend:
             await sdk.abandon_message(delivery.message)
         else:
             await self._resend_then_complete(incoming, delivery.message, incoming.attempt, None)

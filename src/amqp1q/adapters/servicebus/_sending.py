@@ -43,7 +43,7 @@ class Outbox:
 
     def __init__(
         self,
-        sender: ServiceBusSender,
+        sender: ServiceBusSender | None,
         queue: str,
         *,
         supervisor: Supervisor,
@@ -83,6 +83,17 @@ class Outbox:
                 await self._send_one_batch()
             self._idle.set()
 
+    async def ensure_sender(self) -> ServiceBusSender:
+        """The sender, opened on first use when the outbox was made without one (a client's
+        queue links up on its first push); raise the mapped error if it cannot open."""
+        sender = self.sender
+        if sender is None:
+            async with self._replacing:
+                if self.sender is None:
+                    self.sender = await self._connect()
+                sender = self.sender
+        return sender
+
     def _batch_limit(self) -> int | None:
         # The SDK sizes batches by the vendor batch limit, which may exceed the link's
         # max-message-size (a broker with a small limit would refuse the whole batch).
@@ -102,7 +113,12 @@ class Outbox:
         failure; resolve or fail its messages' futures."""
         taken: list[_Entry] | None = None
         while True:
-            sender = self.sender
+            try:
+                sender = await self.ensure_sender()
+            except Amqp1qError as refused:
+                _fail([*(taken or []), *self._pending], refused)
+                self._pending.clear()
+                return
             try:
                 batch = await sender.create_message_batch(self._batch_limit())
                 if taken is None:
@@ -168,7 +184,10 @@ class Outbox:
         """Schedule ``messages`` for ``due``: their sequence numbers, or one error each; again
         on a fresh sender after a transient failure."""
         while True:
-            sender = self.sender
+            try:
+                sender = await self.ensure_sender()
+            except Amqp1qError as refused:
+                return [refused] * len(messages)
             try:
                 numbers = await sender.schedule_messages(messages, due)
             except Exception as exc:
@@ -202,6 +221,7 @@ class Outbox:
                 task.add_done_callback(self._closing.discard)
                 what = f"sending to {self._queue!r}"
                 self.sender = await self._supervisor.redial(what, self._connect, cause)
+            assert self.sender is not None
             return self.sender
 
     async def close(self) -> None:
@@ -217,7 +237,8 @@ class Outbox:
         self._pending.clear()
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=CLOSE_TIMEOUT)
-        await close_quietly(self.sender)
+        if self.sender is not None:
+            await close_quietly(self.sender)
 
 
 def _fail(entries: list[_Entry], error: Amqp1qError) -> None:

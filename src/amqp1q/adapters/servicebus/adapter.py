@@ -8,7 +8,6 @@ for :meth:`ServiceBusAdapter.from_credential` are adapted in :mod:`._sdk`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import logging
@@ -16,37 +15,34 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ..._adapter import Incoming, SendResult, ServerFacts
+from ..._adapter import SUBSCRIPTION, Entity, Incoming, SendResult, ServerFacts
 from ..._errors import (
     Amqp1qError,
     InvalidSetting,
-    InvalidURL,
     QueueStateError,
     UnsupportedFeature,
 )
-from ..._job import Job, Receipt, new_job_id
+from ..._job import Job, new_job_id
 from ..._policy import ReconnectPolicy
 from ..._properties import job_properties
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
-
-if TYPE_CHECKING:
-    from ._inspect import ServiceBusOperations
+from ._entities import entity_path, push_refusal, refuse_topic, sdk_receiver
 from ._mapping import message_for, to_message, to_roadrunner_message
+from ._outboxes import Outboxes
 from ._receiving import QueueReceiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
 from ._sdk import (
-    CLOSE_TIMEOUT,
     ServiceBusClient,
     ServiceBusMessage,
-    ServiceBusReceiveMode,
     ServiceBusReceiver,
     ServiceBusSender,
-    ServiceBusSubQueue,
     async_credential,
-    make_client,
 )
-from ._sending import Outbox
+from ._shared_client import SharedClient, client_settings
+
+if TYPE_CHECKING:
+    from ._inspect import ServiceBusOperations
 
 __all__ = [
     "DEAD_LETTER_SUFFIX",
@@ -69,7 +65,8 @@ DEFAULT_SOCKET_TIMEOUT: Final = 0.02
 
 
 class ServiceBusAdapter:
-    """One Service Bus queue through azure-servicebus's asyncio client.
+    """One Service Bus queue (or topic, or subscription) through azure-servicebus's asyncio
+    client, on an SDK client it shares (:mod:`._shared_client`).
 
     ``ServiceBusAdapter(endpoint, queue)`` from a parsed connection string (what ``from_url``
     does), or :meth:`from_connection_string` / :meth:`from_credential`. Keyword settings:
@@ -115,6 +112,8 @@ class ServiceBusAdapter:
         reconnect: ReconnectPolicy | None = ReconnectPolicy(),  # noqa: B008 - frozen
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         dead_letters_of: str | None = None,
+        shared: SharedClient | None = None,
+        node: Entity | None = None,
     ) -> None:
         if endpoint is None and (credential is None or not fully_qualified_namespace):
             raise InvalidSetting(
@@ -129,10 +128,8 @@ class ServiceBusAdapter:
         if receive_wait <= 0:
             raise InvalidSetting(f"receive_wait must be > 0, got {receive_wait!r}")
         self._endpoint = endpoint
-        self._credential = credential
-        self._namespace = fully_qualified_namespace
-        self._emulator = emulator or (endpoint is not None and endpoint.emulator)
-        self._entity = name
+        self._node = node if node is not None else Entity.queue(name)
+        self._entity = name = entity_path(self._node)
         self._dead_letters_of = dead_letters_of
         self.ignore_priority = ignore_priority
         self.wire_format = check_wire_format("wire_format", wire_format)
@@ -140,21 +137,29 @@ class ServiceBusAdapter:
         self.max_lock_renewal = max_lock_renewal
         self.receive_wait = receive_wait
         self.socket_timeout = socket_timeout
-        if retry_total is None:  # amqp1q re-dials itself: the SDK's retries only slow it down
-            retry_total = 0 if reconnect is not None else 3
-        self._client_kwargs: dict[str, Any] = {
-            "retry_total": retry_total,
-            "retry_backoff_factor": retry_backoff_factor,
-            "retry_backoff_max": retry_backoff_max,
-            **(client_options or {}),
-        }
-        self._client: ServiceBusClient | None = None
-        self._outbox: Outbox | None = None
+        if shared is None:
+            settings = client_settings(
+                reconnect,
+                retry_total=retry_total,
+                retry_backoff_factor=retry_backoff_factor,
+                retry_backoff_max=retry_backoff_max,
+                client_options=client_options,
+            )
+            shared = SharedClient(
+                endpoint,
+                credential=credential,
+                namespace=fully_qualified_namespace,
+                emulator=emulator,
+                settings=settings,
+            )
+        self._shared = shared
+        self._leased = False
         self._receivers: set[QueueReceiver] = set()
         self._closed = False
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
         self.supervisor = self._new_supervisor()
+        self._outboxes = self._new_outboxes()
 
     def _new_supervisor(self) -> Supervisor:
         return Supervisor(
@@ -216,9 +221,9 @@ class ServiceBusAdapter:
         traces and metrics (AMQP over TLS: 5671)."""
         endpoint = self._endpoint
         if endpoint is not None:
-            server = endpoint.host, endpoint.port or (5672 if self._emulator else 5671)
+            server = endpoint.host, endpoint.port or (5672 if self._shared.emulator else 5671)
         else:
-            server = str(self._namespace), 5671
+            server = str(self._shared.namespace), 5671
         return ServerFacts("servicebus", server)
 
     @property
@@ -228,7 +233,7 @@ class ServiceBusAdapter:
             if self._endpoint.entity_path != self._entity:
                 text += f" (queue {self._entity})"
         else:
-            text = f"sb://{self._namespace}/{self._entity}"
+            text = f"sb://{self._shared.namespace}/{self._entity}"
         if self._dead_letters_of is not None:
             text += " [dead letters]"
         return text
@@ -249,107 +254,102 @@ class ServiceBusAdapter:
 
     @property
     def client(self) -> ServiceBusClient:
-        if self._client is None:
-            raise QueueStateError("the queue is not open", queue=self.queue)
-        return self._client
+        return self._shared.client
+
+    def _make_client(self) -> ServiceBusClient:
+        return self._shared.make_client()
+
+    @property
+    def connections(self) -> int:
+        """The SDK's connections this adapter holds: its senders' and receivers'."""
+        return self._outboxes.senders + sum(1 for r in self._receivers if r.connected)
+
+    @property
+    def can_resend(self) -> bool:
+        """Whether a settlement may push a copy back (not to a dead-letter queue, nor to a
+        subscription: a copy would go to the topic, and to every subscription)."""
+        return self._dead_letters_of is None and self._node.kind != SUBSCRIPTION
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def _make_client(self) -> ServiceBusClient:
-        return make_client(
-            self._endpoint,
-            credential=self._credential,
-            namespace=self._namespace,
-            emulator=self._emulator,
-            options=self._client_kwargs,
-        )
-
     async def open(self) -> None:
+        if self._leased:
+            return  # made open by its client
         if self._closed:
             raise QueueStateError("the adapter is closed", queue=self.queue)
-        try:
-            self._client = self._make_client()
-        except ValueError as exc:  # what the SDK refuses that parse_url let through
-            raise InvalidURL(
-                f"azure-servicebus refused the connection string {self.display}: {exc}",
-                queue=self.queue,
-            ) from None
-        if self._dead_letters_of is not None:
-            return  # nothing is pushed to a dead-letter queue; receivers connect on their own
+        await self._shared.acquire()
+        self._leased = True
+        self._shared.join(self)
+        if not self._pushes:
+            return  # nothing is pushed here; receivers connect on their own
         sender = await self._connect_sender()
         self.supervisor.connected_once = True
-        self._outbox = Outbox(
-            sender, self._entity, supervisor=self.supervisor, connect=self._connect_sender
-        )
+        self._outboxes.open(sender)
         log.debug("connected to %s", self.display)
 
-    async def verify(self) -> None:
-        """Nothing to do: :meth:`open` attached the queue's sender, which Service Bus refuses
-        for a missing queue (QueueNotFound); a dead-letter queue exists with its queue."""
+    def bind(self) -> None:
+        """Lease the (open) SDK client, with no I/O: a client's adapter, whose sender opens on
+        its first push."""
+        self._shared.lease_now()
+        self._leased = True
+        self._shared.join(self)
+        if self._pushes:
+            self._outboxes.open(None)
 
-    async def _connect_sender(self) -> ServiceBusSender:
-        """A fresh, open SDK sender (raise the mapped error, having closed it, if it fails)."""
-        sender = self.client.get_queue_sender(self._entity, socket_timeout=self.socket_timeout)
-        return await open_fresh(sender, queue=self.queue, display=self.display)
+    @property
+    def _pushes(self) -> bool:
+        return self._dead_letters_of is None and self._node.kind != SUBSCRIPTION
+
+    def _new_outboxes(self) -> Outboxes:
+        outboxes = Outboxes(
+            self._entity, self.queue, supervisor=self.supervisor, connect=self._connect_sender
+        )
+        outboxes.refusal = push_refusal(self._node, dead_letters=self._dead_letters_of is not None)
+        return outboxes
+
+    async def verify(self) -> None:
+        """Raise QueueNotFound unless the entity exists: its sender is attached (by
+        :meth:`open` already, for a ``from_url`` queue), which Service Bus refuses for a
+        missing one; a dead-letter queue exists with its queue."""
+        if self._pushes:
+            await self._outboxes.get().ensure_sender()
+
+    async def _connect_sender(self, entity: str | None = None) -> ServiceBusSender:
+        """A fresh, open SDK sender to this entity (or ``entity``: a job's ``to``); raise the
+        mapped error, having closed it, if it fails. A topic's sender is a queue's on the wire
+        (a link to the entity's path)."""
+        sender = self.client.get_queue_sender(
+            entity or self._entity, socket_timeout=self.socket_timeout
+        )
+        return await open_fresh(sender, queue=entity or self.queue, display=self.display)
 
     async def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         self.supervisor.close()
+        self._shared.leave(self)
         for receiver in list(self._receivers):
             with contextlib.suppress(Exception):
                 await receiver.close()
-        outbox, self._outbox = self._outbox, None
-        if outbox is not None:
-            await outbox.close()
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
-            except (Exception, asyncio.TimeoutError):
-                log.debug("closing the Service Bus client failed", exc_info=True)
+        await self._outboxes.close()
+        if self._leased:
+            self._leased = False
+            await self._shared.release()
 
     # -- push -----------------------------------------------------------------------------------
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(jobs)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        immediate: list[tuple[int, ServiceBusMessage]] = []
-        scheduled: dict[datetime.datetime, list[tuple[int, ServiceBusMessage]]] = {}
+        outgoing: list[tuple[Job, ServiceBusMessage]] = []
+        refused: dict[int, SendResult] = {}
         for index, job in enumerate(jobs):
             refusal = self._check(job, default_priority)
             if refusal is not None:
-                results[index] = refusal
-                continue
-            if job.delay:
-                due = now + datetime.timedelta(seconds=job.delay)
-                scheduled.setdefault(due, []).append((index, self._to_message(job)))
+                refused[index] = refusal
             else:
-                immediate.append((index, self._to_message(job)))
-        outbox = self._outbox_or_fail()
-        futures = outbox.submit([message for _, message in immediate])
-        for due, entries in scheduled.items():
-            messages = [m for _, m in entries]
-            numbers = await outbox.schedule(messages, due, jobs[entries[0][0]].id)
-            for (index, _), number in zip(entries, numbers, strict=True):
-                job = jobs[index]
-                if isinstance(number, Amqp1qError):
-                    results[index] = number
-                else:
-                    results[index] = Receipt(job.id, self.queue, sequence_number=number)
-        for (index, _), future in zip(immediate, futures, strict=True):
-            job = jobs[index]
-            try:
-                await future
-            except Amqp1qError as exc:
-                exc.job_id = exc.job_id or job.id
-                results[index] = exc
-            else:
-                results[index] = Receipt(job.id, self.queue)
-        done: list[SendResult] = []
-        for result in results:
-            assert result is not None, "every job has a result by now"
-            done.append(result)
-        return done
+                outgoing.append((job, self._to_message(job)))
+        sent = iter(await self._outboxes.push(outgoing))
+        return [refused[i] if i in refused else next(sent) for i in range(len(jobs))]
 
     def _to_message(self, job: Job, attempt: int = 1) -> ServiceBusMessage:
         if self.wire_format == ROADRUNNER:
@@ -369,16 +369,6 @@ class ServiceBusAdapter:
             )
         return None
 
-    def _outbox_or_fail(self) -> Outbox:
-        if self._dead_letters_of is not None:
-            raise UnsupportedFeature(
-                "Service Bus takes no pushes to a dead-letter queue", queue=self.queue
-            )
-        outbox = self._outbox
-        if outbox is None:
-            raise QueueStateError("the queue is not open", queue=self.queue)
-        return outbox
-
     async def resend(self, incoming: Incoming, *, attempt: int, delay: float | None) -> None:
         """Push a copy of a received job (a release, or a retry with delay); raises on failure."""
         scheduled_at = None
@@ -397,16 +387,12 @@ class ServiceBusAdapter:
                 job_properties(incoming.headers, attempt=attempt),
                 None,
             )
-        if scheduled_at is not None:
-            [result] = await self._outbox_or_fail().schedule([message], scheduled_at, incoming.id)
-            if isinstance(result, Amqp1qError):
-                raise result
-            return
-        await self._outbox_or_fail().submit([message])[0]
+        await self._outboxes.resend(message, scheduled_at, incoming.id)
 
     # -- consume --------------------------------------------------------------------------------
 
     def receiver(self, *, auto_ack: bool) -> QueueReceiver:
+        refuse_topic(self._node, self.queue, what="consume")
         receiver = QueueReceiver(self, auto_ack=auto_ack)
         self._receivers.add(receiver)
         return receiver
@@ -415,19 +401,13 @@ class ServiceBusAdapter:
         self._receivers.discard(receiver)
 
     def open_sdk_receiver(self, *, auto_ack: bool) -> ServiceBusReceiver:
-        mode = (
-            ServiceBusReceiveMode.RECEIVE_AND_DELETE
-            if auto_ack
-            else ServiceBusReceiveMode.PEEK_LOCK
+        return sdk_receiver(
+            self.client,
+            self._node,
+            dead_letters=self._dead_letters_of is not None,
+            auto_ack=auto_ack,
+            socket_timeout=self.socket_timeout,
         )
-        options: dict[str, Any] = {
-            "receive_mode": mode,
-            "prefetch_count": 0,
-            "socket_timeout": self.socket_timeout,
-        }
-        if self._dead_letters_of is not None:
-            options["sub_queue"] = ServiceBusSubQueue.DEAD_LETTER
-        return self.client.get_queue_receiver(self._entity, **options)
 
     @property
     def is_dead_letter_queue(self) -> bool:
@@ -439,17 +419,20 @@ class ServiceBusAdapter:
 
         return ServiceBusOperations(self)
 
-    def scheduling_sender(self) -> ServiceBusSender:
-        """The sender pushes go through (scheduled jobs are cancelled on it)."""
-        return self._outbox_or_fail().sender
+    async def scheduling_sender(self, to: str | None = None) -> ServiceBusSender:
+        """The sender that pushes to ``to`` (else to this entity) go through: a job scheduled
+        on it is cancelled on it."""
+        return await self._outboxes.get(to).ensure_sender()
 
     def dead_letter_adapter(self) -> ServiceBusAdapter:
+        """The dead-letter queue's adapter, on the same SDK client."""
+        refuse_topic(self._node, self.queue, what="dead-letter")
         other = ServiceBusAdapter.__new__(ServiceBusAdapter)
         other.__dict__.update(self.__dict__)
-        other._client = None
-        other._outbox = None
+        other._leased = False
         other._receivers = set()
         other._closed = False
         other._dead_letters_of = self._entity
         other.supervisor = other._new_supervisor()
+        other._outboxes = other._new_outboxes()
         return other
