@@ -74,6 +74,16 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> 
         await asyncio.sleep(0.3)
 
 
+def source(driver: Any) -> str:
+    """The page's HTML, or "" while a navigation is under way."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return str(driver.page_source)
+    except WebDriverException:
+        return ""
+
+
 def cell(driver: Any, queue: str, kind: str) -> str:
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
@@ -132,13 +142,17 @@ async def test_dashboard_shows_counts_and_replays_dead_letters(browser: Any) -> 
 
                 link = browser.find_element(By.CSS_SELECTOR, "tr[data-queue='emails'] td a")
                 await asyncio.to_thread(link.click)
+                # a click that navigates returns before the next page has loaded: wait for it
+                await until(lambda: "550 mailbox u0 unavailable" in source(browser), "reasons")
                 reasons = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "td.reason")]
                 assert reasons == ["smtp refused", "smtp refused"]
                 assert "550 mailbox u0 unavailable" in browser.page_source
                 await asyncio.to_thread(browser.find_element(By.ID, "replay").click)
-                assert "Replay the dead letters of emails?" in browser.page_source
+                await until(
+                    lambda: "Replay the dead letters of emails?" in source(browser), "the confirm step"
+                )
                 await asyncio.to_thread(browser.find_element(By.ID, "confirm").click)
-                assert "replayed 2 job(s)" in browser.page_source
+                await until(lambda: "replayed 2 job(s)" in source(browser), "the replay's result")
                 assert browser.find_elements(By.CSS_SELECTOR, "tr.letter") == []
                 await asyncio.to_thread(browser.get, page)
                 await until(lambda: cell(browser, "emails", "ready") == "6", "6 ready")
