@@ -1,7 +1,8 @@
-"""``amqp1q stats``, ``peek``, ``replay`` and ``purge`` as a user runs them, against the embedded
-broker in both modes (plain, and the Service Bus emulation through the Service Bus adapter) and
-RabbitMQ: the counts match what was pushed and failed, peek prints JSON lines with the
-dead-letter reason and binary payloads as base64, and peeking takes nothing."""
+"""``amqp1q stats``, ``peek``, ``replay`` and ``purge`` (and ``push`` and ``consume``, which take
+the same ``--url``/``--queue``) as a user runs them, against the embedded broker in both modes
+(plain, and the Service Bus emulation through the Service Bus adapter) and RabbitMQ: the counts
+match what was pushed and failed, peek prints JSON lines with the dead-letter reason and binary
+payloads as base64, and peeking takes nothing."""
 
 from __future__ import annotations
 
@@ -80,6 +81,21 @@ async def exercise(url: str, queue: str, *, exact: bool = True) -> None:
 async def test_operate_the_embedded_broker() -> None:
     async with Broker() as broker:
         await exercise(broker.url, "emails")
+
+
+async def test_push_and_consume_take_the_same_url_and_queue() -> None:
+    async with Broker() as broker:
+        args = ("--url", broker.url, "--queue", "invoices")
+        code, out, err = await run_cli_async("push", *args, "--name", "bill", "--payload", "7")
+        assert code == 0, err
+        (pushed,) = out.split()
+        (stats,) = await cli("stats", *args)
+        assert (stats["queue"], stats["ready"]) == ("invoices", 1)
+        (job,) = await cli("consume", *args, "--count", "1", "--quiet")
+        assert (job["id"], job["name"], job["payload"]) == (pushed, "bill", 7)
+        (stats,) = await cli("stats", *args)
+        assert stats["ready"] == 0
+        assert (await cli("stats", "--url", broker.url, "--queue", "emails"))[0]["ready"] == 0
 
 
 @pytest.mark.slow
