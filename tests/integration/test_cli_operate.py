@@ -6,6 +6,7 @@ payloads as base64, and peeking takes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -49,16 +50,17 @@ async def exercise(url: str, queue: str, *, exact: bool = True) -> None:
                     await job.reject("bad input", "n must be even")
                 else:
                     await job.release()
-    (stats,) = await cli("stats", *args)
+    # (three readers at once, as three users may: each command pays its own connection set-up)
+    (stats,), peeked, (letter,) = await asyncio.gather(
+        cli("stats", *args), cli("peek", *args, "-n", "5"), cli("peek", *args, "--dead-letter")
+    )
     assert stats["dead_letter_queue"].startswith(queue)
     if exact:
         assert (stats["ready"], stats["dead_lettered"]) == (2, 1)
-    peeked = await cli("peek", *args, "-n", "5")
     assert {p["name"]: p["payload"] for p in peeked} == {
         "text": {"json": {"n": 1}},
         "bin": {"base64": "AAH+"},
     }
-    (letter,) = await cli("peek", *args, "--dead-letter")
     assert (letter["name"], letter["dead_letter_reason"]) == ("poison", "bad input")
     assert letter["dead_letter_description"] == "n must be even"
     assert await cli("peek", *args, "-n", "5") == peeked  # peeking took nothing
