@@ -1,8 +1,8 @@
 """RabbitMQ's management API through httpx (``_management_http``): https verified by the queue's
-own TLS settings (a trustme CA, and ``FaultProxy`` terminating TLS in front of RabbitMQ's AMQP
-and management ports), and the errors for an untrusted certificate, refused credentials (the
-password never shown), a port with nothing listening, a plain request to a TLS port, a queue
-that is gone; and a purge that counts exactly what it removed."""
+own TLS settings (a trustme CA, ``server_hostname``, and ``FaultProxy`` terminating TLS in front
+of RabbitMQ's AMQP and management ports), and the errors for an untrusted certificate, refused
+credentials (the password never shown), a port with nothing listening, a plain request to a TLS
+port, a queue that is gone; and a purge that counts exactly what it removed."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 0
 
 
-def _server_context(ca: trustme.CA) -> ssl.SSLContext:
+def _server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.issue_cert(*(names or ("127.0.0.1", "localhost"))).configure_cert(context)
     return context
 
 
@@ -112,6 +112,28 @@ async def test_an_untrusted_management_certificate_is_a_tls_error(
             assert (await queue.depth()).source == "rabbitmq-management"
     finally:
         await other.stop()
+
+
+async def test_server_hostname_is_the_name_the_management_api_is_verified_for(
+    ca: trustme.CA, ca_file: Path, rabbitmq_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = _server_context(ca, "rabbit.example")  # 127.0.0.1 is not among its names
+    amqp = await FaultProxy(*_address(RABBITMQ_URL), ssl=context).start()
+    management = await FaultProxy(*_address(RABBITMQ_MANAGEMENT_URL), ssl=context).start()
+    try:
+        monkeypatch.setenv(ENV_URL, management.url_for("https", userinfo="guest:guest"))
+        tls = TLSConfig(root_ca=ca_file, server_hostname="rabbit.example")
+        url = amqp.url_for("amqps", userinfo="guest:guest")
+        async with JobQueue.from_url(url, queue=rabbitmq_queue, tls=tls) as queue:
+            assert (await queue.depth()).source == "rabbitmq-management"
+        wrong = RabbitMQManagement(
+            management.url_for("https", userinfo="guest:guest"), tls={"root_ca": str(ca_file)}
+        )
+        with pytest.raises(TLSError, match="certificate verify failed"):
+            await anyio.to_thread.run_sync(wrong.overview)  # verified for 127.0.0.1: refused
+    finally:
+        await management.stop()
+        await amqp.stop()
 
 
 async def test_a_plain_request_to_a_tls_port_says_so(
