@@ -38,6 +38,10 @@ and the facts the facade reads (``JobQueue.health()``, ``on_state_change()``, tr
                                         returns None when applied at once (the hot path: a
                                         disposition queued on the link), or an awaitable when
                                         it needs I/O first (a re-publish, an SDK call)
+    receiver.stale(incoming)            True once a delivery can no longer be settled because the
+                                        link or connection it came on is gone (the broker has it
+                                        back and redelivers it); a consumer that holds jobs of a
+                                        group drops stale ones instead of handing them out
     receiver.drain()                    stop deliveries without closing: void the credit and
                                         release deliveries received but not yet handed out
     receiver.close()                    release deliveries received but not yet handed out;
@@ -277,6 +281,8 @@ class Receiver(Protocol):
     async def receive(self) -> Incoming | None: ...
 
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None: ...
+
+    def stale(self, incoming: Incoming) -> bool: ...
 
     async def drain(self) -> None: ...
 

@@ -313,6 +313,9 @@ class _MemoryReceiver:
             entry.seq = queue.broker.next_seq()
             queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
 
+    def stale(self, incoming: Incoming) -> bool:
+        return False  # no connection to lose
+
     async def drain(self) -> None:
         self.credit = 0
         if not self._auto_ack:
