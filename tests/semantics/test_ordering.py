@@ -1,4 +1,6 @@
-"""Ordered processing (``consume(groups=N)``, docs/ordering.md) on every backend that has it.
+"""Ordered processing (``consume(groups=N)``, docs/ordering.md): memory, the embedded broker,
+RabbitMQ (a queue with ``x-single-active-consumer``), Qpid Proton's example brokers, and Service
+Bus (sessions: expected to fail until the i14-sessions branch is merged).
 
 Ten groups of fifty jobs, pushed interleaved, handled by handlers of random duration that fail
 at random (retried by the policy, or by hand): each group's jobs must start one at a time and in
@@ -39,6 +41,8 @@ ORDERED = [
     "memory",
     "embedded",
     "rabbitmq",
+    "qpid-cpp",
+    "qpid-c",
     pytest.param("servicebus", marks=pytest.mark.xfail(strict=True, reason=SESSIONS_PENDING)),
 ]
 log = logging.getLogger(__name__)
