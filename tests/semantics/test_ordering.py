@@ -25,6 +25,7 @@ from amqp1q.testing import FaultProxy
 
 from ..conftest import RABBITMQ_URL
 from .conftest import BACKENDS, Backend
+from .helpers import take
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -196,6 +197,43 @@ async def test_jobs_without_a_group_are_each_a_group_of_their_own(ordered: Backe
                 assert job is not None
                 assert job.group is None
                 await job.ack()
+
+
+async def test_closing_gives_back_what_it_held_for_the_next_consumer(ordered: Backend) -> None:
+    """What a closing consumer held for its group's turn goes back to the broker: nothing is
+    lost, and the next consumer gets it in order where the broker puts a release back in place."""
+    queue = await ordered.make_ordered_queue("closing")
+    async with queue:
+        await queue.push_many([Job("a", {"n": n}, group="a") for n in range(4)])
+        async with queue.consume(groups=1, prefetch=4) as consumer:
+            first = await take(consumer, 1)
+            await first[0].ack()
+            second = await take(consumer, 1)
+            assert second[0].payload == {"n": 1}
+            await second[0].release()  # kept in its group; the consumer holds 1, 2 and 3
+        async with queue.consume(groups=1, prefetch=4) as consumer:
+            rest = []
+            for _ in range(3):
+                job = (await take(consumer, 1))[0]
+                rest.append(job.payload["n"])
+                await job.ack()
+    if ordered.release_keeps_order:
+        assert rest == [1, 2, 3]
+    else:  # released means re-published: to the back of the queue
+        assert sorted(rest) == [1, 2, 3]
+
+
+async def test_a_group_travels_with_its_job_in_both_wire_formats(backend: Backend) -> None:
+    for wire_format in ("amqp1q", "roadrunner"):
+        queue = await backend.make_queue(f"group-{wire_format}", wire_format=wire_format)
+        async with queue:
+            await queue.push_many([Job("grouped", {"n": 1}, group="customer-42"), Job("free")])
+            async with queue.consume() as consumer:
+                jobs = await take(consumer, 2)
+                for job in jobs:
+                    await job.ack()
+        assert {job.name: job.group for job in jobs} == {"grouped": "customer-42", "free": None}
+        assert jobs[0].to_job().group == jobs[0].group
 
 
 # -- a connection cut mid-run -------------------------------------------------------------------
