@@ -11,7 +11,9 @@ jobs handed to the application and not yet settled; ``held`` counts jobs a consu
 With ``groups=N`` a task reads the receiver into a :class:`~amqp1q._groups.Sequencer`, and jobs
 are handed out from there: a group's next once the one before is settled, N groups at most. A
 retry or release of a job in hand goes back to its group there, not to the broker (which would
-queue it behind the group's later jobs); on closing, what is held is released to the broker.
+queue it behind the group's later jobs); on closing, what is held is released to the broker. A
+job delivered again after it was acked (the ack was lost with a connection) is acked again, not
+handed out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from . import _metrics
-from ._adapter import RELEASE, Incoming, Outcome, Receiver, ServerFacts, Settlement
+from ._adapter import ACK, RELEASE, Incoming, Outcome, Receiver, ServerFacts, Settlement
 from ._errors import PayloadValidationError, QueueStateError
 from ._groups import Sequencer
 from ._policy import INVALID_PAYLOAD, NOT_RETRIED
@@ -216,11 +218,30 @@ class Consumer:
                 if incoming is None:
                     return
                 self._granted -= 1
-                sequencer.add(incoming)
+                if sequencer.seen(incoming):
+                    await self._ack_again(incoming)
+                else:
+                    sequencer.add(incoming)
         except Exception as exc:  # the receiver failed for good: the next receive raises it
             self._pump_error = exc
         finally:
             sequencer.end()
+
+    async def _ack_again(self, incoming: Incoming) -> None:
+        """A job acked before, delivered again (its ack was lost with a connection): acked, not
+        handed out, where it would run after its group's later jobs."""
+        log.info(
+            "job %s was delivered again after it was acked; acked again",
+            incoming.id,
+            extra={"queue": self.queue_name, "job_id": incoming.id},
+        )
+        try:
+            pending = self._receiver.settle(incoming, ACK)
+            if pending is not None:
+                await _wait(pending)
+        except Exception:  # its link died too: the broker delivers it again
+            log.debug("could not ack job %s again", incoming.id, exc_info=True)
+        self._top_up()
 
     async def _take_in_order(self, sequencer: Sequencer, timeout: float | None) -> Incoming | None:
         loop = asyncio.get_running_loop()
@@ -374,6 +395,8 @@ class Consumer:
             self._left_hand()
             if sequencer is not None:
                 sequencer.done(incoming)
+        if sequencer is not None and settlement.outcome is Outcome.ACK:
+            sequencer.acked(incoming)
         self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
         if started is not None:
             _metrics.settled(queue, settlement.outcome, by_policy, started, None)

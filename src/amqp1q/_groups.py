@@ -11,6 +11,11 @@ the group's later jobs: it goes back to the head of its group here, and is hande
 its delay has passed (the group waits: it stays in hand meanwhile). Everything the sequencer holds
 is counted by :attr:`Sequencer.held`, and counts against the consumer's prefetch.
 
+A job the broker delivers again after this consumer acked it (the ack was lost with a connection
+cut) is acked again rather than handed out: handed out, it would run after its group's later jobs.
+The sequencer remembers the ids of the last :data:`REMEMBERED` jobs acked for that
+(:meth:`Sequencer.acked`, :meth:`Sequencer.seen`; jobs without an id are not remembered).
+
 A delivery whose link died while it was held is *stale* (``Receiver.stale``): the broker has it
 back and redelivers it, so it is dropped rather than handed out (with its group's later jobs from
 the same link: they come back after it).
@@ -21,10 +26,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from typing import Final
 
 from ._adapter import Incoming
 
-__all__ = ["Sequencer"]
+__all__ = ["REMEMBERED", "Sequencer"]
+
+#: How many acked job ids a sequencer remembers, to ack a redelivered one again.
+REMEMBERED: Final = 4096
 
 
 def _key(incoming: Incoming) -> Hashable:
@@ -36,6 +45,7 @@ class Sequencer:
     """Per-group order over a stream of deliveries (see the module docstring)."""
 
     __slots__ = (
+        "_acked",
         "_busy",
         "_changed",
         "_delayed",
@@ -62,6 +72,8 @@ class Sequencer:
         self._ended = False
         #: Jobs held (received, not in hand): they count against the prefetch.
         self.held = 0
+        #: The ids of the jobs acked last, oldest first (a dict as an ordered set).
+        self._acked: dict[str, None] = {}
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -155,6 +167,17 @@ class Sequencer:
         self._busy.discard(key)
         self._ready.appendleft(key)
         self._changed.set()
+
+    def acked(self, incoming: Incoming) -> None:
+        """A job in hand was acked: remember its id."""
+        if incoming.id:
+            self._acked[incoming.id] = None
+            if len(self._acked) > REMEMBERED:
+                del self._acked[next(iter(self._acked))]
+
+    def seen(self, incoming: Incoming) -> bool:
+        """True for a job this consumer acked already (the broker did not get the ack)."""
+        return bool(incoming.id) and incoming.id in self._acked
 
     # -- closing --------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 
 from amqp1q import Headers, InvalidSetting, JobQueue
 from amqp1q._adapter import Incoming
-from amqp1q._groups import Sequencer
+from amqp1q._groups import REMEMBERED, Sequencer
 
 pytestmark = pytest.mark.anyio
 
@@ -86,3 +86,17 @@ async def test_groups_need_settling_by_hand() -> None:
         with pytest.raises(InvalidSetting, match="groups"):
             queue.consume(groups=0)
         assert "groups=3" in repr(queue.consume(groups=3))
+
+
+async def test_it_remembers_the_last_jobs_acked_and_only_those() -> None:
+    sequencer = Sequencer(1, lambda _: False)
+    first = incoming("first", "a")
+    sequencer.acked(first)
+    assert sequencer.seen(incoming("first", "a"))
+    assert not sequencer.seen(incoming("other", "a"))
+    sequencer.acked(incoming("", "a"))  # a foreign message without an id: never remembered
+    assert not sequencer.seen(incoming("", "a"))
+    for n in range(REMEMBERED):
+        sequencer.acked(incoming(f"job-{n}", None))
+    assert not sequencer.seen(first)  # the oldest is forgotten
+    assert sequencer.seen(incoming(f"job-{REMEMBERED - 1}", None))
