@@ -106,6 +106,7 @@ from ._errors import Amqp1qError
 from ._job import Headers, Job, Receipt, new_job_id
 
 if TYPE_CHECKING:
+    from ._inspection import QueueOperations
     from ._options import AdapterOptions
 
 __all__ = [
@@ -331,6 +332,10 @@ class Adapter(Protocol):
     def group_receiver(self, *, auto_ack: bool, groups: int) -> Receiver | None: ...
 
     def dead_letter_adapter(self) -> Adapter: ...
+
+    #: The queue's operations (depth, peek, purge, cancel): raises UnsupportedFeature where the
+    #: broker has no means for them.
+    def operations(self) -> QueueOperations: ...
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from ._consumer import Consumer, ConsumerHooks
 from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_adapter
 from ._job import Job, Receipt
-from ._operations import OperationsMixin, bind_receipts
+from ._operations import OperationsMixin
 from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._push import Pusher
@@ -267,11 +267,6 @@ class JobQueue(OperationsMixin):
         self._state = _State.OPEN
         log.debug("opened %s", self.url, extra={"queue": self.name})
 
-    def _opened_by_client(self) -> None:
-        """The adapter is open already: a client made it on its live connection."""
-        self._client_made = True
-        self._state = _State.OPEN
-
     async def _abort_open(self) -> None:
         try:
             await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
@@ -349,7 +344,7 @@ class JobQueue(OperationsMixin):
         self._check_open()
         results = await self._pusher.send([job], timeout)
         if job.delay:
-            bind_receipts(self, (job,), results)
+            self._bind_receipts((job,), results)
         result = results[0]
         if isinstance(result, Amqp1qError):
             raise result
@@ -380,7 +375,7 @@ class JobQueue(OperationsMixin):
         self._check_open()
         jobs = list(jobs)
         results = await self._pusher.send(jobs, timeout)
-        bind_receipts(self, jobs, results)
+        self._bind_receipts(jobs, results)
         if return_exceptions:
             return results
         receipts: list[Receipt] = []
@@ -462,3 +457,10 @@ class JobQueue(OperationsMixin):
             close_timeout=self.close_timeout,
             settle_timeout=self.settle_timeout,
         )
+
+
+def opened_by_client(queue: JobQueue) -> None:
+    """``queue``'s adapter is open already: a :class:`~amqp1q.Client` made it on its live
+    connection, so ``async with queue:`` does not open it again."""
+    queue._client_made = True
+    queue._state = _State.OPEN

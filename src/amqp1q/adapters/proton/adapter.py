@@ -116,6 +116,15 @@ class ProtonAdapter:
         return ServerFacts(system, (self._endpoint.host, self._endpoint.port))
 
     @property
+    def endpoint(self) -> AmqpEndpoint:
+        """Where the adapter connects (its secret masked in every display)."""
+        return self._endpoint
+
+    @property
+    def options(self) -> AdapterOptions:
+        return self._options
+
+    @property
     def profile(self) -> BrokerProfile:
         profile = self._shared.profile
         if profile is None:
