@@ -68,8 +68,8 @@ class RabbitMQOperations:
 
     def __init__(self, adapter: ProtonAdapter) -> None:
         load_httpx()  # MissingDependency at once, naming the extra
-        endpoint = adapter._endpoint
-        options = adapter._options
+        endpoint = adapter.endpoint
+        options = adapter.options
         tls = options.tls if options.tls is not None else (TLSConfig() if endpoint.tls else None)
         url = os.environ.get(ENV_URL) or management_url(endpoint)
         self._api = ManagementAPI.from_url(url, tls=tls, timeout=TIMEOUT)
