@@ -59,7 +59,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Throughput and CPU per job, side by side with the reference clients (docs/benchmarks.md)."""
-    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.install("-e", ".[rabbitmq]", "-r", "benchmarks/requirements.txt")
     _brokers(session)
     session.run("python", "benchmarks/run.py", *session.posargs)
 

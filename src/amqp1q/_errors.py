@@ -20,7 +20,7 @@ The tree::
     ├── Amqp1qConnectionError              (also ConnectionError)
     │   ├── ConnectFailed                  nothing listening, DNS failure, connect timeout
     │   ├── ConnectionLost                 an established connection dropped
-    │   ├── AuthenticationFailed           SASL refused the credentials
+    │   ├── AuthenticationFailed           SASL (or RabbitMQ's management API) refused them
     │   └── TLSError                       handshake or certificate verification failed
     ├── QueueNotFound                      the broker has no such queue / address
     ├── PushError
@@ -226,7 +226,8 @@ class ConnectionLost(Amqp1qConnectionError):
 
 
 class AuthenticationFailed(Amqp1qConnectionError):
-    """The broker refused the credentials (SASL outcome not ok)."""
+    """The broker refused the credentials (SASL outcome not ok; HTTP 401 from RabbitMQ's
+    management API)."""
 
 
 class TLSError(Amqp1qConnectionError):

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
 
 from amqp1q import ConnectFailed
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 
 from ..conftest import RABBITMQ_MANAGEMENT_URL, unavailable
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority made for the test module (trustme)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    """``ca``'s certificate as a PEM file: what ``TLSConfig(root_ca=...)`` takes."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""``amqp1q stats``, ``peek``, ``replay`` and ``purge`` as a user runs them, against the embedded
-broker in both modes (plain, and the Service Bus emulation through the Service Bus adapter) and
-RabbitMQ: the counts match what was pushed and failed, peek prints JSON lines with the
-dead-letter reason and binary payloads as base64, and peeking takes nothing."""
+"""``amqp1q stats``, ``peek``, ``replay`` and ``purge`` (and ``push`` and ``consume``, which take
+the same ``--url``/``--queue``) as a user runs them, against the embedded broker in both modes
+(plain, and the Service Bus emulation through the Service Bus adapter) and RabbitMQ: the counts
+match what was pushed and failed, peek prints JSON lines with the dead-letter reason and binary
+payloads as base64, and peeking takes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -48,16 +50,17 @@ async def exercise(url: str, queue: str, *, exact: bool = True) -> None:
                     await job.reject("bad input", "n must be even")
                 else:
                     await job.release()
-    (stats,) = await cli("stats", *args)
+    # (three readers at once, as three users may: each command pays its own connection set-up)
+    (stats,), peeked, (letter,) = await asyncio.gather(
+        cli("stats", *args), cli("peek", *args, "-n", "5"), cli("peek", *args, "--dead-letter")
+    )
     assert stats["dead_letter_queue"].startswith(queue)
     if exact:
         assert (stats["ready"], stats["dead_lettered"]) == (2, 1)
-    peeked = await cli("peek", *args, "-n", "5")
     assert {p["name"]: p["payload"] for p in peeked} == {
         "text": {"json": {"n": 1}},
         "bin": {"base64": "AAH+"},
     }
-    (letter,) = await cli("peek", *args, "--dead-letter")
     assert (letter["name"], letter["dead_letter_reason"]) == ("poison", "bad input")
     assert letter["dead_letter_description"] == "n must be even"
     assert await cli("peek", *args, "-n", "5") == peeked  # peeking took nothing
@@ -80,6 +83,21 @@ async def exercise(url: str, queue: str, *, exact: bool = True) -> None:
 async def test_operate_the_embedded_broker() -> None:
     async with Broker() as broker:
         await exercise(broker.url, "emails")
+
+
+async def test_push_and_consume_take_the_same_url_and_queue() -> None:
+    async with Broker() as broker:
+        args = ("--url", broker.url, "--queue", "invoices")
+        code, out, err = await run_cli_async("push", *args, "--name", "bill", "--payload", "7")
+        assert code == 0, err
+        (pushed,) = out.split()
+        (stats,) = await cli("stats", *args)
+        assert (stats["queue"], stats["ready"]) == ("invoices", 1)
+        (job,) = await cli("consume", *args, "--count", "1", "--quiet")
+        assert (job["id"], job["name"], job["payload"]) == (pushed, "bill", 7)
+        (stats,) = await cli("stats", *args)
+        assert stats["ready"] == 0
+        assert (await cli("stats", "--url", broker.url, "--queue", "emails"))[0]["ready"] == 0
 
 
 @pytest.mark.slow

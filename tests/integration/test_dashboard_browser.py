@@ -1,7 +1,8 @@
 """The dashboard in a real headless browser: Debian's chromium driven by selenium through
 /usr/bin/chromedriver (scripts/peers/chromium.sh installs both; nothing downloads a browser).
 
-Jobs are pushed, failed and dead-lettered on the embedded broker; the page shows the counts;
+Jobs are pushed, failed and dead-lettered on the embedded broker; the page shows the counts
+(and, after a few seconds of traffic, rates whose sparklines move);
 the dead-letter browser shows the reasons; replay, behind its confirm step, moves them back.
 A screenshot is kept in test-artifacts/ (its path printed); with AMQP1Q_DOCS_SCREENSHOT=1 it
 also refreshes docs/img/dashboard.png.
@@ -10,12 +11,14 @@ also refreshes docs/img/dashboard.png.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import pathlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,6 +47,8 @@ FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1280,640",
 )
+#: How long the traffic runs before the screenshot: a few samples (one a second) of it.
+TRAFFIC_SECONDS = 6.0
 
 
 @pytest.fixture
@@ -99,7 +104,10 @@ async def test_dashboard_shows_counts_and_replays_dead_letters(browser: Any) -> 
     from selenium.webdriver.common.by import By
 
     async with Broker() as broker:
-        async with JobQueue.from_url(broker.url, queue="emails", prefetch=10) as emails:
+        async with (
+            JobQueue.from_url(broker.url, queue="emails", prefetch=10) as emails,
+            JobQueue.from_url(broker.url, queue="reports") as reports,
+        ):
             await emails.push_many([Job("send", {"to": f"u{n}@example.com"}) for n in range(6)])
             async with emails.consume() as consumer:
                 for n in range(3):
@@ -129,16 +137,19 @@ async def test_dashboard_shows_counts_and_replays_dead_letters(browser: Any) -> 
                 await until(lambda: cell(browser, "emails", "dead-lettered") == "2", "2 dead")
                 assert cell(browser, "emails", "ready") == "3"
                 assert cell(browser, "reports", "ready") == "0"
-                # a few live refreshes, so the sparklines have points
                 await emails.push(Job("send", {"to": "late@example.com"}))
                 await until(lambda: cell(browser, "emails", "ready") == "4", "the new job")
-                await asyncio.sleep(2.5)
-                ARTIFACTS.mkdir(exist_ok=True)
-                shot = ARTIFACTS / "dashboard.png"
-                await asyncio.to_thread(browser.save_screenshot, str(shot))
+                # traffic over several refreshes, so the sparklines move before the screenshot
+                async with traffic(emails, (2, 5, 1, 4, 3)), traffic(reports, (1, 0, 3, 1)):
+                    await asyncio.sleep(TRAFFIC_SECONDS)
+                    await until(lambda: cell(browser, "emails", "consumed") != "0.0/s", "a rate")
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    shot = ARTIFACTS / "dashboard.png"
+                    await asyncio.to_thread(browser.save_screenshot, str(shot))
                 print(f"dashboard screenshot: {shot}")
                 if os.environ.get("AMQP1Q_DOCS_SCREENSHOT") == "1":
                     shutil.copy(shot, ROOT / "docs" / "img" / "dashboard.png")
+                await until(lambda: cell(browser, "emails", "ready") == "4", "4 ready again")
 
                 link = browser.find_element(By.CSS_SELECTOR, "tr[data-queue='emails'] td a")
                 await asyncio.to_thread(link.click)
@@ -164,6 +175,34 @@ async def test_dashboard_shows_counts_and_replays_dead_letters(browser: Any) -> 
                     await server
         depth = await _depth(broker.url)
         assert (depth.ready, depth.dead_lettered) == (6, 0)
+
+
+@contextlib.asynccontextmanager
+async def traffic(queue: JobQueue, pattern: tuple[int, ...]) -> AsyncIterator[None]:
+    """Push and ack jobs on ``queue`` in the background, ``pattern``'s counts in turn, until the
+    block ends; each round takes as many as it pushed, so the queue's counts come back."""
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with queue.consume(prefetch=1) as consumer:
+            for count in itertools.cycle(pattern):
+                if stop.is_set():
+                    return
+                await queue.push_many(
+                    [Job("send", {"to": f"t{n}@example.com"}) for n in range(count)]
+                )
+                for _ in range(count):
+                    job = await consumer.receive(timeout=5)
+                    assert job is not None
+                    await job.ack()
+                await asyncio.sleep(0.9)  # (about one round per sample: rates that vary)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def _depth(url: str) -> Any:

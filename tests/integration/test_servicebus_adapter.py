@@ -373,3 +373,20 @@ async def test_a_scheduled_retry_reports_when_it_was_enqueued(broker: Broker) ->
             assert again.enqueued_at is not None
             assert again.enqueued_at >= before
             await again.ack()
+
+
+async def test_peeks_share_one_receiver_per_sub_queue_and_survive_a_drop(broker: Broker) -> None:
+    async with _jobs(broker, _queue()) as queue:
+        await queue.push(Job("kept", {"n": 1}))
+        before = broker.connection_count
+        for _ in range(3):
+            assert [p.name for p in await queue.peek(5)] == ["kept"]
+            assert (await queue.depth()).ready == 1
+        # one receiver for the queue, one for its dead-letter queue, kept for the next call
+        assert broker.connection_count == before + 2
+        broker.drop_connections()
+        # the kept receivers failed: each is closed, and a fresh one peeks instead
+        assert [p.name for p in await queue.peek(5)] == ["kept"]
+        assert (await queue.depth()).dead_lettered == 0
+    await asyncio.sleep(0.1)
+    assert broker.connection_count == 0  # closing the queue closed them

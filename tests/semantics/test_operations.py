@@ -82,7 +82,7 @@ async def test_depth_peek_replay_and_purge(backend: Backend) -> None:
         if backend.purges:
             if backend.counts and backend.exact_counts:
                 await settled_depth(queue, backend, dead_lettered=1)
-            await queue.purge_dead_letters()
+            assert await queue.purge_dead_letters() == 1
             if backend.counts:
                 await settled_depth(queue, backend, ready=0, dead_lettered=0)
         else:

@@ -68,6 +68,13 @@ def test_push_then_consume_in_one_process(
     capsys.readouterr()
     assert main(["consume", "--url", "memory://cli/q", "--timeout", "0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["payload"] == "raw\x00"
+    # --queue, as stats/peek/replay/purge take it: another queue of the same namespace
+    assert main(["push", "--url", "memory://cli/q", "--queue", "other", "--name", "o"]) == 0
+    (other_id,) = capsys.readouterr().out.split()
+    assert main(["consume", "--url", "memory://cli/q", "--timeout", "0.2"]) == 0
+    assert capsys.readouterr().out == ""  # not in q
+    assert main(["consume", "--url", "memory://cli/", "--queue", "other", "--count", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == other_id
 
 
 def test_errors_exit_1_without_secrets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ NOT_ON_IMPORT = (
     "anyio.to_thread",
     "proton",
     "azure",
+    "httpx",
 )
 
 

@@ -67,11 +67,8 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
         target = ".".join([*base, *([node.module] if node.module else [])])
     else:
         target = node.module or ""
-    found = [target]
-    for alias in node.names:
-        if f"{target}.{alias.name}" in MODULES:
-            found.append(f"{target}.{alias.name}")
-    return found
+    named = (f"{target}.{alias.name}" for alias in node.names)
+    return [target, *(name for name in named if name in MODULES)]
 
 
 def _imports(module: str, top_level_only: bool = False) -> Iterator[tuple[str, ast.AST]]:
@@ -110,7 +107,9 @@ def test_adapters_import_only_the_seam_and_the_core() -> None:
         for module in MODULES
         if _within(module, "amqp1q.adapters")
         for target, _ in _imports(module)
-        if any(target == facade or _within(target, facade) for facade in FACADE if facade != "amqp1q")
+        if any(
+            target == facade or _within(target, facade) for facade in FACADE if facade != "amqp1q"
+        )
         or target == "amqp1q"
     ]
     assert upward == []
@@ -146,7 +145,9 @@ def test_module_level_imports_form_no_cycle() -> None:
             if _within(module, target):
                 continue  # a submodule importing its own package's __init__
             if state.get(target) == 1:
-                cycles.append([*path[path.index(target) :], target] if target in path else [module, target])
+                cycles.append(
+                    [*path[path.index(target) :], target] if target in path else [module, target]
+                )
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = 2
@@ -158,19 +159,19 @@ def test_module_level_imports_form_no_cycle() -> None:
 
 
 def test_the_facade_does_not_probe_adapters() -> None:
-    probes = []
-    for module, tree in TREES.items():
-        if _within(module, "amqp1q.adapters") or _within(module, "amqp1q.testing"):
-            continue
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in ("getattr", "hasattr")
-                and node.args
-                and any(word in ast.unparse(node.args[0]) for word in ("adapter", "backend"))
-            ):
-                probes.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    probes = [
+        f"{module}:{node.lineno}: {ast.unparse(node)}"
+        for module, tree in TREES.items()
+        if not (_within(module, "amqp1q.adapters") or _within(module, "amqp1q.testing"))
+        for node in ast.walk(tree)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and node.args
+            and any(word in ast.unparse(node.args[0]) for word in ("adapter", "backend"))
+        )
+    ]
     assert probes == []
 
 

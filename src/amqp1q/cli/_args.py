@@ -1,4 +1,6 @@
-"""Arguments more than one command takes: the queue URL, and numbers checked as they are parsed.
+"""Arguments more than one command takes: the queue URL and ``--queue`` (``push``, ``consume``,
+``stats``, ``peek``, ``replay``, ``purge``, ``dashboard`` alike), and numbers checked as they
+are parsed.
 
 A number out of range is a usage error (exit code 2) that says what was expected; a missing URL
 names both ways to give one.
@@ -10,8 +12,20 @@ import argparse
 import math
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["URL_ENV", "positive", "require_url", "seconds", "url_argument"]
+if TYPE_CHECKING:
+    from .. import JobQueue
+
+__all__ = [
+    "URL_ENV",
+    "open_queue",
+    "positive",
+    "queue_argument",
+    "require_url",
+    "seconds",
+    "url_argument",
+]
 
 #: The variable the queue URL is read from when ``--url`` is not given.
 URL_ENV = "AMQP1Q_URL"
@@ -30,6 +44,27 @@ def require_url(args: argparse.Namespace) -> str:
         print(f"error: give --url or set {URL_ENV}", file=sys.stderr)
         raise SystemExit(2)
     return str(args.url)
+
+
+def queue_argument(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """``--queue``: the queue (default: the URL's path or ``EntityPath``)."""
+    if many:
+        parser.add_argument(
+            "--queue",
+            action="append",
+            default=None,
+            help="a queue (repeat for more; default: the URL's)",
+        )
+    else:
+        parser.add_argument("--queue", default=None, help="the queue (default: the URL's)")
+
+
+def open_queue(args: argparse.Namespace, queue: str | None = None, **settings: Any) -> JobQueue:
+    """The queue ``--url`` and ``--queue`` (or ``queue``) name, unopened."""
+    from .. import JobQueue
+
+    name = queue or getattr(args, "queue", None)
+    return JobQueue.from_url(require_url(args), queue=name, **settings)
 
 
 def positive(text: str) -> int:

@@ -11,8 +11,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from .. import JobQueue
-from ._args import positive, require_url, url_argument
-from ._operate import queue_argument
+from ._args import positive, queue_argument, require_url, url_argument
 
 __all__ = ["add_dashboard_parser", "serve"]
 

@@ -1,7 +1,7 @@
 """``amqp1q stats``, ``peek``, ``replay`` and ``purge``: operating a queue from the shell.
 
-Each takes ``--url`` (or ``$AMQP1Q_URL``) and ``--queue`` as ``consume`` does, and prints JSON
-lines on stdout:
+Each takes ``--url`` (or ``$AMQP1Q_URL``) and ``--queue`` as ``push`` and ``consume`` do, and
+prints JSON lines on stdout:
 
 - ``stats``: one object per ``--queue`` (repeatable): its depth as the broker counts it
   (``QueueDepth.to_dict()``) and the name of its dead-letter queue;
@@ -19,23 +19,10 @@ import argparse
 import json
 from typing import Any
 
-from .. import JobQueue, ReceivedJob
-from ._args import positive, require_url, url_argument
+from .. import ReceivedJob
+from ._args import open_queue, positive, queue_argument, url_argument
 
-__all__ = ["add_operate_parsers", "queue_argument"]
-
-
-def queue_argument(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
-    """``--queue``: the queue (default: the URL's path or ``EntityPath``)."""
-    if many:
-        parser.add_argument(
-            "--queue",
-            action="append",
-            default=None,
-            help="a queue (repeat for more; default: the URL's)",
-        )
-    else:
-        parser.add_argument("--queue", default=None, help="the queue (default: the URL's)")
+__all__ = ["add_operate_parsers"]
 
 
 def add_operate_parsers(commands: Any) -> None:
@@ -69,10 +56,6 @@ def add_operate_parsers(commands: Any) -> None:
         help="the dead-letter queue (required: only it is purged)",
     )
     purge.set_defaults(run=_purge)
-
-
-def open_queue(args: argparse.Namespace, queue: str | None = None) -> JobQueue:
-    return JobQueue.from_url(require_url(args), queue=queue or getattr(args, "queue", None))
 
 
 def _line(value: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """``amqp1q push`` and ``amqp1q consume``: jobs into a queue, and out of it as JSON lines.
 
-``push`` prints each pushed job's id; ``consume`` prints a JSON object per job on stdout (its
-payload decoded, or the reason it could not be) and settles it as ``--settle`` says, with
-running counts on stderr.
+Both take ``--url`` (or ``$AMQP1Q_URL``) and ``--queue`` (default: the URL's), as ``stats``,
+``peek``, ``replay`` and ``purge`` do. ``push`` prints each pushed job's id; ``consume`` prints a
+JSON object per job on stdout (its payload decoded, or the reason it could not be) and settles it
+as ``--settle`` says, with running counts on stderr.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .. import Amqp1qError, Job, JobQueue
-from ._args import positive, require_url, url_argument
+from .. import Amqp1qError, Job
+from ._args import open_queue, positive, queue_argument, require_url, url_argument
 from ._display import running_counts
 
 __all__ = ["add_consume_parser", "add_push_parser"]
@@ -24,6 +25,7 @@ def add_push_parser(commands: Any) -> None:
     """``amqp1q push``'s arguments (``commands``: the subparsers of the ``amqp1q`` parser)."""
     push = commands.add_parser("push", help="push jobs to a queue")
     url_argument(push)
+    queue_argument(push)
     push.add_argument("--name", required=True, help="the job name")
     body = push.add_mutually_exclusive_group()
     body.add_argument("--payload", default=None, help="a JSON payload (default: null)")
@@ -50,6 +52,7 @@ def add_consume_parser(commands: Any) -> None:
     """``amqp1q consume``'s arguments."""
     consume = commands.add_parser("consume", help="print jobs from a queue as JSON lines")
     url_argument(consume)
+    queue_argument(consume)
     consume.add_argument("--count", type=positive, default=None, help="stop after this many")
     consume.add_argument("--timeout", type=float, default=None, help="stop after idle seconds")
     consume.add_argument(
@@ -70,7 +73,7 @@ def add_consume_parser(commands: Any) -> None:
 
 def _push(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Read the payload before the event loop starts, then push."""
-    url = require_url(args)
+    require_url(args)  # (a usage error before the payload is read)
     headers = dict(_header(item) for item in args.header)
     payload: Any
     if args.payload_file is not None:
@@ -91,11 +94,11 @@ def _push(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
         Job(args.name, payload, headers=headers, priority=args.priority, delay=args.delay)
         for _ in range(args.count)
     ]
-    return _push_jobs(url, jobs)
+    return _push_jobs(args, jobs)
 
 
-async def _push_jobs(url: str, jobs: list[Job]) -> int:
-    async with JobQueue.from_url(url) as queue:
+async def _push_jobs(args: argparse.Namespace, jobs: list[Job]) -> int:
+    async with open_queue(args) as queue:
         receipts = await queue.push_many(jobs)
     for receipt in receipts:
         print(receipt.job_id)
@@ -114,10 +117,9 @@ def _header(item: str) -> tuple[str, str]:
 
 
 async def _consume(args: argparse.Namespace) -> int:
-    url = require_url(args)
     seen = 0
     settled_as = {"ack": "acked", "release": "released", "reject": "rejected"}[args.settle]
-    async with JobQueue.from_url(url, prefetch=args.prefetch) as queue:
+    async with open_queue(args, prefetch=args.prefetch) as queue:
 
         def counts() -> tuple[int, int]:
             stats = queue.stats()

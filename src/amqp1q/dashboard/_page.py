@@ -124,8 +124,8 @@ def index_page(sampler: Sampler, token: str | None, refresh_ms: int) -> str:
     body = (
         "<h1>amqp1q queues</h1>"
         f"<table><thead>{head}</thead><tbody id='rows'>{rows(sampler, token)}</tbody></table>"
-        f"<p><small>sampled every {sampler.interval:g} s; rates over the last "
-        f"{len(next(iter(sampler.samples.values()), [])) * sampler.interval:.0f} s</small></p>"
+        f"<p><small>sampled every {sampler.interval:g} s; rates between samples, the sparklines "
+        f"over the last {_age(sampler.window)} at most</small></p>"
         + _REFRESH
         % (json.dumps(_link("/rows", token)), refresh_ms)
     )

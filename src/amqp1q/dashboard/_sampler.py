@@ -36,6 +36,7 @@ class Sampler:
     ) -> None:
         self.queues = {queue.name: queue for queue in queues}
         self.interval = interval
+        self.window = window
         size = max(2, int(window / interval) + 1)
         self.samples: dict[str, collections.deque[Sample]] = {
             name: collections.deque(maxlen=size) for name in self.queues

@@ -12,7 +12,9 @@ Put it between a client and a broker to see what the client does when the networ
         proxy.refuse()       # accept new connections and abort them at once
 
 The proxy knows nothing of AMQP: it moves bytes, so ``amqps://`` passes through it as well (the
-client still verifies the broker's certificate, for the broker's host name).
+client still verifies the broker's certificate, for the broker's host name). With ``ssl=`` (a
+server ``ssl.SSLContext``) it terminates TLS itself and forwards plain bytes: a TLS listener in
+front of a plaintext one (an ``amqps://`` or ``https://`` port for a broker that has none).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as _ssl
 from typing import Final
 
 from ._server import Listener, Server
@@ -38,11 +41,18 @@ class FaultProxy(Server["_Pipe"]):
     ``slow(0)``, ``refuse(False)``, or :meth:`heal` for all of them). Counters:
     :attr:`accepted` (connections taken, refused ones too), :attr:`refused`, :attr:`active`,
     :attr:`cuts` (connections aborted by :meth:`cut` or :meth:`cut_after`),
-    :attr:`bytes_to_target` and :attr:`bytes_to_client`.
+    :attr:`bytes_to_target` and :attr:`bytes_to_client`. With ``ssl`` (a server context) the
+    proxy's own listener speaks TLS, and forwards what it decrypts.
     """
 
     def __init__(
-        self, target_host: str, target_port: int, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.target_host = target_host
         self.target_port = target_port
@@ -57,6 +67,7 @@ class FaultProxy(Server["_Pipe"]):
         self._delay = 0.0
         self._cut_at: int | None = None
         self._refusing = False
+        self._ssl = ssl
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -64,7 +75,7 @@ class FaultProxy(Server["_Pipe"]):
         """Listen (on a free port with ``port=0``); returns once listening."""
         if not self.listener.listening:
             await self.listener.start(
-                lambda host, port: asyncio.start_server(self._accept, host, port)
+                lambda host, port: asyncio.start_server(self._accept, host, port, ssl=self._ssl)
             )
             log.debug(
                 "fault proxy %s:%d -> %s:%d",

@@ -1,5 +1,6 @@
 """Operating a queue on RabbitMQ (``JobQueue.depth()``, ``peek()``, ...) through its management
-HTTP API -- the plugin ``amqp1q setup-rabbitmq`` already needs -- from the event loop (``_http``).
+HTTP API -- the plugin ``amqp1q setup-rabbitmq`` already needs -- from the event loop, through
+httpx (``_management_http``; the optional extra ``amqp1q[rabbitmq]``).
 
 - depth: ``GET /api/queues/VHOST/Q`` (and ``Q.dlq``): ``messages_ready``,
   ``messages_unacknowledged`` (in flight), ``head_message_timestamp`` (the oldest job's
@@ -13,12 +14,16 @@ HTTP API -- the plugin ``amqp1q setup-rabbitmq`` already needs -- from the event
   ``redelivered`` (on a quorum queue that counts toward a delivery limit: peek a classic
   queue, as ``setup-rabbitmq`` declares). The AMQP 1.0 sections RabbitMQ 3.x keeps in
   ``x-amqp-1.0-*`` headers are put back together into the message amqp1q sent.
-- purge: ``DELETE /api/queues/VHOST/Q/contents``.
+- purge: ``POST /api/queues/VHOST/Q/get`` with ``ackmode: ack_requeue_false``, a thousand at a
+  time, until the queue is empty or as many as it held when the purge began are gone: each
+  answer lists the messages it removed, so the count returned is the number actually purged
+  (``DELETE /api/queues/VHOST/Q/contents`` answers 204 and no count, and the statistics lag).
 - cancel: not possible -- a delayed job waits in a TTL queue, and RabbitMQ cannot take one
   message out of the middle of a queue (UnsupportedFeature).
 
 The API's URL is ``$AMQP1Q_RABBITMQ_MANAGEMENT_URL`` when set (as for ``setup-rabbitmq``),
-else ``http://USER:PASSWORD@HOST:15672`` from the queue's own URL.
+else ``http://USER:PASSWORD@HOST:15672`` from the queue's own URL -- ``https://...:15671`` when
+that is ``amqps://``. An https URL is verified by the queue's own TLS settings (``tls=``).
 """
 
 from __future__ import annotations
@@ -32,17 +37,20 @@ from typing import TYPE_CHECKING, Any, Final
 from ..._errors import QueueNotFound
 from ..._inspection import PeekedJob, QueueDepth, unsupported
 from ..._job import Receipt
-from ..._redact import redact
-from ._http import HttpError, JsonClient
+from ..._settings import TLSConfig
 from ._inspect import peeked
+from ._management_http import DEFAULT_PORTS, ManagementAPI, ManagementHTTPError, load_httpx
 
 if TYPE_CHECKING:
+    from ..._urls import AmqpEndpoint
     from .adapter import ProtonAdapter
 
-__all__ = ["RabbitMQOperations", "rebuild_message"]
+__all__ = ["RabbitMQOperations", "management_url", "rebuild_message"]
 
 ENV_URL: Final = "AMQP1Q_RABBITMQ_MANAGEMENT_URL"
 TIMEOUT: Final = 10.0
+#: How many messages one ``get`` of a purge removes.
+PURGE_BATCH: Final = 1000
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _NOT_UTF8: Final = "Not UTF-8, base64 is: "
 #: The AMQP 1.0 sections RabbitMQ 3.x keeps in headers, in the order a message has them.
@@ -59,32 +67,28 @@ class RabbitMQOperations:
     """The :class:`~amqp1q._inspection.QueueOperations` of a RabbitMQ queue."""
 
     def __init__(self, adapter: ProtonAdapter) -> None:
+        load_httpx()  # MissingDependency at once, naming the extra
         endpoint = adapter.endpoint
         options = adapter.options
-        url = os.environ.get(ENV_URL)
-        if not url:
-            user = urllib.parse.quote(endpoint.username or "guest", safe="")
-            secret = endpoint.password.reveal() if endpoint.password is not None else "guest"
-            url = f"http://{user}:{urllib.parse.quote(secret, safe='')}@{endpoint.host}:15672"
-        parts = urllib.parse.urlsplit(url)
-        token = base64.b64encode(
-            f"{urllib.parse.unquote(parts.username or 'guest')}:"
-            f"{urllib.parse.unquote(parts.password or 'guest')}".encode()
-        ).decode()
-        base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
-        self._client = JsonClient(base, f"Basic {token}", display=redact(url), timeout=TIMEOUT)
+        tls = options.tls if options.tls is not None else (TLSConfig() if endpoint.tls else None)
+        url = os.environ.get(ENV_URL) or management_url(endpoint)
+        self._api = ManagementAPI.from_url(url, tls=tls, timeout=TIMEOUT)
         self._vhost = urllib.parse.quote(options.vhost or "/", safe="")
         self._queue = adapter.queue
         self._dead = adapter.profile.dead_letter_queue(adapter.queue) or adapter.queue + ".dlq"
         self._product = adapter.profile.product
 
     def _path(self, queue: str, tail: str = "") -> str:
-        return f"/api/queues/{self._vhost}/{urllib.parse.quote(queue, safe='')}{tail}"
+        return f"/queues/{self._vhost}/{urllib.parse.quote(queue, safe='')}{tail}"
 
     async def _call(self, method: str, queue: str, tail: str = "", body: Any = None) -> Any:
+        api = self._api
+        request = api.request(method, self._path(queue, tail), body)
         try:
-            return await self._client.call(method, self._path(queue, tail), body)
-        except HttpError as exc:
+            async with api.async_client() as client:
+                response = await client.request(**request)
+            return api.result(response)
+        except ManagementHTTPError as exc:
             if exc.status == 404:
                 raise QueueNotFound(
                     f"RabbitMQ has no queue {queue!r} in this virtual host", queue=queue
@@ -92,6 +96,8 @@ class RabbitMQOperations:
             raise unsupported(
                 self._product, f"{method} {tail or 'a queue'}", queue, str(exc)
             ) from None
+        except api.errors() as exc:
+            raise api.transport_error(exc) from None
 
     async def depth(self) -> QueueDepth:
         info = await self._call("GET", self._queue)
@@ -128,9 +134,20 @@ class RabbitMQOperations:
 
     async def purge(self, *, dead_letter: bool) -> int:
         queue = self._dead if dead_letter else self._queue
-        info = await self._call("GET", queue)
-        await self._call("DELETE", queue, "/contents")
-        return int(info.get("messages_ready") or 0)
+        request = {"count": PURGE_BATCH, "ackmode": "ack_requeue_false", "encoding": "auto"}
+        request["truncate"] = 1  # (the payloads are not wanted, only how many there were)
+        purged = 0
+        held: int | None = None  # how many the queue held when the purge began
+        while True:
+            taken = await self._call("POST", queue, "/get", request) or []
+            purged += len(taken)
+            if not taken:
+                return purged
+            if held is None:
+                held = int(taken[0].get("message_count") or 0) + 1
+            left = int(taken[-1].get("message_count") or 0)
+            if len(taken) < PURGE_BATCH or left == 0 or purged >= held:
+                return purged
 
     async def cancel_scheduled(self, receipt: Receipt) -> bool:
         raise unsupported(
@@ -141,6 +158,16 @@ class RabbitMQOperations:
             "take one message out of the middle of a queue; have the handler check whether "
             "the job is still wanted",
         )
+
+
+def management_url(endpoint: AmqpEndpoint) -> str:
+    """The management API of the broker ``endpoint`` names, with its credentials:
+    ``http://...:15672``, or ``https://...:15671`` for ``amqps://``."""
+    user = urllib.parse.quote(endpoint.username or "guest", safe="")
+    secret = endpoint.password.reveal() if endpoint.password is not None else "guest"
+    scheme = "https" if endpoint.tls else "http"
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"{scheme}://{user}:{urllib.parse.quote(secret, safe='')}@{host}:{DEFAULT_PORTS[scheme]}"
 
 
 def rebuild_message(entry: dict[str, Any]) -> bytes:

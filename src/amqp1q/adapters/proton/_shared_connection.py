@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import uuid
 from typing import TYPE_CHECKING, Final
 
@@ -44,6 +43,7 @@ from .._leases import Leases
 from ._brokers import BrokerProfile, detect, profile_named
 from ._client import ClientConnection, is_loopback
 from ._supervisor import Supervisor
+from ._tls import tls_context
 from ._vhosts import declare_hint, is_rabbitmq, open_hostname
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ class SharedConnection(Leases["ProtonAdapter"]):
         connection = ClientConnection(
             host=endpoint.host,
             port=endpoint.port,
-            ssl_context=_ssl_context(tls) if tls is not None else None,
+            ssl_context=tls_context(tls) if tls is not None else None,
             server_hostname=(tls.server_hostname or endpoint.host) if tls is not None else None,
             container_id=self.container_id,
             user=user,
@@ -323,14 +323,3 @@ class SharedConnection(Leases["ProtonAdapter"]):
     def _announce(self, state: str) -> None:
         for member in list(self._members):
             member.announce(state)
-
-
-def _ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=tls.root_ca)
-    if tls.cert is not None:
-        context.load_cert_chain(tls.cert, tls.key)
-    if tls.insecure_skip_verify:
-        log.warning("TLS certificate verification is off (insecure_skip_verify=True)")
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

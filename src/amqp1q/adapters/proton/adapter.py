@@ -74,6 +74,7 @@ class ProtonAdapter:
         self._leased = False
         self._closed = False
         self._publisher = Publisher(self, self._shared, options, window=window)
+        self._operations: QueueOperations | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -358,9 +359,11 @@ class ProtonAdapter:
 
     def operations(self) -> QueueOperations:
         """depth, peek, purge and cancel, by the means the broker has (see ``_inspect``)."""
-        from ._inspect import operations_for
+        if self._operations is None:
+            from ._inspect import operations_for
 
-        return operations_for(self)
+            self._operations = operations_for(self)
+        return self._operations
 
     def dead_letter_adapter(self) -> ProtonAdapter:
         """The dead-letter queue's adapter, on the same connection."""

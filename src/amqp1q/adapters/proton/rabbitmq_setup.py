@@ -16,28 +16,27 @@ at deploy time, or by ``amqp1q setup-rabbitmq``):
   every job pushed to ``client.topic(TOPIC)`` is copied to each, and
   ``client.subscription(TOPIC, S)`` consumes one.
 
-Everything is idempotent. Only the standard library is used (a blocking call made once, not
-on the hot path): call it before starting the event loop, or in a thread.
+Everything is idempotent. The calls block (httpx's client, the optional extra
+``amqp1q[rabbitmq]``; made once, not on the hot path): call them before starting the event loop,
+or in a thread. An ``https://`` URL is verified against the system's CAs, or as ``tls=`` says
+(a :class:`~amqp1q.TLSConfig`).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ..._errors import ConnectFailed, InvalidSetting
-from ..._redact import redact
+from ..._errors import InvalidSetting
+from ..._settings import TLSConfig
 from ._brokers import (
     RABBITMQ_DELAY_EXCHANGE_PREFIX,
     RABBITMQ_DELAY_MAX_BUCKET,
     RABBITMQ_DELAY_MIN_BUCKET,
     SUBSCRIPTION_QUEUE_FORM,
 )
+from ._management_http import ManagementAPI, ManagementHTTPError, load_httpx
 
 __all__ = ["DEFAULT_MANAGEMENT_URL", "RabbitMQManagement"]
 
@@ -49,20 +48,18 @@ class RabbitMQManagement:
     """A small client of RabbitMQ's management HTTP API (``rabbitmq_management`` plugin)."""
 
     def __init__(
-        self, url: str = DEFAULT_MANAGEMENT_URL, *, vhost: str = "/", timeout: float = 10.0
+        self,
+        url: str = DEFAULT_MANAGEMENT_URL,
+        *,
+        vhost: str = "/",
+        timeout: float = 10.0,
+        tls: TLSConfig | Mapping[str, Any] | bool | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidSetting(f"not a management URL: {redact(url)}")
-        self._base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}/api"
-        user = urllib.parse.unquote(parts.username or "guest")
-        password = urllib.parse.unquote(parts.password or "guest")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._auth = f"Basic {token}"
+        load_httpx()  # MissingDependency at once, naming the extra
+        self._api = ManagementAPI.from_url(url, tls=TLSConfig.of(tls), timeout=timeout)
         self.vhost = vhost
         self._vhost = urllib.parse.quote(vhost, safe="")
-        self._timeout = timeout
-        self.display = redact(url)
+        self.display = self._api.display
 
     # -- the job-queue set-up -------------------------------------------------------------------
 
@@ -163,35 +160,23 @@ class RabbitMQManagement:
         return result if isinstance(result, dict) else {}
 
     def _call(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self._base + path, data=data, method=method)
-        request.add_header("Authorization", self._auth)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        api = self._api
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                text = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing_ok:
+            with api.sync_client() as client:
+                return api.result(client.request(**api.request(method, path, body)))
+        except ManagementHTTPError as exc:
+            if exc.status == 404 and missing_ok:
                 return None
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            if exc.code == 404 and "vhost_not_found" in detail:
+            if exc.status == 404 and "vhost_not_found" in exc.text:
                 raise InvalidSetting(
                     f"RabbitMQ has no virtual host {self.vhost!r}: create it first "
                     f"(rabbitmqctl add_vhost {self.vhost}), and give the application's user "
                     f"permissions on it (rabbitmqctl set_permissions -p {self.vhost} USER "
                     "'.*' '.*' '.*')"
                 ) from None
-            raise InvalidSetting(
-                f"RabbitMQ management API {method} {path}: HTTP {exc.code} {detail}"
-            ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ConnectFailed(
-                f"cannot reach RabbitMQ's management API at {self.display}: {reason} "
-                "(is the rabbitmq_management plugin enabled?)"
-            ) from None
-        return json.loads(text) if text else None
+            raise InvalidSetting(f"RabbitMQ management API {method} {path}: {exc}") from None
+        except api.errors() as exc:
+            raise api.transport_error(exc) from None
 
 
 def _q(name: str) -> str:

@@ -8,6 +8,7 @@ for :meth:`ServiceBusAdapter.from_credential` are adapted in :mod:`._sdk`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import logging
@@ -155,6 +156,7 @@ class ServiceBusAdapter:
         self._shared = shared
         self._leased = False
         self._receivers: set[QueueReceiver] = set()
+        self._operations: ServiceBusOperations | None = None
         self._closed = False
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
@@ -332,7 +334,11 @@ class ServiceBusAdapter:
         for receiver in list(self._receivers):
             with contextlib.suppress(Exception):
                 await receiver.close()
-        await self._outboxes.close()
+        operations, self._operations = self._operations, None
+        closing = [self._outboxes.close()]
+        if operations is not None:  # its peek receivers, with the senders: each close may wait
+            closing.append(operations.close())
+        await asyncio.gather(*closing)
         if self._leased:
             self._leased = False
             await self._shared.release()
@@ -419,10 +425,13 @@ class ServiceBusAdapter:
         return self._dead_letters_of is not None
 
     def operations(self) -> ServiceBusOperations:
-        """depth, peek, purge and cancel through the SDK (see ``_inspect``)."""
-        from ._inspect import ServiceBusOperations
+        """depth, peek, purge and cancel through the SDK (see ``_inspect``): one object per
+        adapter, whose peek receivers are opened once and closed with the adapter."""
+        if self._operations is None:
+            from ._inspect import ServiceBusOperations
 
-        return ServiceBusOperations(self)
+            self._operations = ServiceBusOperations(self)
+        return self._operations
 
     async def scheduling_sender(self, to: str | None = None) -> ServiceBusSender:
         """The sender that pushes to ``to`` (else to this entity) go through: a job scheduled
@@ -436,6 +445,7 @@ class ServiceBusAdapter:
         other.__dict__.update(self.__dict__)
         other._leased = False
         other._receivers = set()
+        other._operations = None
         other._closed = False
         other._dead_letters_of = self._entity
         other.supervisor = other._new_supervisor()
