@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _metrics, _tracing
 from ._adapter import SendResult
+from ._deadlines import SUPPORTED, SharedDeadline
 from ._errors import Amqp1qError, InvalidJob, PushTimeout
 from ._job import Job, Receipt, with_headers
 from ._settings import check_seconds
@@ -31,7 +32,7 @@ log = logging.getLogger("amqp1q.queue")
 class Pusher:
     """Pushes through one queue's adapter (see the module docstring)."""
 
-    __slots__ = ("_counters", "_idle", "_queue", "_under_way")
+    __slots__ = ("_counters", "_deadline", "_idle", "_queue", "_under_way")
 
     def __init__(self, queue: JobQueue, counters: Counters) -> None:
         self._queue = queue
@@ -39,6 +40,8 @@ class Pusher:
         self._under_way = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: The push timeout's one timer, shared by every push under way (``_deadlines``).
+        self._deadline: SharedDeadline | None = None
 
     async def send(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
         """Each job's receipt or error, in order (the queue raises them as it promises)."""
@@ -100,8 +103,11 @@ class Pusher:
         self._under_way += 1
         self._idle.clear()
         try:
-            async with deadline(limit):
-                results = await queue.adapter.send(jobs, queue.priority)
+            if SUPPORTED and timeout is None:  # the queue's push_timeout: one shared timer
+                results = await self._bounded(jobs, limit)
+            else:
+                async with deadline(limit):
+                    results = await queue.adapter.send(jobs, queue.priority)
         except TimeoutError:
             counters.push_failed += len(jobs)
             error = PushTimeout(
@@ -132,4 +138,19 @@ class Pusher:
                 counters.push_failed += 1
         if started is not None:
             _metrics.sent(queue, started, len(jobs), results)
+        return results
+
+    async def _bounded(self, jobs: list[Job], limit: float) -> list[SendResult]:
+        """The adapter's send, raising ``TimeoutError`` after ``limit`` seconds."""
+        shared = self._deadline
+        if shared is None or shared.seconds != limit:
+            shared = self._deadline = SharedDeadline(limit)
+        wait = shared.enter()
+        try:
+            results = await self._queue.adapter.send(jobs, self._queue.priority)
+        except BaseException as exc:
+            if shared.leave(wait, exc):
+                raise TimeoutError from None
+            raise
+        shared.leave(wait, None)
         return results
