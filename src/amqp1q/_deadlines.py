@@ -63,13 +63,17 @@ class SharedDeadline:
 
     def enter(self) -> Wait:
         """Start bounding the current task's wait; pair with :meth:`leave` in a ``finally``."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        assert task is not None, "a shared deadline bounds a task"
-        if self._loop is not loop:  # first use, or a new loop: the old one's waits are over
-            self._loop = loop
-            self._waits.clear()
-            self._handle = None
+        # (asyncio.get_running_loop() costs a getpid: the last wait's loop is asked first)
+        loop = self._loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if loop is None or task is None:
+            running = asyncio.get_running_loop()
+            task = asyncio.current_task(running)
+            assert task is not None, "a shared deadline bounds a task"
+            if running is not loop:  # first use, or a new loop: the old one's waits are over
+                self._waits.clear()
+                self._handle = None
+            loop = self._loop = running
         wait = Wait(task, loop.time() + self.seconds, _cancelling(task))
         self._waits.append(wait)
         if self._handle is None:

@@ -107,22 +107,29 @@ class Publisher:
     async def _send_one(self, payload: bytes, address: str) -> asyncio.Future[Any]:
         """Hand ``payload`` to the sender for ``address``; its future resolves with the outcome.
         Waits out a reconnect (the facade's push timeout bounds the wait)."""
+        sender = self._senders.get(address)
+        if sender is not None and sender.alive and sender.has_room:  # the usual case: no wait
+            self._check_size(sender, payload, address)
+            return sender.send(payload)
         while True:
             try:
                 sender = await self.sender(address)
-                limit = sender.max_message_size
-                if limit and len(payload) > limit:
-                    raise JobTooLarge(
-                        f"the job encodes to {len(payload)} bytes; "
-                        f"the broker takes at most {limit} on this link",
-                        queue=self._adapter.queue,
-                        address=address,
-                    )
+                self._check_size(sender, payload, address)
                 await sender.wait_for_room()
                 return sender.send(payload)
             except ConnectionLost as exc:  # noqa: PERF203 - the retry loop itself
                 if not self._supervisor.may_resend(exc):
                     raise
+
+    def _check_size(self, sender: Sender, payload: bytes, address: str) -> None:
+        limit = sender.max_message_size
+        if limit and len(payload) > limit:
+            raise JobTooLarge(
+                f"the job encodes to {len(payload)} bytes; "
+                f"the broker takes at most {limit} on this link",
+                queue=self._adapter.queue,
+                address=address,
+            )
 
     async def _outcome(self, future: asyncio.Future[Any], payload: bytes, address: str) -> Any:
         """The broker's outcome; if the connection died first, the same bytes (same
