@@ -317,6 +317,7 @@ class InstantSender:
     """A Sender whose outcomes are known at once: ProtonAdapter.send's own work, alone."""
 
     alive = True
+    has_room = True
     max_message_size = 0
     accepted = DeliveryOutcome(ACCEPTED)
 

@@ -104,7 +104,17 @@ class Pusher:
         self._idle.clear()
         try:
             if SUPPORTED and timeout is None:  # the queue's push_timeout: one shared timer
-                results = await self._bounded(jobs, limit)
+                shared = self._deadline
+                if shared is None or shared.seconds != limit:
+                    shared = self._deadline = SharedDeadline(limit)
+                wait = shared.enter()
+                try:
+                    results = await queue.adapter.send(jobs, queue.priority)
+                except BaseException as exc:
+                    if shared.leave(wait, exc):
+                        raise TimeoutError from None
+                    raise
+                shared.leave(wait, None)
             else:
                 async with deadline(limit):
                     results = await queue.adapter.send(jobs, queue.priority)
@@ -138,19 +148,4 @@ class Pusher:
                 counters.push_failed += 1
         if started is not None:
             _metrics.sent(queue, started, len(jobs), results)
-        return results
-
-    async def _bounded(self, jobs: list[Job], limit: float) -> list[SendResult]:
-        """The adapter's send, raising ``TimeoutError`` after ``limit`` seconds."""
-        shared = self._deadline
-        if shared is None or shared.seconds != limit:
-            shared = self._deadline = SharedDeadline(limit)
-        wait = shared.enter()
-        try:
-            results = await self._queue.adapter.send(jobs, self._queue.priority)
-        except BaseException as exc:
-            if shared.leave(wait, exc):
-                raise TimeoutError from None
-            raise
-        shared.leave(wait, None)
         return results

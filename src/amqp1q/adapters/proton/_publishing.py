@@ -72,6 +72,8 @@ class Publisher:
         self._senders.clear()
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+        if len(jobs) == 1:  # one push(): no lists to keep, one coroutine
+            return [await self._push_one(jobs[0], default_priority)]
         results: list[SendResult | None] = [None] * len(jobs)
         waiting: list[tuple[int, bytes, str, asyncio.Future[Any]]] = []
         target = self.push_address()
@@ -83,9 +85,11 @@ class Publisher:
                 payload, address = self._encode(
                     job, default_priority, target, attempt=1, extra=None
                 )
-                waiting.append((index, payload, address, await self._send_one(payload, address)))
+                future = self._hand_over(payload, address)
+                if future is None:
+                    future = await self._send_one(payload, address)
+                waiting.append((index, payload, address, future))
             except Amqp1qError as exc:
-                exc.job_id = exc.job_id or job.id
                 results[index] = _push_error(exc, job)
         for index, payload, address, future in waiting:
             job = jobs[index]
@@ -94,23 +98,49 @@ class Publisher:
             except Amqp1qError as exc:
                 results[index] = _push_error(exc, job)
                 continue
-            if outcome.accepted:
-                results[index] = Receipt(job_id=job.id, queue=job.to or self._adapter.queue)
-            else:
-                results[index] = self._refusal(outcome.name, outcome.condition, job)
+            results[index] = self._result(outcome, job)
         done: list[SendResult] = []
         for result in results:
             assert result is not None, "every job has a result by now"
             done.append(result)
         return done
 
+    async def _push_one(self, job: Job, default_priority: int) -> SendResult:
+        try:
+            payload, address = self._encode(
+                job, default_priority, self.push_address(), attempt=1, extra=None
+            )
+            future = self._hand_over(payload, address)
+            if future is None:
+                future = await self._send_one(payload, address)
+            try:
+                outcome = await future
+            except ConnectionLost as exc:
+                if not self._supervisor.may_resend(exc):
+                    raise
+                outcome = await self._outcome(
+                    await self._send_one(payload, address), payload, address
+                )
+        except Amqp1qError as exc:
+            return _push_error(exc, job)
+        return self._result(outcome, job)
+
+    def _result(self, outcome: Any, job: Job) -> SendResult:
+        if outcome.accepted:
+            return Receipt(job_id=job.id, queue=job.to or self._adapter.queue)
+        return self._refusal(outcome.name, outcome.condition, job)
+
+    def _hand_over(self, payload: bytes, address: str) -> asyncio.Future[Any] | None:
+        """The usual case, with no wait: the sender is open and has room. None otherwise."""
+        sender = self._senders.get(address)
+        if sender is None or not sender.alive or not sender.has_room:
+            return None
+        self._check_size(sender, payload, address)
+        return sender.send(payload)
+
     async def _send_one(self, payload: bytes, address: str) -> asyncio.Future[Any]:
         """Hand ``payload`` to the sender for ``address``; its future resolves with the outcome.
         Waits out a reconnect (the facade's push timeout bounds the wait)."""
-        sender = self._senders.get(address)
-        if sender is not None and sender.alive and sender.has_room:  # the usual case: no wait
-            self._check_size(sender, payload, address)
-            return sender.send(payload)
         while True:
             try:
                 sender = await self.sender(address)
