@@ -320,6 +320,8 @@ def _header(message: Message, fields: list[Any]) -> None:
 
 
 def _properties(message: Message, fields: list[Any]) -> None:
+    if len(fields) != 13:
+        fields = (fields + _NONE_13)[:13]
     (
         message.message_id,
         message.user_id,
@@ -334,7 +336,10 @@ def _properties(message: Message, fields: list[Any]) -> None:
         message.group_id,
         message.group_sequence,
         message.reply_to_group_id,
-    ) = (fields + [None] * 13)[:13] if len(fields) < 13 else fields[:13]
+    ) = fields
+
+
+_NONE_13: Final[list[None]] = [None] * 13
 
 
 # -- encoding any message -----------------------------------------------------------------------

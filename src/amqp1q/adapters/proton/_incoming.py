@@ -8,6 +8,7 @@ which a delayed job is held (on brokers without delayed delivery; see ``_brokers
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,7 @@ def decode_delivery(
     facts = read_properties(message.application_properties)
     headers = facts.headers
     decode_error = facts.error
-    annotations: Mapping[Any, Any] = message.message_annotations or {}
+    annotations = message.message_annotations
     delivery_count = (message.delivery_count or 0) if count_deliveries else 0
     body: bytes
     if message.body_kind == "data" or message.body_kind is None:
@@ -81,7 +82,7 @@ def decode_delivery(
         id=_message_id(message.message_id),
         name=subject or "",
         body=body,
-        content_type=str(message.content_type) if message.content_type is not None else None,
+        content_type=_text_or_none(message.content_type),
         headers=trusted_headers(headers),
         attempt=facts.attempt + delivery_count,
         token=delivery,
@@ -94,6 +95,10 @@ def decode_delivery(
     return incoming, facts.not_before
 
 
+def _text_or_none(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
+
+
 def _message_id(value: Any) -> str:
     if value is None:
         return ""
@@ -102,13 +107,21 @@ def _message_id(value: Any) -> str:
     return str(value)
 
 
-def _enqueued_at(annotations: Mapping[Any, Any], creation_time: Any) -> datetime.datetime | None:
-    value = annotations.get("x-opt-enqueued-time", creation_time)
+def _enqueued_at(
+    annotations: Mapping[Any, Any] | None, creation_time: Any
+) -> datetime.datetime | None:
+    value = annotations.get("x-opt-enqueued-time", creation_time) if annotations else creation_time
+    if isinstance(value, int) and value > 0:
+        return _datetime(value)
     if isinstance(value, datetime.datetime):
         return value
-    if isinstance(value, int) and value > 0:
-        try:
-            return _EPOCH + datetime.timedelta(milliseconds=value)
-        except OverflowError:  # past year 9999: not a time anyone meant
-            return None
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _datetime(milliseconds: int) -> datetime.datetime | None:
+    """The time ``milliseconds`` after the epoch (jobs pushed together share one: cached)."""
+    try:
+        return _EPOCH + datetime.timedelta(milliseconds=milliseconds)
+    except OverflowError:  # past year 9999: not a time anyone meant
+        return None
