@@ -125,7 +125,10 @@ class ProtonReceiver:
             # top it up only once its credit is used up, when nothing can be in flight.
             due = at_broker <= 0
         else:
-            due = at_broker < waiting  # half the window used: one flow frame per half window
+            # Once what the broker holds and what waits here to be handed out is less than the
+            # credit to tell: one flow frame per half window, even when the consumer is what
+            # holds the pace (the broker's credit used up, jobs waiting here), not one a turn.
+            due = at_broker + len(self._buffer) < waiting
         if force or due:
             self._told = self._granted
             # Set proton's credit to what we mean, not add to it: proton adopts the link-credit
@@ -264,6 +267,8 @@ class ProtonReceiver:
                 held = self._ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
             delivery, payload = self._buffer.popleft()
+            if self._granted > self._told and not self._holding and self._link is not None:
+                self._flush_credit(self._link)  # (the buffer ran low: credit told now)
             incoming, not_before = decode_delivery(
                 payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
             )
