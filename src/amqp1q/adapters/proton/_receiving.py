@@ -44,6 +44,7 @@ log = logging.getLogger("amqp1q.proton")
 _DRAIN_TIMEOUT = 5.0
 _T = TypeVar("_T")
 _YIELD_EVERY = 8
+_YIELD_AFTER = 0.0005  # seconds
 
 
 class ProtonReceiver:
@@ -62,6 +63,7 @@ class ProtonReceiver:
         self._opened = False
         self._failure: Amqp1qError | None = None
         self._streak = 0
+        self._turned = 0.0  # (time.monotonic) the caller last gave the loop a turn
         self._settler = Settler(adapter, self._hold)
         self._held = HeldJobs(self._on_due)
         self._due: deque[Held] = deque()  # held jobs whose time has come, waiting for credit
@@ -256,13 +258,18 @@ class ProtonReceiver:
                 event.clear()
                 self._streak = 0
                 await event.wait()
+                self._turned = time.monotonic()
             self._streak += 1
             if self._streak >= _YIELD_EVERY:
                 # Jobs straight from the buffer never suspend the caller: give the loop a turn,
-                # so acks and credit go out while the rest are handled (and the loop stays live).
+                # so acks and credit go out while the rest are handled (and the loop stays live)
+                # -- once _YIELD_AFTER has passed since the last turn: each costs a poll.
                 self._streak = 0
-                await asyncio.sleep(0)
-                continue
+                now = time.monotonic()
+                if now - self._turned >= _YIELD_AFTER:
+                    self._turned = now
+                    await asyncio.sleep(0)
+                    continue
             if self._ready:
                 held = self._ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
