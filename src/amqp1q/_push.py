@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _metrics, _tracing
@@ -43,8 +44,9 @@ class Pusher:
         #: The push timeout's one timer, shared by every push under way (``_deadlines``).
         self._deadline: SharedDeadline | None = None
 
-    async def send(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
-        """Each job's receipt or error, in order (the queue raises them as it promises)."""
+    def send(self, jobs: list[Job], timeout: float | None) -> Coroutine[Any, Any, list[SendResult]]:
+        """Each job's receipt or error, in order (the queue raises them as it promises). The
+        coroutine that pushes, itself: a push() awaits as few levels as can be."""
         queue = self._queue
         for job in jobs:
             if not isinstance(job, Job):
@@ -52,19 +54,20 @@ class Pusher:
                     f"push takes Job objects, not {type(job).__name__}", queue=queue.name
                 )
         if not jobs:
-            return []
-        span = None
+            return _no_results()
         if _tracing.active():
-            jobs, span = self._traced(jobs)
+            return self._send_traced(jobs, timeout)
+        return self._send_now(jobs, timeout)
+
+    async def _send_traced(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
+        jobs, span = self._traced(jobs)
         try:
             results = await self._send_now(jobs, timeout)
         except BaseException as exc:
-            if span is not None:
-                _tracing.end_span(span, exc)
+            _tracing.end_span(span, exc)
             raise
-        if span is not None:
-            failed = [result for result in results if isinstance(result, Amqp1qError)]
-            _tracing.end_push_span(span, failed, len(results))
+        failed = [result for result in results if isinstance(result, Amqp1qError)]
+        _tracing.end_push_span(span, failed, len(results))
         return results
 
     async def wait_idle(self, grace: float) -> None:
@@ -149,3 +152,7 @@ class Pusher:
         if started is not None:
             _metrics.sent(queue, started, len(jobs), results)
         return results
+
+
+async def _no_results() -> list[SendResult]:
+    return []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import SendResult
@@ -71,9 +71,14 @@ class Publisher:
             sender.close()
         self._senders.clear()
 
-    async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+    def send(
+        self, jobs: Sequence[Job], default_priority: int
+    ) -> Coroutine[Any, Any, list[SendResult]]:
         if len(jobs) == 1:  # one push(): no lists to keep, one coroutine
-            return [await self._push_one(jobs[0], default_priority)]
+            return self._push_one(jobs[0], default_priority)
+        return self._send_many(jobs, default_priority)
+
+    async def _send_many(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(jobs)
         waiting: list[tuple[int, bytes, str, asyncio.Future[Any]]] = []
         target = self.push_address()
@@ -105,7 +110,7 @@ class Publisher:
             done.append(result)
         return done
 
-    async def _push_one(self, job: Job, default_priority: int) -> SendResult:
+    async def _push_one(self, job: Job, default_priority: int) -> list[SendResult]:
         try:
             payload, address = self._encode(
                 job, default_priority, self.push_address(), attempt=1, extra=None
@@ -122,8 +127,8 @@ class Publisher:
                     await self._send_one(payload, address), payload, address
                 )
         except Amqp1qError as exc:
-            return _push_error(exc, job)
-        return self._result(outcome, job)
+            return [_push_error(exc, job)]
+        return [self._result(outcome, job)]
 
     def _result(self, outcome: Any, job: Job) -> SendResult:
         if outcome.accepted:
