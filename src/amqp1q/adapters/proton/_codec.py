@@ -304,19 +304,21 @@ def _as_map(value: Any, what: str) -> dict[Any, Any]:
 
 
 def _header(message: Message, fields: list[Any]) -> None:
-    (
-        message.durable,
-        message.priority,
-        message.ttl,
-        message.first_acquirer,
-        message.delivery_count,
-    ) = (fields + [None] * 5)[:5] if len(fields) < 5 else fields[:5]
-    for value in (message.priority, message.ttl, message.delivery_count):
+    if len(fields) != 5:
+        fields = (fields + _NONE_5)[:5]
+    message.durable, priority, ttl, message.first_acquirer, count = fields
+    message.priority, message.ttl, message.delivery_count = priority, ttl, count
+    if priority is None and ttl is None and count is None:
+        return
+    for value in (priority, ttl, count):
         # Unsigned integers: receivers add and compare them (a "3" would raise TypeError there).
         if value is not None and (type(value) is bool or not isinstance(value, int) or value < 0):
             raise AMQPDecodeError(
                 f"a header field is not an unsigned integer (a {type(value).__name__})"
             )
+
+
+_NONE_5: Final[list[None]] = [None] * 5
 
 
 def _properties(message: Message, fields: list[Any]) -> None:

@@ -64,6 +64,10 @@ class ProtonReceiver:
         self._failure: Amqp1qError | None = None
         self._streak = 0
         self._turned = 0.0  # (time.monotonic) the caller last gave the loop a turn
+        # The broker profile's facts read per job (set when the link attaches).
+        self._counts_attempts = True
+        self._honours_released = True
+        self._fresh_credit = False
         self._settler = Settler(adapter, self._hold)
         self._held = HeldJobs(self._on_due)
         self._due: deque[Held] = deque()  # held jobs whose time has come, waiting for credit
@@ -89,6 +93,10 @@ class ProtonReceiver:
         link = await adapter.connection.attach_receiver(
             adapter.address, queue=adapter.queue, settled=self._auto_ack
         )
+        profile = adapter.profile  # known once connected; read per job, so kept here
+        self._counts_attempts = profile.counts_attempts
+        self._honours_released = profile.honours_released
+        self._fresh_credit = profile.fresh_credit
         link.on_message = self._on_message
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
@@ -122,15 +130,12 @@ class ProtonReceiver:
         if waiting <= 0:
             return
         at_broker = self._told - self._received
-        if self._adapter.profile.fresh_credit:
+        if self._fresh_credit:
             # RabbitMQ 3.x takes each flow as a fresh grant, not counting deliveries in flight:
             # top it up only once its credit is used up, when nothing can be in flight.
             due = at_broker <= 0
         else:
-            # Once what the broker holds and what waits here to be handed out is less than the
-            # credit to tell: one flow frame per half window, even when the consumer is what
-            # holds the pace (the broker's credit used up, jobs waiting here), not one a turn.
-            due = at_broker + len(self._buffer) < waiting
+            due = at_broker < waiting  # half the window used: one flow frame per half window
         if force or due:
             self._told = self._granted
             # Set proton's credit to what we mean, not add to it: proton adopts the link-credit
@@ -274,10 +279,8 @@ class ProtonReceiver:
                 held = self._ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
             delivery, payload = self._buffer.popleft()
-            if self._granted > self._told and not self._holding and self._link is not None:
-                self._flush_credit(self._link)  # (the buffer ran low: credit told now)
             incoming, not_before = decode_delivery(
-                payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
+                payload, delivery, count_deliveries=self._counts_attempts
             )
             if not_before is not None:
                 wait = not_before / 1000 - time.time()
@@ -293,9 +296,7 @@ class ProtonReceiver:
             return self._hand_out(delivery, payload, incoming)
 
     def _hand_out(self, delivery: Delivery, payload: bytes, incoming: Incoming) -> Incoming:
-        if not self._auto_ack and (
-            delivery.remote_settled or not self._adapter.profile.honours_released
-        ):
+        if not self._auto_ack and (delivery.remote_settled or not self._honours_released):
             self._in_hand[delivery] = payload
         return incoming
 
