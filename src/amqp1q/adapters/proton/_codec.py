@@ -243,6 +243,10 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
                 data_parts.append(bytes(data[start:offset]))
                 continue
             if code == HEADER:
+                if data[offset : offset + 4] == _DURABLE_ONLY:  # amqp1q's own, most often
+                    message.durable = True
+                    offset += 4
+                    continue
                 fields, offset = decode_fields(data, offset)
                 _header(message, fields)
                 continue
@@ -319,6 +323,8 @@ def _header(message: Message, fields: list[Any]) -> None:
 
 
 _NONE_5: Final[list[None]] = [None] * 5
+#: A header list holding only durable = true (a list8 of one item: the byte 0x41).
+_DURABLE_ONLY: Final = b"\xc0\x02\x01\x41"
 
 
 def _properties(message: Message, fields: list[Any]) -> None:

@@ -78,19 +78,21 @@ def decode_delivery(
         if decode_error is None:
             decode_error = f"the subject is a {type(subject).__name__}, not a string"
         subject = None
+    message_id = message.message_id
+    # Positional, in Incoming's field order (keywords cost 0.4 us a message more).
     incoming = Incoming(
-        id=_message_id(message.message_id),
-        name=subject or "",
-        body=body,
-        content_type=_text_or_none(message.content_type),
-        headers=trusted_headers(headers),
-        attempt=facts.attempt + delivery_count,
-        token=delivery,
-        priority=message.priority,
-        enqueued_at=_enqueued_at(annotations, message.creation_time),
-        dead_letter_reason=facts.dead_letter_reason,
-        dead_letter_description=facts.dead_letter_description,
-        decode_error=decode_error,
+        message_id if type(message_id) is str else _message_id(message_id),  # id
+        subject or "",  # name
+        body,
+        _text_or_none(message.content_type),
+        trusted_headers(headers),
+        facts.attempt + delivery_count,  # attempt
+        delivery,  # token
+        message.priority,
+        _enqueued_at(annotations, message.creation_time),
+        facts.dead_letter_reason,
+        facts.dead_letter_description,
+        decode_error,
     )
     return incoming, facts.not_before
 
