@@ -28,7 +28,7 @@ from ._errors import ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_backend
 from ._options import AdapterOptions, adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
-from ._queue import JobQueue
+from ._queue import JobQueue, opened_by_client
 from ._settings import TLSConfig, check_seconds
 from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._urls import Endpoint
@@ -310,7 +310,7 @@ class Client:
     def _make(self, entity: Entity, options: AdapterOptions, **settings: Any) -> JobQueue:
         self._check_open()
         queue = JobQueue(self._backend.adapter(entity, options), **settings)
-        queue._opened_by_client()
+        opened_by_client(queue)
         self._made = [q for q in self._made if q.is_open]
         self._made.append(queue)
         return queue

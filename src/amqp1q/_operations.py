@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ._errors import Amqp1qError, InvalidSetting
-from ._inspection import PeekedJob, QueueDepth, QueueOperations, unsupported
+from ._inspection import PeekedJob, QueueDepth, QueueOperations
 from ._job import Job, Receipt
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._queue import JobQueue
     from ._received import ReceivedJob
 
-__all__ = ["REPLAYS_HEADER", "REPLAY_REASON_HEADER", "OperationsMixin", "bind_receipts"]
+__all__ = ["REPLAYS_HEADER", "REPLAY_REASON_HEADER", "OperationsMixin"]
 
 log = logging.getLogger("amqp1q.queue")
 
@@ -41,33 +41,29 @@ MAX_PEEK: Final = 1000
 
 
 def operations_of(adapter: Adapter, queue: str) -> QueueOperations:
-    """The adapter's operations, or UnsupportedFeature for an adapter without any."""
-    factory: Callable[[], QueueOperations] | None = getattr(adapter, "operations", None)
-    if factory is None:
-        raise unsupported(type(adapter).__name__, "inspect a queue", queue)
-    return factory()
-
-
-def bind_receipts(
-    queue: JobQueue, jobs: Sequence[Job], results: Sequence[Receipt | Amqp1qError]
-) -> None:
-    """Make the receipts of delayed jobs cancellable (in place): ``receipt.cancel()``."""
-    for index, job in enumerate(jobs):
-        result = results[index]
-        if job.delay and isinstance(result, Receipt):
-            results[index] = _cancellable(queue, result)  # type: ignore[index]
-
-
-def _cancellable(queue: JobQueue, receipt: Receipt) -> Receipt:
-    async def cancel(receipt: Receipt) -> bool:
-        queue._check_open()
-        return await operations_of(queue.adapter, queue.name).cancel_scheduled(receipt)
-
-    return Receipt(receipt.job_id, receipt.queue, receipt.sequence_number, canceller=cancel)
+    """The adapter's operations (an adapter that has none raises UnsupportedFeature)."""
+    return adapter.operations()
 
 
 class OperationsMixin:
     """``JobQueue``'s operating methods (see the module docstring)."""
+
+    def _bind_receipts(  # type: ignore[misc]
+        self: JobQueue, jobs: Sequence[Job], results: Sequence[Receipt | Amqp1qError]
+    ) -> None:
+        """Make the receipts of delayed jobs cancellable (in place): ``receipt.cancel()``."""
+
+        async def cancel(receipt: Receipt) -> bool:
+            self._check_open()
+            return await operations_of(self.adapter, self.name).cancel_scheduled(receipt)
+
+        for index, job in enumerate(jobs):
+            result = results[index]
+            if job.delay and isinstance(result, Receipt):
+                cancellable = Receipt(
+                    result.job_id, result.queue, result.sequence_number, canceller=cancel
+                )
+                results[index] = cancellable  # type: ignore[index]
 
     async def depth(self: JobQueue) -> QueueDepth:  # type: ignore[misc]
         """How many jobs the queue holds -- ready, scheduled, in flight, dead-lettered -- as

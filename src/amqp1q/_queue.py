@@ -15,7 +15,7 @@ from ._consumer import Consumer, ConsumerHooks
 from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_adapter
 from ._job import Job, Receipt
-from ._operations import OperationsMixin, bind_receipts
+from ._operations import OperationsMixin
 from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._push import Pusher
@@ -267,11 +267,6 @@ class JobQueue(OperationsMixin):
         self._state = _State.OPEN
         log.debug("opened %s", self.url, extra={"queue": self.name})
 
-    def _opened_by_client(self) -> None:
-        """The adapter is open already: a client made it on its live connection."""
-        self._client_made = True
-        self._state = _State.OPEN
-
     async def _abort_open(self) -> None:
         try:
             await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
@@ -349,7 +344,7 @@ class JobQueue(OperationsMixin):
         self._check_open()
         results = await self._pusher.send([job], timeout)
         if job.delay:
-            bind_receipts(self, (job,), results)
+            self._bind_receipts((job,), results)
         result = results[0]
         if isinstance(result, Amqp1qError):
             raise result
@@ -380,7 +375,7 @@ class JobQueue(OperationsMixin):
         self._check_open()
         jobs = list(jobs)
         results = await self._pusher.send(jobs, timeout)
-        bind_receipts(self, jobs, results)
+        self._bind_receipts(jobs, results)
         if return_exceptions:
             return results
         receipts: list[Receipt] = []
@@ -392,17 +387,44 @@ class JobQueue(OperationsMixin):
 
     # -- consume --------------------------------------------------------------------------------
 
-    def consume(self, *, prefetch: int | None = None, auto_ack: bool | None = None) -> Consumer:
+    def consume(
+        self,
+        *,
+        prefetch: int | None = None,
+        auto_ack: bool | None = None,
+        groups: int | None = None,
+    ) -> Consumer:
         """A consumer of this queue: ``async for job in queue.consume(): ...``.
 
         ``prefetch`` and ``auto_ack`` default to the queue's settings. Many consumers may run at
         once; each holds at most ``prefetch`` unsettled jobs.
+
+        ``groups=N`` processes in order (docs/ordering.md): the jobs of one group
+        (``Job(group=...)``) are handed out in the order they arrive, each only once the one
+        before is settled, and the jobs of up to N groups are in hand at once; a job without a
+        group is a group of its own. A retried job keeps its place: its group waits for it. On
+        Service Bus the groups are sessions; elsewhere the queue must have one active consumer
+        (``amqp1q setup-rabbitmq --single-active-consumer``). Needs ``auto_ack=False``, and a
+        ``prefetch`` of at least N for N groups to run at once.
         """
         self._check_open()
         prefetch = self.prefetch if prefetch is None else check_positive_int("prefetch", prefetch)
         auto_ack = self.auto_ack if auto_ack is None else check_bool("auto_ack", auto_ack)
-        receiver = self._adapter.receiver(auto_ack=auto_ack)
-        return Consumer(self, receiver, self._hooks, prefetch=prefetch, auto_ack=auto_ack)
+        if groups is None:
+            receiver = self._adapter.receiver(auto_ack=auto_ack)
+        else:
+            groups = check_positive_int("groups", groups)
+            if auto_ack:
+                raise InvalidSetting(
+                    "groups= needs auto_ack=False: a group's next job waits for the one before "
+                    "to be settled"
+                )
+            receiver = self._adapter.group_receiver(
+                auto_ack=False, groups=groups
+            ) or self._adapter.receiver(auto_ack=False)
+        return Consumer(
+            self, receiver, self._hooks, prefetch=prefetch, auto_ack=auto_ack, groups=groups
+        )
 
     def _consumer_opened(self, consumer: Consumer) -> None:
         self._consumers.add(consumer)
@@ -435,3 +457,10 @@ class JobQueue(OperationsMixin):
             close_timeout=self.close_timeout,
             settle_timeout=self.settle_timeout,
         )
+
+
+def opened_by_client(queue: JobQueue) -> None:
+    """``queue``'s adapter is open already: a :class:`~amqp1q.Client` made it on its live
+    connection, so ``async with queue:`` does not open it again."""
+    queue._client_made = True
+    queue._state = _State.OPEN

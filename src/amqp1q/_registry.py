@@ -140,8 +140,10 @@ class Registry:
         self._middleware = (*self._middleware, *check_middleware([middleware]))
         return middleware
 
-    def _arguments(self, name: str, job: ReceivedJob) -> tuple[Any, ...]:
-        """The arguments of ``name``'s handler for ``job`` (a typed payload is checked here)."""
+    def arguments(self, name: str, job: ReceivedJob) -> tuple[Any, ...]:
+        """The arguments the worker passes to ``name``'s handler for ``job``: the job, or its
+        payload as the handler's declared type (checked here: a bad payload raises
+        :class:`~amqp1q.PayloadValidationError`)."""
         signature = self._signatures.get(name if name in self._handlers else None)
         return signature.arguments(job) if signature is not None else (job,)
 

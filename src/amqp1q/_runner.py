@@ -146,7 +146,7 @@ class Runner:
                 in_hand.ended(job)
 
     def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
-        arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
+        arguments = self._registry.arguments(job.name, job)  # a typed payload checked here
         if not self._threads.is_async(handler):
             return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
         if self._timeout is None:

@@ -155,3 +155,14 @@ def test_a_forked_child_never_hands_out_its_parents_next_ids() -> None:
     parent = [new_job_id() for _ in range(5)]
     assert len(child) == 5
     assert not set(child) & set(parent)
+
+
+def test_a_group_is_an_ordering_key_of_1_to_128_characters() -> None:
+    assert Job("n").group is None
+    job = Job("n", group="customer-42")
+    assert job.group == "customer-42"
+    assert "group='customer-42'" in repr(job)
+    assert Job("n", group="g" * 128).group == "g" * 128
+    for bad in ("", "g" * 129, 42, "\ud800"):
+        with pytest.raises(InvalidJob, match="group"):
+            Job("n", group=bad)  # type: ignore[arg-type]

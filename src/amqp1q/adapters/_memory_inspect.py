@@ -4,24 +4,23 @@
 from __future__ import annotations
 
 import datetime
-import heapq
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._adapter import Incoming
 from .._inspection import PeekedJob, QueueDepth
 from .._job import Receipt
+from ._memory_store import DEAD_LETTER_SUFFIX
 
 if TYPE_CHECKING:
-    from .memory import MemoryBroker, _Entry
+    from ._memory_store import Entry
+    from .memory import MemoryBroker
 
 __all__ = ["MemoryOperations", "stamp_times"]
 
-DEAD_LETTER_SUFFIX = "/$deadletterqueue"
-
 
 def stamp_times(
-    entry: _Entry, now: datetime.datetime, delay: float | None, ttl: float | None
+    entry: Entry, now: datetime.datetime, delay: float | None, ttl: float | None
 ) -> None:
     """When a delayed job is due, and when a job with a time to live expires (counted from
     when it is due, as Service Bus counts it)."""
@@ -42,15 +41,14 @@ class MemoryOperations:
         queue = self._broker.queue(self._queue)
         dead = self._broker.queue(self._queue + DEAD_LETTER_SUFFIX)
         now = time.monotonic()
-        ready = _live(queue._ready, now)
-        scheduled = _live(queue._scheduled, now)
+        ready = queue.waiting(now)
         waiting = [entry.enqueued_at for entry in ready]
         return QueueDepth(
             self._queue,
             ready=len(ready),
-            scheduled=len(scheduled),
-            in_flight=sum(receiver.in_flight for receiver in queue._receivers),
-            dead_lettered=len(_live(dead._ready, now)) + len(_live(dead._scheduled, now)),
+            scheduled=len(queue.waiting(now, scheduled=True)),
+            in_flight=queue.in_flight,
+            dead_lettered=len(dead.waiting(now)) + len(dead.waiting(now, scheduled=True)),
             oldest_enqueued_at=min(waiting) if waiting else None,
             published=queue.published,
             delivered=queue.delivered,
@@ -62,15 +60,10 @@ class MemoryOperations:
         name = self._queue + (DEAD_LETTER_SUFFIX if dead_letter else "")
         queue = self._broker.queue(name)
         now = time.monotonic()
-        ready = [e for _, _, e in sorted(queue._ready, key=lambda item: item[:2])]
-        found = [
-            (entry, "dead-lettered" if dead_letter else "ready")
-            for entry in ready
-            if not entry.expired(now)
-        ]
+        state = "dead-lettered" if dead_letter else "ready"
+        found = [(entry, state) for entry in queue.waiting(now)]
         if len(found) < count:
-            scheduled = sorted(queue._scheduled, key=lambda item: item[:2])
-            found += [(e, "scheduled") for _, _, e in scheduled if not e.expired(now)]
+            found += [(entry, "scheduled") for entry in queue.waiting(now, scheduled=True)]
         return [_peeked(entry, state) for entry, state in found[:count]]
 
     async def purge(self, *, dead_letter: bool) -> int:
@@ -80,20 +73,10 @@ class MemoryOperations:
         return count
 
     async def cancel_scheduled(self, receipt: Receipt) -> bool:
-        queue = self._broker.queue(self._queue)
-        kept = [item for item in queue._scheduled if item[2].id != receipt.job_id]
-        if len(kept) == len(queue._scheduled):
-            return False
-        heapq.heapify(kept)
-        queue._scheduled[:] = kept
-        return True
+        return self._broker.queue(self._queue).cancel_scheduled(receipt.job_id)
 
 
-def _live(heap: list[tuple[Any, int, _Entry]], now: float) -> list[_Entry]:
-    return [entry for _, _, entry in heap if not entry.expired(now)]
-
-
-def _peeked(entry: _Entry, state: str) -> PeekedJob:
+def _peeked(entry: Entry, state: str) -> PeekedJob:
     incoming = Incoming(
         id=entry.id,
         name=entry.name,

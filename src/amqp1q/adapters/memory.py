@@ -16,61 +16,28 @@ queue), and ``Job(to=...)`` routes one job to another queue or topic.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import heapq
 import itertools
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
-
-import attrs
 
 from .._adapter import (
     SUBSCRIPTION,
     TOPIC,
     Entity,
-    Incoming,
-    Outcome,
     SendResult,
     ServerFacts,
-    Settlement,
 )
-from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
-from .._job import Headers, Job, Receipt
+from .._errors import JobTooLarge
+from .._job import Job, Receipt
 from .._urls import DEFAULT_MEMORY_NAMESPACE
 from ._memory_inspect import MemoryOperations, stamp_times
+from ._memory_store import DEAD_LETTER_SUFFIX, Entry, MemoryQueue, MemoryReceiver
 from ._memory_topics import MemoryTopic, refuse_dead_letters, refuse_push, refuse_receive
 
 __all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryTopic"]
 
-DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
 _FACTS: Final = ServerFacts()
-
-
-@attrs.define(slots=True, eq=False)
-class _Entry:
-    """A message held by the broker."""
-
-    seq: int
-    id: str
-    name: str
-    body: bytes
-    content_type: str | None
-    headers: Headers
-    priority: int
-    enqueued_at: datetime.datetime
-    delivery_count: int = 0
-    dead_letter_reason: str | None = None
-    dead_letter_description: str | None = None
-    #: ``time.monotonic()`` after which it is dropped unconsumed (``Job.ttl``), or None.
-    expires_at: float | None = None
-    #: When a delayed job is due (for peeking), or None.
-    scheduled_for: datetime.datetime | None = None
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
 
 
 class MemoryBroker:
@@ -79,7 +46,7 @@ class MemoryBroker:
     _namespaces: dict[str, MemoryBroker] = {}  # noqa: RUF012 - process-wide registry
 
     def __init__(self) -> None:
-        self._queues: dict[str, _MemoryQueue] = {}
+        self._queues: dict[str, MemoryQueue] = {}
         self._topics: dict[str, MemoryTopic] = {}
         self._seq = itertools.count()
 
@@ -95,10 +62,10 @@ class MemoryBroker:
             broker = cls._namespaces[name] = cls()
         return broker
 
-    def queue(self, name: str) -> _MemoryQueue:
+    def queue(self, name: str) -> MemoryQueue:
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = _MemoryQueue(self, name)
+            queue = self._queues[name] = MemoryQueue(self, name)
         return queue
 
     def topic(self, name: str, *subscriptions: str) -> MemoryTopic:
@@ -111,7 +78,7 @@ class MemoryBroker:
             self.queue(topic.subscribe(subscription))
         return topic
 
-    def targets(self, name: str) -> list[_MemoryQueue]:
+    def targets(self, name: str) -> list[MemoryQueue]:
         """Where a job pushed to ``name`` goes: each subscription of a topic, else the queue."""
         topic = self._topics.get(name)
         if topic is None:
@@ -133,226 +100,6 @@ class MemoryBroker:
 
     def next_seq(self) -> int:
         return next(self._seq)
-
-
-class _MemoryQueue:
-    def __init__(self, broker: MemoryBroker, name: str) -> None:
-        self.broker = broker
-        self.name = name
-        self._ready: list[tuple[int, int, _Entry]] = []  # (-priority, seq, entry)
-        self._scheduled: list[tuple[float, int, _Entry]] = []  # (due monotonic, seq, entry)
-        self._receivers: list[_MemoryReceiver] = []
-        self._rr = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
-        #: Running totals (``JobQueue.depth()``): jobs put, delivered, acknowledged.
-        self.published = 0
-        self.delivered = 0
-        self.acked = 0
-
-    @property
-    def depth(self) -> int:
-        return len(self._ready) + len(self._scheduled)
-
-    def purge(self) -> None:
-        self._ready.clear()
-        self._scheduled.clear()
-
-    def put(self, entry: _Entry, delay: float | None = None) -> None:
-        if delay:
-            heapq.heappush(self._scheduled, (time.monotonic() + delay, entry.seq, entry))
-            self._arm_timer()
-        else:
-            heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
-        self.pump()
-
-    def attach(self, receiver: _MemoryReceiver) -> None:
-        self._receivers.append(receiver)
-
-    def detach(self, receiver: _MemoryReceiver) -> None:
-        if receiver in self._receivers:
-            self._receivers.remove(receiver)
-
-    def pump(self) -> None:
-        """Promote due scheduled entries, then hand ready entries to receivers with credit."""
-        if self._scheduled:
-            now = time.monotonic()
-            while self._scheduled and self._scheduled[0][0] <= now:
-                _, _, entry = heapq.heappop(self._scheduled)
-                heapq.heappush(self._ready, (-entry.priority, entry.seq, entry))
-            self._arm_timer()
-        while self._ready:
-            receiver = self._next_receiver()
-            if receiver is None:
-                return
-            _, _, entry = heapq.heappop(self._ready)
-            if entry.expires_at is not None and entry.expired(time.monotonic()):
-                continue  # its time to live ran out: dropped, as a broker drops it
-            self.delivered += 1
-            receiver.deliver(entry)
-
-    def _next_receiver(self) -> _MemoryReceiver | None:
-        count = len(self._receivers)
-        for i in range(count):
-            receiver = self._receivers[(self._rr + i) % count]
-            if receiver.credit > 0:
-                self._rr = (self._rr + i + 1) % count
-                return receiver
-        return None
-
-    def _arm_timer(self) -> None:
-        if not self._scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # promoted on the next operation made from a loop
-        due = self._scheduled[0][0]
-        if (
-            self._timer is not None
-            and not self._timer.cancelled()
-            and self._timer_loop is loop
-            and not loop.is_closed()
-            and self._timer_due <= due
-        ):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer_loop = loop
-        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.pump()
-
-
-class _MemoryReceiver:
-    def __init__(self, queue: _MemoryQueue, *, auto_ack: bool) -> None:
-        self._queue = queue
-        self._auto_ack = auto_ack
-        self.credit = 0
-        self._buffer: deque[_Entry] = deque()
-        self._unsettled: set[_Entry] = set()
-        self._event: asyncio.Event | None = None
-        self._open = False
-        self._closed = False
-
-    @property
-    def in_flight(self) -> int:
-        """Jobs delivered to this receiver and not yet settled."""
-        return len(self._buffer) + len(self._unsettled)
-
-    async def open(self) -> None:
-        if self._closed:
-            raise QueueStateError("the receiver is closed", queue=self._queue.name)
-        self._event = asyncio.Event()
-        self._open = True
-        self._queue.attach(self)
-
-    def flow(self, credit: int) -> None:
-        if self._closed or credit <= 0:
-            return
-        self.credit += credit
-        self._queue.pump()
-
-    def deliver(self, entry: _Entry) -> None:
-        self.credit -= 1
-        self._buffer.append(entry)
-        if self._event is not None:
-            self._event.set()
-
-    async def receive(self) -> Incoming | None:
-        event = self._event
-        if event is None:
-            raise QueueStateError("the receiver is not open", queue=self._queue.name)
-        while True:
-            if self._buffer:
-                entry = self._buffer.popleft()
-                if not self._auto_ack:
-                    self._unsettled.add(entry)
-                return _incoming(entry)
-            if self._closed:
-                return None
-            self._queue.pump()
-            if self._buffer:
-                continue
-            event.clear()
-            await event.wait()
-
-    def settle(self, incoming: Incoming, settlement: Settlement) -> None:
-        entry: _Entry = incoming.token
-        if entry not in self._unsettled:
-            if self._closed:
-                raise DeliveryStale(
-                    "the consumer closed before the job was settled; the job was redelivered",
-                    queue=self._queue.name,
-                    job_id=incoming.id,
-                )
-            raise AlreadySettled(
-                "the job was already settled", queue=self._queue.name, job_id=incoming.id
-            )
-        self._unsettled.discard(entry)
-        queue = self._queue
-        outcome = settlement.outcome
-        if outcome is Outcome.ACK:
-            queue.acked += 1
-            return
-        if outcome is Outcome.RELEASE:
-            queue.put(entry)
-        elif outcome is Outcome.RETRY:
-            entry.delivery_count += 1
-            if settlement.delay:
-                entry.seq = queue.broker.next_seq()  # re-published: to the back of the queue
-            queue.put(entry, settlement.delay)
-        else:
-            entry.dead_letter_reason = settlement.reason
-            entry.dead_letter_description = settlement.description
-            entry.seq = queue.broker.next_seq()
-            queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
-
-    async def drain(self) -> None:
-        self.credit = 0
-        if not self._auto_ack:
-            while self._buffer:
-                self._queue.put(self._buffer.popleft())
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.credit = 0
-        self._queue.detach(self)
-        queue = self._queue
-        if not self._auto_ack:
-            # Received but never handed out: back untouched. Handed out but unsettled: back
-            # with the delivery counted, as a broker does when a link dies under a delivery.
-            while self._buffer:
-                queue.put(self._buffer.popleft())
-            for entry in sorted(self._unsettled, key=lambda e: e.seq):
-                entry.delivery_count += 1
-                queue.put(entry)
-        self._buffer.clear()
-        self._unsettled.clear()
-        if self._event is not None:
-            self._event.set()
-
-
-def _incoming(entry: _Entry) -> Incoming:
-    return Incoming(
-        id=entry.id,
-        name=entry.name,
-        body=entry.body,
-        content_type=entry.content_type,
-        headers=entry.headers,
-        attempt=entry.delivery_count + 1,
-        token=entry,
-        priority=entry.priority,
-        enqueued_at=entry.enqueued_at,
-        dead_letter_reason=entry.dead_letter_reason,
-        dead_letter_description=entry.dead_letter_description,
-    )
 
 
 class MemoryAdapter:
@@ -378,7 +125,7 @@ class MemoryAdapter:
         self._queue_name = queue
         self._max_message_size = max_message_size
         self._display = display or f"memory://{queue}"
-        self._receivers: list[_MemoryReceiver] = []
+        self._receivers: list[MemoryReceiver] = []
 
     @property
     def broker(self) -> MemoryBroker:
@@ -442,7 +189,7 @@ class MemoryAdapter:
                 )
                 continue
             for queue in targets if job.to is None else self._broker.targets(job.to):
-                entry = _Entry(
+                entry = Entry(
                     seq=self._broker.next_seq(),
                     id=job.id,
                     name=job.name,
@@ -451,6 +198,7 @@ class MemoryAdapter:
                     headers=job.headers,
                     priority=default_priority if job.priority is None else job.priority,
                     enqueued_at=now,
+                    group=job.group,
                 )
                 if job.delay or job.ttl:
                     stamp_times(entry, now, job.delay, job.ttl)
@@ -459,12 +207,16 @@ class MemoryAdapter:
             results.append(Receipt(job_id=job.id, queue=job.to or self._queue_name))
         return results
 
-    def receiver(self, *, auto_ack: bool) -> _MemoryReceiver:
+    def receiver(self, *, auto_ack: bool) -> MemoryReceiver:
         if self._entity.kind == TOPIC:
             raise refuse_receive(self._entity)
-        receiver = _MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
+        receiver = MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
         self._receivers.append(receiver)
         return receiver
+
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None: the consumer sequences groups over :meth:`receiver` (docs/ordering.md)."""
+        return None
 
     def operations(self) -> MemoryOperations:
         """depth, peek, purge and cancel, read from the broker directly."""

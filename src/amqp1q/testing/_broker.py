@@ -203,13 +203,15 @@ class Broker(Server[BrokerConnection]):
         queue.promote_due(now_ms())
         self._schedule(queue)
 
-    def _take_refusal(self) -> bool:
+    def take_refusal(self) -> bool:
+        """Whether to refuse this attach (one of those ``refuse_attaches`` asked for)."""
         if self._refuse_attaches > 0:
             self._refuse_attaches -= 1
             return True
         return False
 
-    def _authenticate(self, user: str, password: str) -> bool:
+    def check_login(self, user: str, password: str) -> bool:
+        """Whether a SASL PLAIN login may connect (see ``users``)."""
         if not self.users:
             return True  # a test peer takes any PLAIN login
         if self.servicebus is not None and user not in self.users:

@@ -47,7 +47,7 @@ class BrokerConnection(asyncio.Protocol):
         self.broker = broker
         self.sasl = SaslServer(
             anonymous=broker.anonymous,
-            authenticate=broker._authenticate,
+            authenticate=broker.check_login,
         )
         self.engine: Engine | None = None
         self.pump: Pump | None = None
@@ -66,7 +66,7 @@ class BrokerConnection(asyncio.Protocol):
         if subject is not None:
             self.sasl = SaslServer(
                 anonymous=self.broker.anonymous,
-                authenticate=self.broker._authenticate,
+                authenticate=self.broker.check_login,
                 external_user=subject,
             )
 
@@ -169,7 +169,7 @@ class BrokerConnection(asyncio.Protocol):
     def on_link_remote_open(self, engine: Engine, link: Link) -> None:
         broker = self.broker
         wrapper = link.wrapper
-        if broker._take_refusal():
+        if broker.take_refusal():
             _refuse(link, Condition("amqp:resource-limit-exceeded", "refused by fault injection"))
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives

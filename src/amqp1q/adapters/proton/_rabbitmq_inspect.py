@@ -59,8 +59,8 @@ class RabbitMQOperations:
     """The :class:`~amqp1q._inspection.QueueOperations` of a RabbitMQ queue."""
 
     def __init__(self, adapter: ProtonAdapter) -> None:
-        endpoint = adapter._endpoint
-        options = adapter._options
+        endpoint = adapter.endpoint
+        options = adapter.options
         url = os.environ.get(ENV_URL)
         if not url:
             user = urllib.parse.quote(endpoint.username or "guest", safe="")

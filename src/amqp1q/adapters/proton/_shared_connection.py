@@ -40,6 +40,7 @@ from ..._options import AdapterOptions
 from ..._settings import TLSConfig
 from ..._urls import AmqpEndpoint
 from ..._version import __version__
+from .._leases import Leases
 from ._brokers import BrokerProfile, detect, profile_named
 from ._client import ClientConnection, is_loopback
 from ._supervisor import Supervisor
@@ -60,7 +61,7 @@ CLOSE_TIMEOUT: Final = 5.0
 ANONYMOUS_RELAY: Final = "ANONYMOUS-RELAY"
 
 
-class SharedConnection:
+class SharedConnection(Leases["ProtonAdapter"]):
     """One connection to ``endpoint``, kept up, shared by the adapters that lease it."""
 
     def __init__(
@@ -82,12 +83,10 @@ class SharedConnection:
         self._profile: BrokerProfile | None = (
             profile_named(options.broker) if options.broker else None
         )
-        self._members: set[ProtonAdapter] = set()
-        self._leases = 0
+        super().__init__()
         self._lock: asyncio.Lock | None = None
         self._supervisor: Supervisor | None = None
         self._relay = False
-        self._ended = False  # closed by its client: never dialled again
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -179,13 +178,6 @@ class SharedConnection:
             )
         self._leases += 1
 
-    async def release(self) -> None:
-        """Give a lease back; the last one closes the connection."""
-        self._leases -= 1
-        if self._leases <= 0:
-            self._leases = 0
-            await self._close_connection()
-
     def release_now(self) -> None:
         """Give a lease back at once (a close cut short): the last one aborts the socket."""
         self._leases -= 1
@@ -196,26 +188,7 @@ class SharedConnection:
             if connection is not None:
                 connection.abort()
 
-    def join(self, member: ProtonAdapter) -> None:
-        self._members.add(member)
-
-    def leave(self, member: ProtonAdapter) -> None:
-        self._members.discard(member)
-
-    # -- the Backend a client opens -------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Connect, for a client: its lease is held until :meth:`close`."""
-        await self.acquire()
-
-    async def close(self) -> None:
-        """The client closes: the connection goes, whatever adapters are left on it."""
-        self._ended = True
-        members = list(self._members)
-        if members:
-            await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        self._leases = 0
-        await self._close_connection()
+    # -- the Backend a client opens (open, close: see Leases) -------------------------------------
 
     def adapter(self, entity: Entity, options: AdapterOptions) -> ProtonAdapter:
         """An adapter for ``entity`` on this (open) connection, open already."""
@@ -308,7 +281,7 @@ class SharedConnection:
         connection.not_found_hint = self.hint
         return connection
 
-    async def _close_connection(self) -> None:
+    async def _disconnect(self) -> None:
         """Stop re-dialling and close the connection: bounded by :attr:`close_timeout`; cut
         short by cancellation, it aborts the socket before the cancellation goes on."""
         supervisor, self._supervisor = self._supervisor, None

@@ -116,6 +116,15 @@ class ProtonAdapter:
         return ServerFacts(system, (self._endpoint.host, self._endpoint.port))
 
     @property
+    def endpoint(self) -> AmqpEndpoint:
+        """Where the adapter connects (its secret masked in every display)."""
+        return self._endpoint
+
+    @property
+    def options(self) -> AdapterOptions:
+        return self._options
+
+    @property
     def profile(self) -> BrokerProfile:
         profile = self._shared.profile
         if profile is None:
@@ -341,6 +350,11 @@ class ProtonAdapter:
         receiver = ProtonReceiver(self, auto_ack=auto_ack)
         self._receivers.add(receiver)
         return receiver
+
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None: the consumer sequences groups over :meth:`receiver`, on a queue with one
+        active consumer (docs/ordering.md)."""
+        return None
 
     def forget_receiver(self, receiver: ProtonReceiver) -> None:
         self._receivers.discard(receiver)

@@ -23,6 +23,7 @@ from ..._errors import InvalidURL, QueueStateError
 from ..._options import AdapterOptions
 from ..._policy import ReconnectPolicy
 from ..._urls import ServiceBusEndpoint
+from .._leases import Leases
 from ._sdk import CLOSE_TIMEOUT, ServiceBusClient, make_client
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def client_settings(
     }
 
 
-class SharedClient:
+class SharedClient(Leases["ServiceBusAdapter"]):
     """One SDK client for the adapters that lease it."""
 
     def __init__(
@@ -73,9 +74,7 @@ class SharedClient:
         self.emulator = emulator or (endpoint is not None and endpoint.emulator)
         self._settings = dict(settings or client_settings(self.options.reconnect))
         self._client: ServiceBusClient | None = None
-        self._leases = 0
-        self._ended = False
-        self._members: set[ServiceBusAdapter] = set()
+        super().__init__()
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -148,31 +147,7 @@ class SharedClient:
                 f"azure-servicebus refused the connection string {self.display}: {exc}"
             ) from None
 
-    async def release(self) -> None:
-        """Give a lease back; the last one closes the SDK client."""
-        self._leases -= 1
-        if self._leases <= 0:
-            self._leases = 0
-            await self._close_client()
-
-    def join(self, member: ServiceBusAdapter) -> None:
-        self._members.add(member)
-
-    def leave(self, member: ServiceBusAdapter) -> None:
-        self._members.discard(member)
-
-    # -- the Backend a client opens -------------------------------------------------------------
-
-    async def open(self) -> None:
-        await self.acquire()
-
-    async def close(self) -> None:
-        self._ended = True
-        members = list(self._members)
-        if members:
-            await asyncio.gather(*(m.close() for m in members), return_exceptions=True)
-        self._leases = 0
-        await self._close_client()
+    # -- the Backend a client opens (open, close: see Leases) -------------------------------------
 
     def adapter(self, entity: Entity, options: AdapterOptions) -> ServiceBusAdapter:
         """An adapter for ``entity`` on this (open) client, open already."""
@@ -192,7 +167,7 @@ class SharedClient:
         adapter.bind()
         return adapter
 
-    async def _close_client(self) -> None:
+    async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             try:
