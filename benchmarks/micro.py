@@ -317,6 +317,7 @@ class InstantSender:
     """A Sender whose outcomes are known at once: ProtonAdapter.send's own work, alone."""
 
     alive = True
+    has_room = True
     max_message_size = 0
     accepted = DeliveryOutcome(ACCEPTED)
 
@@ -338,7 +339,7 @@ def stub_proton_adapter() -> Any:
     adapter = ProtonAdapter(endpoint, AdapterOptions(queue="q"), "q")  # type: ignore[arg-type]
     adapter._profile = profile_named("generic")
     adapter._address = "q"
-    adapter._senders["q"] = InstantSender()  # type: ignore[assignment]
+    adapter._publisher._senders["q"] = InstantSender()  # type: ignore[assignment]
     return adapter
 
 
@@ -480,7 +481,7 @@ def _consume_facade(n: int) -> float:
 
     async def main() -> float:
         async with JobQueue(StubAdapter(), prefetch=100) as queue:  # type: ignore[arg-type]
-            consumer = Consumer(queue, StubReceiver(incomings), prefetch=100, auto_ack=False)  # type: ignore[arg-type]
+            consumer = Consumer(queue, StubReceiver(incomings), queue._hooks, prefetch=100, auto_ack=False)  # type: ignore[arg-type]
             gc.collect()
             t0 = time.process_time()
             async with consumer:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _metrics, _tracing
 from ._adapter import SendResult
+from ._deadlines import SUPPORTED, SharedDeadline
 from ._errors import Amqp1qError, InvalidJob, PushTimeout
 from ._job import Job, Receipt, with_headers
 from ._settings import check_seconds
@@ -31,7 +33,7 @@ log = logging.getLogger("amqp1q.queue")
 class Pusher:
     """Pushes through one queue's adapter (see the module docstring)."""
 
-    __slots__ = ("_counters", "_idle", "_queue", "_under_way")
+    __slots__ = ("_counters", "_deadline", "_idle", "_queue", "_under_way")
 
     def __init__(self, queue: JobQueue, counters: Counters) -> None:
         self._queue = queue
@@ -39,9 +41,12 @@ class Pusher:
         self._under_way = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: The push timeout's one timer, shared by every push under way (``_deadlines``).
+        self._deadline: SharedDeadline | None = None
 
-    async def send(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
-        """Each job's receipt or error, in order (the queue raises them as it promises)."""
+    def send(self, jobs: list[Job], timeout: float | None) -> Coroutine[Any, Any, list[SendResult]]:
+        """Each job's receipt or error, in order (the queue raises them as it promises). The
+        coroutine that pushes, itself: a push() awaits as few levels as can be."""
         queue = self._queue
         for job in jobs:
             if not isinstance(job, Job):
@@ -49,19 +54,20 @@ class Pusher:
                     f"push takes Job objects, not {type(job).__name__}", queue=queue.name
                 )
         if not jobs:
-            return []
-        span = None
+            return _no_results()
         if _tracing.active():
-            jobs, span = self._traced(jobs)
+            return self._send_traced(jobs, timeout)
+        return self._send_now(jobs, timeout)
+
+    async def _send_traced(self, jobs: list[Job], timeout: float | None) -> list[SendResult]:
+        jobs, span = self._traced(jobs)
         try:
             results = await self._send_now(jobs, timeout)
         except BaseException as exc:
-            if span is not None:
-                _tracing.end_span(span, exc)
+            _tracing.end_span(span, exc)
             raise
-        if span is not None:
-            failed = [result for result in results if isinstance(result, Amqp1qError)]
-            _tracing.end_push_span(span, failed, len(results))
+        failed = [result for result in results if isinstance(result, Amqp1qError)]
+        _tracing.end_push_span(span, failed, len(results))
         return results
 
     async def wait_idle(self, grace: float) -> None:
@@ -100,8 +106,21 @@ class Pusher:
         self._under_way += 1
         self._idle.clear()
         try:
-            async with deadline(limit):
-                results = await queue.adapter.send(jobs, queue.priority)
+            if SUPPORTED and timeout is None:  # the queue's push_timeout: one shared timer
+                shared = self._deadline
+                if shared is None or shared.seconds != limit:
+                    shared = self._deadline = SharedDeadline(limit)
+                wait = shared.enter()
+                try:
+                    results = await queue.adapter.send(jobs, queue.priority)
+                except BaseException as exc:
+                    if shared.leave(wait, exc):
+                        raise TimeoutError from None
+                    raise
+                shared.leave(wait, None)
+            else:
+                async with deadline(limit):
+                    results = await queue.adapter.send(jobs, queue.priority)
         except TimeoutError:
             counters.push_failed += len(jobs)
             error = PushTimeout(
@@ -133,3 +152,7 @@ class Pusher:
         if started is not None:
             _metrics.sent(queue, started, len(jobs), results)
         return results
+
+
+async def _no_results() -> list[SendResult]:
+    return []

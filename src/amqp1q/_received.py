@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -190,8 +191,11 @@ class ReceivedJob:
         """
         return Processing(self, reraise)
 
-    async def _settle(self, settlement: Settlement, *, by_policy: bool = False) -> None:
-        """Settle once (``by_policy``: the retry policy chose the outcome, for metrics)."""
+    def _settle(
+        self, settlement: Settlement, *, by_policy: bool = False
+    ) -> Coroutine[Any, Any, None]:
+        """Settle once (``by_policy``: the retry policy chose the outcome, for metrics): the
+        consumer's coroutine itself, one level less per job to await."""
         if self._outcome is not None:
             if self._consumer.auto_ack:
                 raise AlreadySettled(
@@ -205,7 +209,9 @@ class ReceivedJob:
                 job_id=self.id,
             )
         self._outcome = settlement.outcome
-        await self._consumer.settle(self._incoming, settlement, job_id=self.id, by_policy=by_policy)
+        return self._consumer.settle(
+            self._incoming, settlement, job_id=self.id, by_policy=by_policy
+        )
 
 
 async def settle_failure(job: ReceivedJob, exc: Exception) -> None:

@@ -88,7 +88,19 @@ def traced_headers(span: trace.Span, *, diagnostic_id: bool = False) -> dict[str
     """The application properties that carry ``span``'s context to the consumer; with
     ``diagnostic_id`` (Service Bus) also ``Diagnostic-Id``, which older Azure SDKs read."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    if _default_propagators() and not baggage.get_all():
+        # What the default propagators write, without their generic machinery: the W3C trace
+        # context (no baggage is current to add).
+        span_context = span.get_span_context()
+        if span_context.is_valid:
+            carrier["traceparent"] = (
+                f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+                f"-{span_context.trace_flags:02x}"
+            )
+            if span_context.trace_state:
+                carrier["tracestate"] = span_context.trace_state.to_header()
+    else:
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
     if diagnostic_id and "traceparent" in carrier:
         carrier["Diagnostic-Id"] = carrier["traceparent"]
     return carrier

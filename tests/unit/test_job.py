@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
+import uuid
 
 import pytest
 
 from amqp1q import Headers, InvalidJob, Job, PayloadError
+from amqp1q._job import new_job_id
 from amqp1q._payload import decode_payload, encode_payload
 
 
@@ -126,6 +129,32 @@ def test_decode_payload() -> None:
     with pytest.raises(PayloadError, match="not valid JSON"):
         decode_payload(b"{nope", "application/json")
     assert encode_payload(b"x", None) == (b"x", "application/octet-stream")
+
+
+def test_job_ids_are_distinct_version_4_uuids_in_text_form() -> None:
+    ids = [new_job_id() for _ in range(2000)]  # several batches of the pool
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: threads may exist
+def test_a_forked_child_never_hands_out_its_parents_next_ids() -> None:
+    new_job_id()  # the pool holds ids the parent has not handed out yet
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.write(write, " ".join(new_job_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = [new_job_id() for _ in range(5)]
+    assert len(child) == 5
+    assert not set(child) & set(parent)
 
 
 def test_a_group_is_an_ordering_key_of_1_to_128_characters() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from amqp1q.adapters.proton._engine import Engine
+from amqp1q.adapters.proton._engine import SEND_BATCH, Engine
 from amqp1q.adapters.proton._links import (
     ACCEPTED,
     MODIFIED,
@@ -321,3 +321,36 @@ def test_a_links_session_can_be_ended_when_its_detach_goes_unanswered(
     assert receiver.own_session is None
     pump(client, server)
     assert client.links == []
+
+
+def test_a_burst_of_sends_is_written_every_send_batch_messages_outside_dispatch(
+    pair: tuple[Engine, Peer, Engine, Peer],
+) -> None:
+    """The owner is asked to write after SEND_BATCH messages (a pipeline), and what it writes
+    then reaches the peer; sends made while events are dispatched only mark output."""
+    client, _, server, server_peer = pair
+    sender = client.open_sender("jobs")
+    pump(client, server)
+    (remote,) = server_peer.links
+    assert isinstance(remote, ReceiverLink)
+    remote.flow(3 * SEND_BATCH + 5)
+    pump(client, server)
+    writes: list[bytes] = []
+    client.write_now = lambda: writes.append(client.data_to_send())
+    for _ in range(3 * SEND_BATCH + 5):
+        sender.send(b"job", None)
+    assert len(writes) == 3
+    assert all(writes)
+    for chunk in writes:
+        server.receive_data(chunk)
+    assert len(server_peer.received) == 3 * SEND_BATCH
+    pump(client, server)  # the last 5: left for the end of the loop's turn
+    assert len(server_peer.received) == 3 * SEND_BATCH + 5
+    # Sent from a flow event (inside dispatch): never written from within it.
+    remote.flow(2 * SEND_BATCH)
+    sender.on_flow = lambda link: [sender.send(b"job", None) for _ in range(2 * SEND_BATCH)]
+    writes.clear()
+    client.receive_data(server.data_to_send())
+    assert writes == []
+    pump(client, server)
+    assert len(server_peer.received) == 5 * SEND_BATCH + 5

@@ -249,6 +249,10 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
                 data_parts.append(bytes(data[start:offset]))
                 continue
             if code == HEADER:
+                if data[offset : offset + 4] == _DURABLE_ONLY:  # amqp1q's own, most often
+                    message.durable = True
+                    offset += 4
+                    continue
                 fields, offset = decode_fields(data, offset)
                 _header(message, fields)
                 continue
@@ -310,14 +314,13 @@ def _as_map(value: Any, what: str) -> dict[Any, Any]:
 
 
 def _header(message: Message, fields: list[Any]) -> None:
-    (
-        message.durable,
-        message.priority,
-        message.ttl,
-        message.first_acquirer,
-        message.delivery_count,
-    ) = (fields + [None] * 5)[:5] if len(fields) < 5 else fields[:5]
-    for value in (message.priority, message.ttl, message.delivery_count):
+    if len(fields) != 5:
+        fields = (fields + _NONE_5)[:5]
+    message.durable, priority, ttl, message.first_acquirer, count = fields
+    message.priority, message.ttl, message.delivery_count = priority, ttl, count
+    if priority is None and ttl is None and count is None:
+        return
+    for value in (priority, ttl, count):
         # Unsigned integers: receivers add and compare them (a "3" would raise TypeError there).
         if value is not None and (type(value) is bool or not isinstance(value, int) or value < 0):
             raise AMQPDecodeError(
@@ -325,7 +328,14 @@ def _header(message: Message, fields: list[Any]) -> None:
             )
 
 
+_NONE_5: Final[list[None]] = [None] * 5
+#: A header list holding only durable = true (a list8 of one item: the byte 0x41).
+_DURABLE_ONLY: Final = b"\xc0\x02\x01\x41"
+
+
 def _properties(message: Message, fields: list[Any]) -> None:
+    if len(fields) != 13:
+        fields = (fields + _NONE_13)[:13]
     (
         message.message_id,
         message.user_id,
@@ -340,7 +350,10 @@ def _properties(message: Message, fields: list[Any]) -> None:
         message.group_id,
         message.group_sequence,
         message.reply_to_group_id,
-    ) = (fields + [None] * 13)[:13] if len(fields) < 13 else fields[:13]
+    ) = fields
+
+
+_NONE_13: Final[list[None]] = [None] * 13
 
 
 # -- encoding any message -----------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Pump(asyncio.Protocol):
         self.lost = False
         self.done = asyncio.Event()
         engine.wakeup = self._schedule_flush
+        engine.write_now = self._write_now
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -131,6 +132,12 @@ class Pump(asyncio.Protocol):
             return
         self._flush_scheduled = True
         self._loop.call_soon(self._scheduled_flush)
+
+    def _write_now(self) -> None:
+        if self._receiving:  # (mid-feed: the engine is dispatching; written when it is done)
+            self.engine.touch()
+            return
+        self.flush()
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False

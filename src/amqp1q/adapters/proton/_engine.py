@@ -112,6 +112,11 @@ class Engine:
         self._dirty = True
         #: Called (once per batch) when API calls leave output to write; the driver flushes.
         self.wakeup: Callable[[], None] | None = None
+        #: Called when messages sent since the last write reach SEND_BATCH: the driver writes
+        #: them now, unless it is feeding the engine (then it writes once that is done).
+        self.write_now: Callable[[], None] | None = None
+        self._unwritten = 0
+        self._processing = False  # (events are being dispatched: write_now would re-enter)
         self.remote_opened = False
         self.closed = False
         self.error: Condition | None = None
@@ -125,6 +130,18 @@ class Engine:
             wakeup = self.wakeup
             if wakeup is not None:
                 wakeup()
+
+    def sent(self) -> None:
+        """A message went out on a link (:meth:`SenderLink.send`): bytes to write. Past
+        SEND_BATCH of them, written at once (unless the send came from an event being
+        dispatched: the owner writes when that is done). A pipeline: a burst of pushes does
+        not reach the broker as one write of the whole window, which the broker answers as
+        one, each side waiting for the other."""
+        self._unwritten += 1
+        if self._unwritten >= SEND_BATCH and self.write_now is not None and not self._processing:
+            self.write_now()
+        else:
+            self.touch()
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the peer, then process what they caused."""
@@ -153,6 +170,7 @@ class Engine:
         """Bytes to write to the peer now (``b""`` if none)."""
         if self._dirty:
             self.process()
+        self._unwritten = 0
         trans = self._trans
         chunks = []
         while True:
@@ -329,6 +347,13 @@ class Engine:
     def process(self) -> None:
         """Dispatch every pending proton event to links and the handler."""
         self._dirty = False
+        self._processing = True
+        try:
+            self._dispatch()
+        finally:
+            self._processing = False
+
+    def _dispatch(self) -> None:
         col = self._col
         peek = lib.pn_collector_peek
         pop = lib.pn_collector_pop
@@ -442,6 +467,8 @@ class Engine:
         return self._transport
 
 
+#: Messages sent before the driver writes them without waiting for the end of the loop's turn.
+SEND_BATCH: Final = 32
 _DELIVERY: Final[int] = lib.PN_DELIVERY
 _LINK_FLOW: Final[int] = lib.PN_LINK_FLOW
 _TRANSPORT: Final[int] = lib.PN_TRANSPORT

@@ -9,6 +9,7 @@ which a delayed job is held (on brokers without delayed delivery; see ``_brokers
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ def decode_delivery(
     facts = read_properties(message.application_properties)
     headers = facts.headers
     decode_error = facts.error
-    annotations: Mapping[Any, Any] = message.message_annotations or {}
+    annotations = message.message_annotations
     delivery_count = (message.delivery_count or 0) if count_deliveries else 0
     body: bytes
     if message.body_kind == "data" or message.body_kind is None:
@@ -80,22 +81,28 @@ def decode_delivery(
         if decode_error is None:
             decode_error = f"the subject is a {type(subject).__name__}, not a string"
         subject = None
+    message_id = message.message_id
+    # Positional, in Incoming's field order (keywords cost 0.4 us a message more).
     incoming = Incoming(
-        id=_message_id(message.message_id),
-        name=subject or "",
-        body=body,
-        content_type=str(message.content_type) if message.content_type is not None else None,
-        headers=trusted_headers(headers),
-        attempt=facts.attempt + delivery_count,
-        token=delivery,
-        priority=message.priority,
-        enqueued_at=_enqueued_at(annotations, message.creation_time),
-        dead_letter_reason=facts.dead_letter_reason,
-        dead_letter_description=facts.dead_letter_description,
-        decode_error=decode_error,
-        group=group,
+        message_id if type(message_id) is str else _message_id(message_id),  # id
+        subject or "",  # name
+        body,
+        _text_or_none(message.content_type),
+        trusted_headers(headers),
+        facts.attempt + delivery_count,  # attempt
+        delivery,  # token
+        message.priority,
+        _enqueued_at(annotations, message.creation_time),
+        facts.dead_letter_reason,
+        facts.dead_letter_description,
+        decode_error,
+        group,
     )
     return incoming, facts.not_before
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
 
 
 def _message_id(value: Any) -> str:
@@ -106,13 +113,21 @@ def _message_id(value: Any) -> str:
     return str(value)
 
 
-def _enqueued_at(annotations: Mapping[Any, Any], creation_time: Any) -> datetime.datetime | None:
-    value = annotations.get("x-opt-enqueued-time", creation_time)
+def _enqueued_at(
+    annotations: Mapping[Any, Any] | None, creation_time: Any
+) -> datetime.datetime | None:
+    value = annotations.get("x-opt-enqueued-time", creation_time) if annotations else creation_time
+    if isinstance(value, int) and value > 0:
+        return _datetime(value)
     if isinstance(value, datetime.datetime):
         return value
-    if isinstance(value, int) and value > 0:
-        try:
-            return _EPOCH + datetime.timedelta(milliseconds=value)
-        except OverflowError:  # past year 9999: not a time anyone meant
-            return None
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _datetime(milliseconds: int) -> datetime.datetime | None:
+    """The time ``milliseconds`` after the epoch (jobs pushed together share one: cached)."""
+    try:
+        return _EPOCH + datetime.timedelta(milliseconds=milliseconds)
+    except OverflowError:  # past year 9999: not a time anyone meant
+        return None

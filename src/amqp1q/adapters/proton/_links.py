@@ -219,7 +219,7 @@ class SenderLink(Link):
             lib.pn_delivery_settle(delivery)
         else:
             self._unsettled[delivery] = on_outcome
-        self.engine.touch()
+        self.engine.sent()
 
     def handle_delivery(self, delivery: Any) -> None:
         state = lib.pn_delivery_remote_state(delivery)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import SendResult
@@ -71,7 +71,14 @@ class Publisher:
             sender.close()
         self._senders.clear()
 
-    async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
+    def send(
+        self, jobs: Sequence[Job], default_priority: int
+    ) -> Coroutine[Any, Any, list[SendResult]]:
+        if len(jobs) == 1:  # one push(): no lists to keep, one coroutine
+            return self._push_one(jobs[0], default_priority)
+        return self._send_many(jobs, default_priority)
+
+    async def _send_many(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(jobs)
         waiting: list[tuple[int, bytes, str, asyncio.Future[Any]]] = []
         target = self.push_address()
@@ -83,9 +90,11 @@ class Publisher:
                 payload, address = self._encode(
                     job, default_priority, target, attempt=1, extra=None
                 )
-                waiting.append((index, payload, address, await self._send_one(payload, address)))
+                future = self._hand_over(payload, address)
+                if future is None:
+                    future = await self._send_one(payload, address)
+                waiting.append((index, payload, address, future))
             except Amqp1qError as exc:
-                exc.job_id = exc.job_id or job.id
                 results[index] = _push_error(exc, job)
         for index, payload, address, future in waiting:
             job = jobs[index]
@@ -94,15 +103,45 @@ class Publisher:
             except Amqp1qError as exc:
                 results[index] = _push_error(exc, job)
                 continue
-            if outcome.accepted:
-                results[index] = Receipt(job_id=job.id, queue=job.to or self._adapter.queue)
-            else:
-                results[index] = self._refusal(outcome.name, outcome.condition, job)
+            results[index] = self._result(outcome, job)
         done: list[SendResult] = []
         for result in results:
             assert result is not None, "every job has a result by now"
             done.append(result)
         return done
+
+    async def _push_one(self, job: Job, default_priority: int) -> list[SendResult]:
+        try:
+            payload, address = self._encode(
+                job, default_priority, self.push_address(), attempt=1, extra=None
+            )
+            future = self._hand_over(payload, address)
+            if future is None:
+                future = await self._send_one(payload, address)
+            try:
+                outcome = await future
+            except ConnectionLost as exc:
+                if not self._supervisor.may_resend(exc):
+                    raise
+                outcome = await self._outcome(
+                    await self._send_one(payload, address), payload, address
+                )
+        except Amqp1qError as exc:
+            return [_push_error(exc, job)]
+        return [self._result(outcome, job)]
+
+    def _result(self, outcome: Any, job: Job) -> SendResult:
+        if outcome.accepted:
+            return Receipt(job_id=job.id, queue=job.to or self._adapter.queue)
+        return self._refusal(outcome.name, outcome.condition, job)
+
+    def _hand_over(self, payload: bytes, address: str) -> asyncio.Future[Any] | None:
+        """The usual case, with no wait: the sender is open and has room. None otherwise."""
+        sender = self._senders.get(address)
+        if sender is None or not sender.alive or not sender.has_room:
+            return None
+        self._check_size(sender, payload, address)
+        return sender.send(payload)
 
     async def _send_one(self, payload: bytes, address: str) -> asyncio.Future[Any]:
         """Hand ``payload`` to the sender for ``address``; its future resolves with the outcome.
@@ -110,19 +149,22 @@ class Publisher:
         while True:
             try:
                 sender = await self.sender(address)
-                limit = sender.max_message_size
-                if limit and len(payload) > limit:
-                    raise JobTooLarge(
-                        f"the job encodes to {len(payload)} bytes; "
-                        f"the broker takes at most {limit} on this link",
-                        queue=self._adapter.queue,
-                        address=address,
-                    )
+                self._check_size(sender, payload, address)
                 await sender.wait_for_room()
                 return sender.send(payload)
             except ConnectionLost as exc:  # noqa: PERF203 - the retry loop itself
                 if not self._supervisor.may_resend(exc):
                     raise
+
+    def _check_size(self, sender: Sender, payload: bytes, address: str) -> None:
+        limit = sender.max_message_size
+        if limit and len(payload) > limit:
+            raise JobTooLarge(
+                f"the job encodes to {len(payload)} bytes; "
+                f"the broker takes at most {limit} on this link",
+                queue=self._adapter.queue,
+                address=address,
+            )
 
     async def _outcome(self, future: asyncio.Future[Any], payload: bytes, address: str) -> Any:
         """The broker's outcome; if the connection died first, the same bytes (same

@@ -44,6 +44,7 @@ log = logging.getLogger("amqp1q.proton")
 _DRAIN_TIMEOUT = 5.0
 _T = TypeVar("_T")
 _YIELD_EVERY = 8
+_YIELD_AFTER = 0.0005  # seconds
 
 
 class ProtonReceiver:
@@ -62,6 +63,11 @@ class ProtonReceiver:
         self._opened = False
         self._failure: Amqp1qError | None = None
         self._streak = 0
+        self._turned = 0.0  # (time.monotonic) the caller last gave the loop a turn
+        # The broker profile's facts read per job (set when the link attaches).
+        self._counts_attempts = True
+        self._honours_released = True
+        self._fresh_credit = False
         self._settler = Settler(adapter, self._hold)
         self._held = HeldJobs(self._on_due)
         self._due: deque[Held] = deque()  # held jobs whose time has come, waiting for credit
@@ -87,6 +93,10 @@ class ProtonReceiver:
         link = await adapter.connection.attach_receiver(
             adapter.address, queue=adapter.queue, settled=self._auto_ack
         )
+        profile = adapter.profile  # known once connected; read per job, so kept here
+        self._counts_attempts = profile.counts_attempts
+        self._honours_released = profile.honours_released
+        self._fresh_credit = profile.fresh_credit
         link.on_message = self._on_message
         link.on_remote_close = self._on_link_closed
         link.on_drained = self._on_drained
@@ -120,7 +130,7 @@ class ProtonReceiver:
         if waiting <= 0:
             return
         at_broker = self._told - self._received
-        if self._adapter.profile.fresh_credit:
+        if self._fresh_credit:
             # RabbitMQ 3.x takes each flow as a fresh grant, not counting deliveries in flight:
             # top it up only once its credit is used up, when nothing can be in flight.
             due = at_broker <= 0
@@ -253,19 +263,24 @@ class ProtonReceiver:
                 event.clear()
                 self._streak = 0
                 await event.wait()
+                self._turned = time.monotonic()
             self._streak += 1
             if self._streak >= _YIELD_EVERY:
                 # Jobs straight from the buffer never suspend the caller: give the loop a turn,
-                # so acks and credit go out while the rest are handled (and the loop stays live).
+                # so acks and credit go out while the rest are handled (and the loop stays live)
+                # -- once _YIELD_AFTER has passed since the last turn: each costs a poll.
                 self._streak = 0
-                await asyncio.sleep(0)
-                continue
+                now = time.monotonic()
+                if now - self._turned >= _YIELD_AFTER:
+                    self._turned = now
+                    await asyncio.sleep(0)
+                    continue
             if self._ready:
                 held = self._ready.popleft()
                 return self._hand_out(held.delivery, held.payload, held.incoming)
             delivery, payload = self._buffer.popleft()
             incoming, not_before = decode_delivery(
-                payload, delivery, count_deliveries=self._adapter.profile.counts_attempts
+                payload, delivery, count_deliveries=self._counts_attempts
             )
             if not_before is not None:
                 wait = not_before / 1000 - time.time()
@@ -281,9 +296,7 @@ class ProtonReceiver:
             return self._hand_out(delivery, payload, incoming)
 
     def _hand_out(self, delivery: Delivery, payload: bytes, incoming: Incoming) -> Incoming:
-        if not self._auto_ack and (
-            delivery.remote_settled or not self._adapter.profile.honours_released
-        ):
+        if not self._auto_ack and (delivery.remote_settled or not self._honours_released):
             self._in_hand[delivery] = payload
         return incoming
 

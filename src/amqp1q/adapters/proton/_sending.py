@@ -31,6 +31,7 @@ class Sender:
     ) -> None:
         self.link = link
         self.window = window
+        self._loop = asyncio.get_running_loop()  # (asking for it per message costs a getpid)
         self._on_dead = on_dead
         self._waiting: deque[tuple[bytes, asyncio.Future[DeliveryOutcome]]] = deque()
         self._in_flight: set[asyncio.Future[DeliveryOutcome]] = set()
@@ -61,11 +62,21 @@ class Sender:
         if self.failure is not None:
             raise self.failure
 
+    @property
+    def has_room(self) -> bool:
+        """A message may be queued now, without waiting (:meth:`wait_for_room`)."""
+        return self.failure is None and len(self._waiting) + len(self._in_flight) < self.window
+
     def send(self, payload: bytes) -> asyncio.Future[DeliveryOutcome]:
         """Queue ``payload``; the future resolves with the broker's verdict."""
-        future: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[DeliveryOutcome] = self._loop.create_future()
         if self.failure is not None:
             future.set_exception(self.failure)
+            return future
+        link = self.link
+        if not self._waiting and link.alive and link.credit > 0:  # straight out: no queueing
+            self._in_flight.add(future)
+            link.send(payload, _resolver(self, future))
             return future
         self._waiting.append((payload, future))
         self._pump()

@@ -705,8 +705,7 @@ def decode_fields(data: Any, offset: int) -> tuple[list[Any], int]:
                 size = data[position + 1]
                 start = position + 2
                 position = start + size
-                text = bytes(data[start:position]).decode("utf-8")
-                append(text if code == 0xA1 else Symbol(text))
+                append(str(data[start:position], "utf-8"))  # a symbol as plain text too
             elif code == 0x41 or code == 0x42:
                 append(code == 0x41)
                 position += 1
@@ -751,12 +750,12 @@ def decode_map(data: Any, offset: int) -> tuple[Any, int]:
                 size = data[position + 1]
                 start = position + 2
                 position = start + size
-                append(bytes(data[start:position]).decode("utf-8"))
+                append(str(data[start:position], "utf-8"))
             elif code == 0xB1:
                 (size,) = _unpack_I(data, position + 1)
                 start = position + 5
                 position = start + size
-                append(bytes(data[start:position]).decode("utf-8"))
+                append(str(data[start:position], "utf-8"))
             else:
                 value, position = decode(data, position)
                 append(value)
