@@ -31,8 +31,8 @@ class ReceivedJob:
 
     Read-only data: ``name``, ``id``, ``payload`` (decoded on first access), ``body`` (the raw
     bytes), ``content_type``, ``headers``, ``attempt`` (1 on the first delivery), ``priority``,
-    ``enqueued_at``, ``queue``, and for jobs read from a dead-letter queue
-    ``dead_letter_reason`` / ``dead_letter_description``.
+    ``enqueued_at``, ``queue``, ``group`` (the ordering key it was pushed with), and for jobs
+    read from a dead-letter queue ``dead_letter_reason`` / ``dead_letter_description``.
     """
 
     __slots__ = ("_consumer", "_incoming", "_outcome", "_payload")
@@ -93,6 +93,11 @@ class ReceivedJob:
         return self._incoming.priority
 
     @property
+    def group(self) -> str | None:
+        """The job's group (``Job(group=...)``): its ordering key, or None."""
+        return self._incoming.group
+
+    @property
     def enqueued_at(self) -> datetime.datetime | None:
         return self._incoming.enqueued_at
 
@@ -136,12 +141,13 @@ class ReceivedJob:
         )
 
     def to_job(self, **changes: Any) -> Job:
-        """A :class:`Job` with this one's name, id, body and headers, to push elsewhere."""
+        """A :class:`Job` with this one's name, id, body, headers and group, to push elsewhere."""
         fields: dict[str, Any] = {
             "id": self.id,
             "headers": self.headers,
             "priority": self.priority,
             "content_type": self.content_type,
+            "group": self.group,
         }
         fields.update(changes)
         payload = fields.pop("payload", self.body)

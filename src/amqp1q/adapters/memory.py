@@ -68,6 +68,7 @@ class _Entry:
     expires_at: float | None = None
     #: When a delayed job is due (for peeking), or None.
     scheduled_for: datetime.datetime | None = None
+    group: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -312,6 +313,9 @@ class _MemoryReceiver:
             entry.seq = queue.broker.next_seq()
             queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
 
+    def stale(self, incoming: Incoming) -> bool:
+        return False  # no connection to lose
+
     async def drain(self) -> None:
         self.credit = 0
         if not self._auto_ack:
@@ -352,6 +356,7 @@ def _incoming(entry: _Entry) -> Incoming:
         enqueued_at=entry.enqueued_at,
         dead_letter_reason=entry.dead_letter_reason,
         dead_letter_description=entry.dead_letter_description,
+        group=entry.group,
     )
 
 
@@ -451,6 +456,7 @@ class MemoryAdapter:
                     headers=job.headers,
                     priority=default_priority if job.priority is None else job.priority,
                     enqueued_at=now,
+                    group=job.group,
                 )
                 if job.delay or job.ttl:
                     stamp_times(entry, now, job.delay, job.ttl)
@@ -465,6 +471,10 @@ class MemoryAdapter:
         receiver = _MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
         self._receivers.append(receiver)
         return receiver
+
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None: the consumer sequences groups over :meth:`receiver` (docs/ordering.md)."""
+        return None
 
     def operations(self) -> MemoryOperations:
         """depth, peek, purge and cancel, read from the broker directly."""

@@ -254,6 +254,7 @@ class Publisher:
             durable=job.durable,
             ttl=ttl,
             to=to,
+            group_id=job.group,
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,
             body_kind="data",

@@ -15,7 +15,14 @@ from typing import Any, Protocol
 
 from ..._adapter import Incoming
 from ..._job import Job, trusted_headers
-from ..._properties import ATTEMPT, TRACE_CONTEXT, job_properties, read_properties, text_of
+from ..._properties import (
+    ATTEMPT,
+    TRACE_CONTEXT,
+    job_properties,
+    read_group,
+    read_properties,
+    text_of,
+)
 from ..._roadrunner import encode_envelope, envelope_properties, received_envelope
 from ._sdk import ServiceBusMessage
 
@@ -35,9 +42,11 @@ def to_message(
     application properties (``traceparent`` and ``Diagnostic-Id`` among them pass as they are,
     named in bytes as the SDK's tracing names them: with azure-core tracing on, the SDK then
     keeps them instead of adding a second key of the same name); an ``attempt`` above 1 rides
-    in ``x-amqp1q-attempt``."""
+    in ``x-amqp1q-attempt``; the group is the SessionId."""
     properties = job_properties(job.headers, attempt=attempt)
     message = message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
+    if job.group is not None:
+        message.session_id = job.group
     if job.ttl:  # the SDK writes whole seconds (a 0.5 s ttl would become none): round up
         message.time_to_live = datetime.timedelta(seconds=math.ceil(job.ttl))
     return message
@@ -48,11 +57,15 @@ def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> Servi
     envelope naming ``pipeline`` as the body, and the application properties the Proton adapter
     writes beside it -- the headers, ``x-delay`` (milliseconds) for a delayed job and an
     ``attempt`` above 1. No subject or content type; no message-id either, unless the job is
-    delayed: Service Bus schedules a message by its id, so a delayed one carries the job's."""
+    delayed: Service Bus schedules a message by its id, so a delayed one carries the job's. The
+    envelope has no place for a group: it is the SessionId, beside it."""
     envelope = encode_envelope(job, pipeline)
     message_id = job.id if job.delay else None
     properties = envelope_properties(job, attempt=attempt)
-    return message_for("", envelope, message_id, None, properties, None)
+    message = message_for("", envelope, message_id, None, properties, None)
+    if job.group is not None:
+        message.session_id = job.group
+    return message
 
 
 def message_for(
@@ -106,7 +119,8 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     The application properties (names and values as bytes, from the SDK) are read by
     :func:`amqp1q._properties.read_properties`, as on every adapter: the headers, the
     ``x-amqp1q-attempt`` the copy was sent with (to which the broker's delivery count is
-    added), and ``dead_letter_reason`` / ``dead_letter_description``. A RoadRunner envelope
+    added), and ``dead_letter_reason`` / ``dead_letter_description``; the SessionId is the
+    job's group. A RoadRunner envelope
     gives the job's name, id, payload, headers and priority, as on the Proton adapter.
     """
     facts = read_properties(message.application_properties)
@@ -123,6 +137,7 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
             priority = envelope.priority
             body = envelope.body
     delivery_count = getattr(message, "delivery_count", None) or 0
+    group, group_error = read_group(getattr(message, "session_id", None))
     content_type: Any = message.content_type
     if isinstance(content_type, bytes):
         content_type = content_type.decode("utf-8", "replace")
@@ -138,7 +153,8 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
         enqueued_at=getattr(message, "enqueued_time_utc", None),
         dead_letter_reason=facts.dead_letter_reason,
         dead_letter_description=facts.dead_letter_description,
-        decode_error=body_error or facts.error,
+        decode_error=body_error or facts.error or group_error,
+        group=group,
     )
 
 

@@ -397,6 +397,11 @@ class ServiceBusAdapter:
         self._receivers.add(receiver)
         return receiver
 
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None for now: the consumer sequences groups over :meth:`receiver`. Session
+        receivers (one session lock per group) come with issue 14's Service Bus part."""
+        return None
+
     def forget_receiver(self, receiver: QueueReceiver) -> None:
         self._receivers.discard(receiver)
 
