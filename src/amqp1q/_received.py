@@ -291,7 +291,7 @@ class Processing:
                 # Nothing can be settled any more: the broker takes the job back by itself.
                 if not job.settled:
                     job._outcome = Outcome.RELEASE
-                    consumer.lost(lost)
+                    consumer.lost(lost, job._incoming)
                 raise
         if exc is None:
             if not job.settled:

@@ -63,6 +63,11 @@ class Backend:
     async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
         raise NotImplementedError
 
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """A queue for ``consume(groups=N)`` (tests/semantics/test_ordering.py): one with one
+        active consumer where the broker has that, a session queue on Service Bus."""
+        return await self.make_queue(name, **settings)
+
     async def cleanup(self) -> None:
         """Called once after the test."""
 
@@ -106,6 +111,15 @@ class RabbitMQBackend(Backend):
         queue = self.queue_name(name)
         if queue not in self.queues:
             self.management.setup_job_queue(queue)
+            self.queues.append(queue)
+        return JobQueue.from_url(RABBITMQ_URL, queue=queue, **settings)
+
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """Declared with ``x-single-active-consumer``, as ``setup-rabbitmq
+        --single-active-consumer`` does."""
+        queue = self.queue_name(name)
+        if queue not in self.queues:
+            self.management.setup_job_queue(queue, single_active_consumer=True)
             self.queues.append(queue)
         return JobQueue.from_url(RABBITMQ_URL, queue=queue, **settings)
 
@@ -169,6 +183,14 @@ class ServiceBusBackend(Backend):
             self._started = True
         url = self.broker.servicebus_connection_string(self.queue_name(name))
         return JobQueue.from_url(url, **settings)
+
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """A session queue (``requires_session=True``): the groups are sessions."""
+        if not self._started:
+            await self.broker.start()
+            self._started = True
+        self.broker.declare(self.queue_name(name), requires_session=True)
+        return await self.make_queue(name, **settings)
 
     def cut_connection(self, queue: JobQueue) -> None:
         """Drop every connection at the broker (the SDK opens one per sender and receiver)."""
