@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from amqp1q import Job, JobQueue, UnsupportedFeature
+from amqp1q import Job, JobQueue, LockLost, UnsupportedFeature
 from amqp1q.adapters.servicebus import ServiceBusAdapter
 from amqp1q.testing import Broker
 
@@ -197,3 +197,21 @@ async def test_a_job_without_a_group_is_refused_by_a_session_queue(
         with pytest.raises(Exception, match="SessionId was not set") as caught:
             await jobs.push(Job("free", {}))
         assert type(caught.value).__name__ == "JobRejected"
+
+
+async def test_a_job_held_past_max_lock_renewal_loses_its_session_and_comes_back() -> None:
+    async with Broker(servicebus=True, lock_duration=1.0) as broker:
+        broker.declare("stuck", requires_session=True)
+        async with _jobs(broker, "stuck", max_lock_renewal=1.0) as jobs:
+            await jobs.push_many([Job("s", {"n": n}, group="g") for n in range(2)])
+            async with jobs.consume(groups=1) as consumer:
+                job = await asyncio.wait_for(consumer.receive(), 10)
+                assert job is not None
+                with pytest.raises(LockLost):
+                    async with job.process():
+                        await asyncio.sleep(10)  # cancelled once the session's lock runs out
+        async with _jobs(broker, "stuck") as jobs, jobs.consume(groups=1) as consumer:
+            again = await asyncio.wait_for(consumer.receive(), 10)
+            assert again is not None
+            assert (again.payload, again.attempt) == ({"n": 0}, 2)
+            await again.ack()

@@ -84,6 +84,13 @@ class _Session:
     def __repr__(self) -> str:
         return f"<session {self.id!r} unsettled={len(self.unsettled)} alive={self.alive}>"
 
+    def lock_left(self) -> float:
+        """Seconds until the session's lock ends, as far as this side knows."""
+        until = self.sdk.session.locked_until_utc
+        if until is None:
+            return 1.0
+        return max(0.05, (until - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
     def lock_ran_out(self) -> bool:
         """Whether the session's lock has run out, as far as this side knows."""
         until = self.sdk.session.locked_until_utc
@@ -140,6 +147,7 @@ class SessionReceiver:
         self._groups = groups
         self._idle = idle
         self._credit = 0
+        self._drains = 0  # how many drains: a pull that spans one gives back what it got
         self._window = 0
         self._buffer: deque[tuple[_Session, Delivery]] = deque()
         self._event = asyncio.Event()
@@ -206,6 +214,7 @@ class SessionReceiver:
 
     async def drain(self) -> None:
         self._credit = 0
+        self._drains += 1
         await self._give_back()
 
     # -- sessions -------------------------------------------------------------------------------
@@ -291,6 +300,7 @@ class SessionReceiver:
                 last = loop.time()
                 continue
             self._credit -= want  # reserved for this pull, what is not used comes back
+            drains = self._drains
             try:
                 messages = await sdk.receive_messages(
                     max_message_count=want, max_wait_time=min(self._idle, 1.0)
@@ -301,6 +311,10 @@ class SessionReceiver:
                     log.info("session %r of %r failed: %s", session.id, self.queue, describe(exc))
                     self._lose(session, f"its receiver failed: {describe(exc)}")
                 return
+            if drains != self._drains:  # drained meanwhile: no credit for these, back they go
+                for message in messages:
+                    self._in_background(_abandon_quietly(sdk, message))
+                continue
             self._credit += want - len(messages)
             now = loop.time()
             if messages:
@@ -316,15 +330,21 @@ class SessionReceiver:
                 return
 
     async def _renew(self, session: _Session) -> None:
-        """Renew the session's lock at half its span while it is held."""
+        """Renew the session's lock at half its span while it is held; as for a job's lock, not
+        past ``max_lock_renewal`` of a job in hand (then the lock runs out: the session is
+        lost, and with it the job)."""
+        loop = asyncio.get_running_loop()
+        limit = self._adapter.max_lock_renewal
         while session.alive:
-            until = session.sdk.session.locked_until_utc
-            span = 1.0
-            if until is not None:
-                now = datetime.datetime.now(datetime.timezone.utc)
-                span = max(0.05, (until - now).total_seconds())
+            span = session.lock_left()
             await asyncio.sleep(span * _RENEW_AT)
             if session.gone:
+                return
+            oldest = min((d.received_at for d in session.unsettled), default=None)
+            if oldest is not None and loop.time() - oldest >= limit:
+                await asyncio.sleep(session.lock_left())
+                why = "its lock ran out: a job was held past the maximum renewal time"
+                self._lose(session, why)
                 return
             try:
                 await session.sdk.session.renew_lock()
@@ -507,3 +527,8 @@ class SessionReceiver:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def _abandon_quietly(sdk: ServiceBusReceiver, message: Any) -> None:
+    with contextlib.suppress(Exception):
+        await sdk.abandon_message(message)
