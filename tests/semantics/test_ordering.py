@@ -288,9 +288,7 @@ async def test_a_cut_mid_run_loses_nothing_and_keeps_every_group_in_order(kind: 
                 handlers = asyncio.create_task(run_handlers(queue, ledger, random.Random(41)))
                 with anyio.fail_after(90):
                     for at in (100, 250, 400):
-                        while sum(ledger.done.values()) < at and not handlers.done():  # noqa: ASYNC110 - polls progress
-                            await asyncio.sleep(0.005)
-                        cuts += bool(proxy.cut())
+                        cuts += await _cut_at(proxy, ledger, handlers, at)
                     await handlers
     finally:
         await backend.cleanup()
@@ -308,6 +306,19 @@ async def test_a_cut_mid_run_loses_nothing_and_keeps_every_group_in_order(kind: 
     # A rerun is a job in hand when the cut came: at most one per group in flight, per cut.
     assert ledger.reruns <= cuts * IN_FLIGHT
     assert ledger.most_running > 1
+
+
+async def _cut_at(
+    proxy: FaultProxy, ledger: Ledger, handlers: asyncio.Task[None], progress: int
+) -> int:
+    """Once ``progress`` jobs were handled, cut the connection (1), unless the run ended (0)."""
+    while sum(ledger.done.values()) < progress and not handlers.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    while not handlers.done():
+        if proxy.cut():
+            return 1
+        await asyncio.sleep(0.01)  # between connections: try again
+    return 0
 
 
 def _userinfo(kind: str) -> str | None:
