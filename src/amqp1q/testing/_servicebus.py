@@ -13,8 +13,11 @@ broker, as the SDK (7.x, pyamqp transport) speaks it:
 - ``QUEUE/$management`` (and ``QUEUE/$DeadLetterQueue/$management``): request/response with
   ``statusCode`` / ``statusDescription`` (and ``errorCondition``) application properties and an
   AMQP-value map body. Operations: ``com.microsoft:renew-lock``, ``schedule-message``,
-  ``cancel-scheduled-message`` and ``peek-message``; and amqp1q's own operations
-  (:mod:`._management_ops`), which the plain broker answers too.
+  ``cancel-scheduled-message`` and ``peek-message``; the session operations
+  (``renew-session-lock``, ``get-session-state``, ``set-session-state``: :mod:`._sessions`);
+  and amqp1q's own operations (:mod:`._management_ops`), which the plain broker answers too.
+- Sessions (:mod:`._sessions`): a receiver on a queue that requires sessions attaches with a
+  session filter and holds that session's lock.
 - Settlement echo: with receive-settle-mode ``second`` (PEEK_LOCK) the SDK sends its outcome
   unsettled and waits until the broker settles the delivery *with the same outcome*
   (``accepted``, ``modified``, ``rejected`` without an error); a settlement after the lock expired
