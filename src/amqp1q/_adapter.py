@@ -119,6 +119,7 @@ __all__ = [
     "Adapter",
     "Backend",
     "Entity",
+    "GroupState",
     "HandedOut",
     "Incoming",
     "Outcome",
@@ -187,6 +188,15 @@ ACK = Settlement(Outcome.ACK)
 RELEASE = Settlement(Outcome.RELEASE)
 
 
+class GroupState(Protocol):
+    """The state a backend keeps for one group (a Service Bus session's state): opaque bytes,
+    read and replaced while the consumer holds the group."""
+
+    async def get(self) -> bytes | None: ...
+
+    async def set(self, state: bytes | None) -> None: ...
+
+
 @attrs.define(slots=True, eq=False)
 class Incoming:
     """A received message as an adapter hands it to the facade."""
@@ -207,6 +217,9 @@ class Incoming:
     decode_error: str | None = None
     #: The job's group (``Job.group``: the AMQP group-id, the Service Bus SessionId), or None.
     group: str | None = None
+    #: The state of the job's group, for a backend that keeps one (Service Bus sessions):
+    #: ``ReceivedJob.group_state()`` / ``set_group_state()`` go through it. None elsewhere.
+    group_state: GroupState | None = None
     #: Set by an adapter whose deliveries can be lost while in hand: a context manager factory
     #: ``job.process()`` enters around the handler; it cancels the block and raises
     #: :class:`~amqp1q.LockLost` when the delivery is lost.

@@ -11,8 +11,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _metrics, _tracing, _typed
-from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
-from ._errors import AlreadySettled, LockLost, PayloadError
+from ._adapter import ACK, RELEASE, GroupState, Incoming, Outcome, Settlement
+from ._errors import AlreadySettled, LockLost, PayloadError, UnsupportedFeature
 from ._job import Headers, Job
 from ._payload import decode_payload
 
@@ -97,6 +97,29 @@ class ReceivedJob:
     def group(self) -> str | None:
         """The job's group (``Job(group=...)``): its ordering key, or None."""
         return self._incoming.group
+
+    async def group_state(self) -> bytes | None:
+        """The state kept for the job's group (a Service Bus session's state), None if unset.
+
+        For checkpoints: ``consume(groups=N)`` on a Service Bus queue that requires sessions.
+        Elsewhere it raises :class:`~amqp1q.UnsupportedFeature`."""
+        return await self._group_state().get()
+
+    async def set_group_state(self, state: bytes | None) -> None:
+        """Replace the state kept for the job's group (None clears it); see
+        :meth:`group_state`."""
+        await self._group_state().set(state)
+
+    def _group_state(self) -> GroupState:
+        handle = self._incoming.group_state
+        if handle is None:
+            raise UnsupportedFeature(
+                "group state is kept only for Service Bus sessions: consume(groups=N) from a "
+                "Service Bus queue that requires sessions",
+                queue=self.queue,
+                job_id=self.id,
+            )
+        return handle
 
     @property
     def enqueued_at(self) -> datetime.datetime | None:

@@ -43,6 +43,9 @@ class Backend:
     #: ``depth()`` counts (False: UnsupportedFeature), and counts what is in flight.
     counts = True
     counts_in_flight = True
+    #: Its ordered queue (``make_ordered_queue``) takes only jobs with a group (Service Bus
+    #: sessions).
+    groups_required = False
     #: ``depth()`` counts when asked (False: a sample that lags; the test polls).
     exact_counts = True
     #: ``peek()`` reads without taking (False: UnsupportedFeature).
@@ -165,6 +168,7 @@ class ServiceBusBackend(Backend):
     release_keeps_order = False
     can_cut_connections = True
     counts_in_flight = False  # a peeked message does not say it is locked
+    groups_required = True  # its ordered queue requires sessions: every job needs a group
 
     def __init__(self) -> None:
         super().__init__()

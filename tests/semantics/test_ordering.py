@@ -1,6 +1,6 @@
 """Ordered processing (``consume(groups=N)``, docs/ordering.md): memory, the embedded broker,
 RabbitMQ (a queue with ``x-single-active-consumer``), Qpid Proton's example brokers, and Service
-Bus (sessions: expected to fail until the i14-sessions branch is merged).
+Bus (the emulation's session queue: groups are sessions, held by session receivers).
 
 Ten groups of fifty jobs, pushed interleaved, handled by handlers of random duration that fail
 at random (retried by the policy, or by hand): each group's jobs must start one at a time and in
@@ -21,7 +21,15 @@ from typing import Any
 import anyio
 import pytest
 
-from amqp1q import DeliveryStale, Job, JobQueue, ReceivedJob, ReconnectPolicy, RetryPolicy
+from amqp1q import (
+    Amqp1qError,
+    DeliveryStale,
+    Job,
+    JobQueue,
+    ReceivedJob,
+    ReconnectPolicy,
+    RetryPolicy,
+)
 from amqp1q.testing import FaultProxy
 
 from ..conftest import RABBITMQ_URL
@@ -34,18 +42,13 @@ GROUPS = 10
 PER_GROUP = 50
 IN_FLIGHT = 4
 PREFETCH = 3 * IN_FLIGHT
-SESSIONS_PENDING = (
-    "Service Bus groups are sessions: the session receivers and the emulation's requires-session "
-    "queues are the i14-sessions branch's work (ServiceBusAdapter.group_receiver returns None, "
-    "Broker.declare takes no requires_session here)"
-)
 ORDERED = [
     "memory",
     "embedded",
     "rabbitmq",
     "qpid-cpp",
     "qpid-c",
-    pytest.param("servicebus", marks=pytest.mark.xfail(strict=True, reason=SESSIONS_PENDING)),
+    "servicebus",
 ]
 log = logging.getLogger(__name__)
 RETRY = RetryPolicy(max_attempts=6, initial_delay=0.005, max_delay=0.02)
@@ -195,6 +198,10 @@ async def test_a_group_retried_with_a_delay_waits_and_others_go_on(ordered: Back
 async def test_jobs_without_a_group_are_each_a_group_of_their_own(ordered: Backend) -> None:
     queue = await ordered.make_ordered_queue()
     async with queue:
+        if ordered.groups_required:  # a session queue takes no job without a session
+            with pytest.raises(Amqp1qError, match="SessionId was not set"):
+                await queue.push(Job("free", {"n": 0}))
+            return
         await queue.push_many([Job("free", {"n": n}) for n in range(3)])
         async with queue.consume(groups=3, prefetch=3) as consumer:
             with anyio.fail_after(20):
@@ -245,7 +252,7 @@ async def test_a_group_travels_with_its_job_in_both_wire_formats(backend: Backen
 
 # -- a connection cut mid-run -------------------------------------------------------------------
 
-CUT_ON = ["embedded", "rabbitmq"]
+CUT_ON = ["embedded", "rabbitmq", "servicebus"]
 
 
 @pytest.mark.parametrize("kind", CUT_ON)
@@ -257,7 +264,7 @@ async def test_a_cut_mid_run_loses_nothing_and_keeps_every_group_in_order(kind: 
             await direct.push_many(interleaved())
         target: tuple[str, int]
         settings: dict[str, Any] = {"queue": direct.name}
-        if kind == "embedded":
+        if kind in ("embedded", "servicebus"):
             broker = backend.broker  # type: ignore[attr-defined]
             target = (broker.host, broker.port)
         else:
@@ -266,6 +273,11 @@ async def test_a_cut_mid_run_loses_nothing_and_keeps_every_group_in_order(kind: 
         cuts = 0
         async with FaultProxy(*target) as proxy:
             url = proxy.url_for("amqp", userinfo=_userinfo(kind))
+            if kind == "servicebus":  # (the SDK opens a connection per sender and receiver)
+                url = (
+                    f"Endpoint=sb://{proxy.host}:{proxy.port};SharedAccessKeyName=k;"
+                    "SharedAccessKey=v;UseDevelopmentEmulator=true"
+                )
             queue = JobQueue.from_url(
                 url,
                 retry=RETRY,
