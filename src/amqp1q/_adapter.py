@@ -185,6 +185,11 @@ class Incoming:
     #: ``job.process()`` enters around the handler; it cancels the block and raises
     #: :class:`~amqp1q.LockLost` when the delivery is lost.
     guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    #: A request's ``reply-to`` and ``correlation-id`` (a reply's ``correlation-id``), and on
+    #: Service Bus its ``reply-to-session-id``: where and how a reply goes (``_replies``).
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    reply_to_session_id: str | None = None
 
     def copy_as_job(self, delay: float | None = None) -> Job:
         """The job to push for a re-published copy (a retry, a release, a dead-letter): the

@@ -7,12 +7,12 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
-from . import _metrics
+from . import _calls, _metrics
 from ._adapter import Adapter
 from ._consumer import Consumer, ConsumerHooks
-from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
+from ._errors import Amqp1qError, CallTimeout, ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_adapter
 from ._job import Job, Receipt
 from ._operations import OperationsMixin, bind_receipts
@@ -33,6 +33,7 @@ from ._urls import parse_url
 __all__ = ["JobQueue"]
 
 log = logging.getLogger("amqp1q.queue")
+T = TypeVar("T")
 
 
 class _State(enum.Enum):
@@ -325,6 +326,8 @@ class JobQueue(OperationsMixin):
         if consumers:
             await asyncio.gather(*(c.close(grace) for c in consumers), return_exceptions=True)
         await self._pusher.wait_idle(grace)
+        if not self._client_made:  # the queue's own connection: its reply link goes with it
+            await _calls.stop_router(self._adapter)
         try:
             await asyncio.wait_for(self._adapter.close(), self.close_timeout)
         except asyncio.TimeoutError:
@@ -389,6 +392,46 @@ class JobQueue(OperationsMixin):
                 raise result
             receipts.append(result)
         return receipts
+
+    # -- request and reply ----------------------------------------------------------------------
+
+    @overload
+    async def call(self, job: Job, *, timeout: float = ..., result_type: None = ...) -> Any: ...
+    @overload
+    async def call(self, job: Job, *, timeout: float = ..., result_type: type[T]) -> T: ...
+
+    async def call(
+        self, job: Job, *, timeout: float = 30.0, result_type: type[Any] | None = None
+    ) -> Any:
+        """Send ``job`` as a request and return its handler's return value.
+
+        The job goes with ``reply-to`` (the connection's reply link) and ``correlation-id``
+        (its id); the worker sends what the handler returns back. The value is decoded JSON
+        (or ``bytes``), or with ``result_type`` checked and built as that type (as a handler's
+        typed payload is). Raises :class:`~amqp1q.JobFailed` when the handler failed after its
+        last attempt (the remote error's type and message), :class:`~amqp1q.CallTimeout` when
+        no reply came within ``timeout`` seconds (the push included). Cancelling the call
+        stops the wait; a reply that comes later is dropped. See docs/request-reply.md.
+        """
+        self._check_open()
+        timeout = check_seconds("timeout", timeout)
+        adapter = _calls.replying(self._adapter, self.name)
+        try:
+            async with deadline(timeout):
+                router = await _calls.router_for(adapter)
+                link = router.link
+                request = job.evolve(reply_to=link.address, correlation_id=job.id)
+                waiting = router.expect(job.id)
+                try:
+                    await self.push(request)
+                    incoming = await waiting
+                finally:
+                    router.forget(job.id)
+        except TimeoutError:
+            raise CallTimeout(
+                f"no reply within {timeout:g} s", queue=self.name, job_id=job.id
+            ) from None
+        return _calls.read_reply(incoming, result_type, self.name, job.id)
 
     # -- consume --------------------------------------------------------------------------------
 

@@ -140,12 +140,14 @@ class Runner:
         if in_hand is not None:
             in_hand.started(job)
         try:
-            await self._call(handler, job)
+            result = await self._call(handler, job)
         finally:
             if in_hand is not None:
                 in_hand.ended(job)
+        if job.wants_reply and not job.settled:  # a request: its caller gets the return value
+            await job.reply(result)
 
-    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[Any]:
         arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
         if not self._threads.is_async(handler):
             return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
@@ -203,8 +205,8 @@ async def _first(
     return False
 
 
-async def _within(call: Awaitable[None], seconds: float, name: str) -> None:
+async def _within(call: Awaitable[Any], seconds: float, name: str) -> Any:
     try:
-        await asyncio.wait_for(call, seconds)
+        return await asyncio.wait_for(call, seconds)
     except asyncio.TimeoutError:
         raise TimeoutError(f"the handler for {name!r} took longer than {seconds:g} s") from None

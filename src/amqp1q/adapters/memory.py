@@ -39,11 +39,12 @@ from .._adapter import (
 )
 from .._errors import AlreadySettled, DeliveryStale, JobTooLarge, QueueStateError
 from .._job import Headers, Job, Receipt
+from .._replies import Reply
 from .._urls import DEFAULT_MEMORY_NAMESPACE
 from ._memory_inspect import MemoryOperations, stamp_times
 from ._memory_topics import MemoryTopic, refuse_dead_letters, refuse_push, refuse_receive
 
-__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryTopic"]
+__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryReplies", "MemoryTopic"]
 
 DEAD_LETTER_SUFFIX: Final = "/$deadletterqueue"
 _FACTS: Final = ServerFacts()
@@ -68,6 +69,9 @@ class _Entry:
     expires_at: float | None = None
     #: When a delayed job is due (for peeking), or None.
     scheduled_for: datetime.datetime | None = None
+    #: A request's reply-to (and the id its reply carries), or a reply's correlation id.
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -133,6 +137,13 @@ class MemoryBroker:
 
     def next_seq(self) -> int:
         return next(self._seq)
+
+    def has_queue(self, name: str) -> bool:
+        return name in self._queues
+
+    def delete(self, name: str) -> None:
+        """Forget queue ``name`` and what it holds (a caller's temporary reply queue)."""
+        self._queues.pop(name, None)
 
 
 class _MemoryQueue:
@@ -352,6 +363,8 @@ def _incoming(entry: _Entry) -> Incoming:
         enqueued_at=entry.enqueued_at,
         dead_letter_reason=entry.dead_letter_reason,
         dead_letter_description=entry.dead_letter_description,
+        reply_to=entry.reply_to,
+        correlation_id=entry.correlation_id,
     )
 
 
@@ -366,6 +379,7 @@ class MemoryAdapter:
         max_message_size: int | None = None,
         display: str | None = None,
         entity: Entity | None = None,
+        replies: MemoryReplies | None = None,
     ) -> None:
         self._broker = broker if broker is not None else MemoryBroker.default()
         self._entity = entity if entity is not None else Entity.queue(queue)
@@ -379,6 +393,8 @@ class MemoryAdapter:
         self._max_message_size = max_message_size
         self._display = display or f"memory://{queue}"
         self._receivers: list[_MemoryReceiver] = []
+        self._owns_replies = replies is None  # a client's adapters share the client's
+        self._replies = replies if replies is not None else MemoryReplies(self._broker)
 
     @property
     def broker(self) -> MemoryBroker:
@@ -423,6 +439,8 @@ class MemoryAdapter:
         receivers, self._receivers = self._receivers, []
         for receiver in receivers:
             await receiver.close()
+        if self._owns_replies:
+            await self._replies.close()
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
         if self._entity.kind == SUBSCRIPTION:
@@ -451,6 +469,8 @@ class MemoryAdapter:
                     headers=job.headers,
                     priority=default_priority if job.priority is None else job.priority,
                     enqueued_at=now,
+                    reply_to=job.reply_to,
+                    correlation_id=job.id if job.reply_to is not None else job.correlation_id,
                 )
                 if job.delay or job.ttl:
                     stamp_times(entry, now, job.delay, job.ttl)
@@ -466,6 +486,14 @@ class MemoryAdapter:
         self._receivers.append(receiver)
         return receiver
 
+    # -- request and reply (see amqp1q._replies) ----------------------------------------------
+
+    def reply_link(self) -> MemoryReplyLink:
+        return self._replies.link()
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        self._replies.send(address, reply)
+
     def operations(self) -> MemoryOperations:
         """depth, peek, purge and cancel, read from the broker directly."""
         return MemoryOperations(self._broker, self._queue_name)
@@ -479,3 +507,85 @@ class MemoryAdapter:
             max_message_size=self._max_message_size,
             display=self._display + DEAD_LETTER_SUFFIX,
         )
+
+
+# -- request and reply -------------------------------------------------------------------------
+
+#: The name of a caller's temporary reply queue starts with this.
+REPLY_PREFIX: Final = "$replies/"
+
+
+class MemoryReplies:
+    """The reply link of one client (a ``from_url`` queue, or a ``connect()`` client): a
+    temporary queue of its own, deleted when the link closes."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._link: MemoryReplyLink | None = None
+
+    def link(self) -> MemoryReplyLink:
+        link = self._link
+        if link is None or link.closed:
+            link = self._link = MemoryReplyLink(self._broker)
+        return link
+
+    def send(self, address: str, reply: Reply) -> None:
+        broker = self._broker
+        if address.startswith(REPLY_PREFIX) and not broker.has_queue(address):
+            return  # its caller has gone: nobody would read it
+        broker.queue(address).put(
+            _Entry(
+                seq=broker.next_seq(),
+                id=reply.id,
+                name=reply.subject or "reply",
+                body=reply.body,
+                content_type=reply.content_type,
+                headers=Headers(reply.properties) if reply.properties else Headers(),
+                priority=0,
+                enqueued_at=datetime.datetime.now(datetime.timezone.utc),
+                correlation_id=reply.correlation_id,
+            )
+        )
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+
+class MemoryReplyLink:
+    """A temporary reply queue and the receiver reading it (at most once: replies are
+    settled on delivery)."""
+
+    _CREDIT: Final = 1000
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self.address = f"{REPLY_PREFIX}{broker.next_seq()}-{id(self):x}"
+        self.session_id: str | None = None
+        self._receiver: _MemoryReceiver | None = None
+        self.closed = False
+
+    async def open(self) -> None:
+        receiver = _MemoryReceiver(self._broker.queue(self.address), auto_ack=True)
+        await receiver.open()
+        receiver.flow(self._CREDIT)
+        self._receiver = receiver
+
+    async def receive(self) -> Incoming | None:
+        receiver = self._receiver
+        if receiver is None or self.closed:
+            return None
+        incoming = await receiver.receive()
+        if incoming is not None:
+            receiver.flow(1)
+        return incoming
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            await receiver.close()
+        self._broker.delete(self.address)
