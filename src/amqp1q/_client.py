@@ -55,6 +55,7 @@ def connect(
     allow_plaintext_password: bool = False,
     connect_timeout: float = 10.0,
     close_timeout: float = 10.0,
+    reply_queue: str | None = None,
 ) -> Client:
     """A client for the broker at ``url``, holding one connection for all it makes.
 
@@ -62,7 +63,9 @@ def connect(
     ``amqps://`` (its path, if any, is not read), a Service Bus connection string (its
     ``EntityPath``, if any, is not read), or ``memory://`` (``memory://NAMESPACE/`` for a
     namespace of its own). The connection settings are ``from_url``'s; queue settings go to
-    :meth:`Client.queue`. Open it with ``async with`` (or :meth:`Client.open`).
+    :meth:`Client.queue`. ``reply_queue`` is the client's queue for the replies to
+    ``queue.call()`` where the broker makes no temporary ones (docs/request-reply.md). Open it
+    with ``async with`` (or :meth:`Client.open`).
     """
     settings: dict[str, Any] = {
         "container_id": container_id,
@@ -72,6 +75,7 @@ def connect(
         "reconnect": reconnect,
         "allow_plaintext_password": allow_plaintext_password,
         "connect_timeout": connect_timeout,
+        "reply_queue": reply_queue,
     }
     endpoint = _urls.parse_url(url)  # (looked up at call time: tests may stand in)
     return Client(endpoint, settings, close_timeout=close_timeout)

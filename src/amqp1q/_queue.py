@@ -130,6 +130,7 @@ class JobQueue(OperationsMixin):
         allow_plaintext_password: bool = False,
         wire_format: str = "amqp1q",
         pipeline: str | None = None,
+        reply_queue: str | None = None,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -157,6 +158,8 @@ class JobQueue(OperationsMixin):
         so PHP RoadRunner workers can consume them (``amqp://`` and Service Bus; both formats
         are read whatever it says); ``pipeline`` is the RoadRunner pipeline it names
         (``rr_pipeline``; default: the queue).
+        ``reply_queue`` names the queue replies to :meth:`call` come back on, where the broker
+        cannot make a temporary one (RabbitMQ 3.x; Service Bus): one per client.
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -177,6 +180,7 @@ class JobQueue(OperationsMixin):
             allow_plaintext_password=allow_plaintext_password,
             wire_format=wire_format,
             pipeline=pipeline,
+            reply_queue=reply_queue,
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(

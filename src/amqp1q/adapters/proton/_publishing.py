@@ -149,6 +149,23 @@ class Publisher:
         if not outcome.accepted:
             raise self._refusal(outcome.name, outcome.condition, job)
 
+    async def send_reply(self, address: str, payload: bytes, correlation_id: str) -> None:
+        """Send an encoded reply to ``address`` (a caller's reply-to) and wait for acceptance."""
+        sender = await self.sender(address)
+        await sender.wait_for_room()
+        outcome = await sender.send(payload)
+        if not outcome.accepted:
+            condition = outcome.condition
+            raise JobRejected(
+                f"the broker answered {outcome.name} to a reply",
+                outcome=outcome.name,
+                queue=self._adapter.queue,
+                address=address,
+                job_id=correlation_id,
+                condition=condition.name if condition else None,
+                description=condition.description if condition else None,
+            )
+
     async def republish_raw(self, payloads: Sequence[bytes]) -> list[Amqp1qError | None]:
         """Publish received messages again, byte for byte, to the address consumed from (a
         release the broker would not honour); one error or None per payload, in order."""
@@ -254,6 +271,8 @@ class Publisher:
             durable=job.durable,
             ttl=ttl,
             to=to,
+            reply_to=job.reply_to,
+            correlation_id=job.correlation_id,
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,
             body_kind="data",
