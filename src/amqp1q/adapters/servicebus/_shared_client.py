@@ -26,6 +26,7 @@ from ..._urls import ServiceBusEndpoint
 from ._sdk import CLOSE_TIMEOUT, ServiceBusClient, make_client
 
 if TYPE_CHECKING:
+    from ._replies import ServiceBusReplyLink
     from .adapter import ServiceBusAdapter
 
 __all__ = ["SharedClient", "client_settings"]
@@ -76,6 +77,7 @@ class SharedClient:
         self._leases = 0
         self._ended = False
         self._members: set[ServiceBusAdapter] = set()
+        self._replies: ServiceBusReplyLink | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -111,6 +113,15 @@ class SharedClient:
     def connections(self) -> int:
         """The SDK's connections open now: one per sender and receiver."""
         return sum(member.connections for member in self._members)
+
+    def reply_link(self, adapter: ServiceBusAdapter) -> ServiceBusReplyLink:
+        """The client's reply link (a new one once the last closed; see ``_replies``)."""
+        from ._replies import ServiceBusReplyLink
+
+        link = self._replies
+        if link is None or link.closed:
+            link = self._replies = ServiceBusReplyLink(adapter, adapter.reply_queue)
+        return link
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -188,11 +199,15 @@ class SharedClient:
             pipeline=options.pipeline,
             reconnect=options.reconnect,
             connect_timeout=options.connect_timeout,
+            reply_queue=options.reply_queue,
         )
         adapter.bind()
         return adapter
 
     async def _close_client(self) -> None:
+        link, self._replies = self._replies, None
+        if link is not None:
+            await link.close()
         client, self._client = self._client, None
         if client is not None:
             try:

@@ -25,13 +25,15 @@ from ..._errors import (
 from ..._job import Job, new_job_id
 from ..._policy import ReconnectPolicy
 from ..._properties import job_properties
+from ..._replies import Reply
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
 from ._entities import entity_path, push_refusal, refuse_topic, sdk_receiver
-from ._mapping import message_for, to_message, to_roadrunner_message
+from ._mapping import message_for, reply_message, to_message, to_roadrunner_message
 from ._outboxes import Outboxes
 from ._receiving import QueueReceiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
+from ._replies import ServiceBusReplyLink
 from ._sdk import (
     ServiceBusClient,
     ServiceBusMessage,
@@ -114,6 +116,7 @@ class ServiceBusAdapter:
         dead_letters_of: str | None = None,
         shared: SharedClient | None = None,
         node: Entity | None = None,
+        reply_queue: str | None = None,
     ) -> None:
         if endpoint is None and (credential is None or not fully_qualified_namespace):
             raise InvalidSetting(
@@ -137,6 +140,8 @@ class ServiceBusAdapter:
         self.max_lock_renewal = max_lock_renewal
         self.receive_wait = receive_wait
         self.socket_timeout = socket_timeout
+        #: The client's queue for replies to its calls (see ``_replies``).
+        self.reply_queue = reply_queue
         if shared is None:
             settings = client_settings(
                 reconnect,
@@ -388,6 +393,15 @@ class ServiceBusAdapter:
                 None,
             )
         await self._outboxes.resend(message, scheduled_at, incoming.id)
+
+    # -- request and reply (see amqp1q._replies and _replies) -----------------------------------
+
+    def reply_link(self) -> ServiceBusReplyLink:
+        return self._shared.reply_link(self)
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        """Send a reply to the queue ``address`` (with the caller's session id, if any)."""
+        await self._outboxes.get(address).submit([reply_message(reply)])[0]
 
     # -- consume --------------------------------------------------------------------------------
 
