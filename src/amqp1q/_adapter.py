@@ -193,7 +193,8 @@ class Incoming:
 
     def copy_as_job(self, delay: float | None = None) -> Job:
         """The job to push for a re-published copy (a retry, a release, a dead-letter): the
-        same name, body, id, headers, priority and content type. A foreign message may have no
+        same name, body, id, headers, priority and content type (and a request's reply-to and
+        correlation-id). A foreign message may have no
         id (a new one is made) or no name (``"unnamed"``)."""
         return Job(
             self.name or "unnamed",
@@ -203,6 +204,8 @@ class Incoming:
             priority=self.priority,
             content_type=self.content_type,
             delay=delay,
+            reply_to=self.reply_to,
+            correlation_id=self.correlation_id if self.reply_to is not None else None,
         )
 
 

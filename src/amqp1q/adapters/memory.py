@@ -141,6 +141,11 @@ class MemoryBroker:
     def has_queue(self, name: str) -> bool:
         return name in self._queues
 
+    @property
+    def queue_names(self) -> list[str]:
+        """The queues the broker holds now."""
+        return list(self._queues)
+
     def delete(self, name: str) -> None:
         """Forget queue ``name`` and what it holds (a caller's temporary reply queue)."""
         self._queues.pop(name, None)

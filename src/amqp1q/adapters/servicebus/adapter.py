@@ -392,6 +392,10 @@ class ServiceBusAdapter:
                 job_properties(incoming.headers, attempt=attempt),
                 None,
             )
+            if incoming.reply_to is not None:  # a request's copy is still a request
+                message.reply_to = incoming.reply_to
+                message.correlation_id = incoming.correlation_id
+                message.reply_to_session_id = incoming.reply_to_session_id
         await self._outboxes.resend(message, scheduled_at, incoming.id)
 
     # -- request and reply (see amqp1q._replies and _replies) -----------------------------------

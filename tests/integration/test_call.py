@@ -1,0 +1,246 @@
+"""Request and reply (``queue.call()``) on memory, the embedded broker (plain: a dynamic node;
+Service Bus emulation: a reply queue), and RabbitMQ 3.x (a reply queue: it refuses dynamic
+sources). What a cancelled call leaves behind is counted from the broker's side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+
+import amqp1q
+from amqp1q import CallTimeout, Job, JobFailed, JobQueue, Registry, RetryPolicy, _calls
+from amqp1q.adapters.memory import MemoryBroker
+from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
+from amqp1q.testing import Broker
+from amqp1q.worker import run_worker
+
+from ..conftest import RABBITMQ_URL
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+@attrs.define
+class Place:
+    """Where the calls go: the queue's URL, the caller's settings, and what the broker says it
+    holds (links attached; queues by name) -- None where it cannot say."""
+
+    url: str
+    caller: dict[str, Any]
+    links: Callable[[], int | None]
+    queues: Callable[[], set[str] | None]
+    #: The broker's URL without the queue (for ``amqp1q.connect``), and the queue's name.
+    base: str = ""
+    name: str = "jobs"
+
+
+@pytest.fixture(params=["memory", "embedded", "servicebus", "rabbitmq"])
+async def place(request: pytest.FixtureRequest) -> AsyncIterator[Place]:
+    tag = uuid.uuid4().hex[:10]
+    if request.param == "memory":
+        broker = MemoryBroker.namespace(f"call-{tag}")
+        yield Place(
+            f"memory://call-{tag}/jobs",
+            {},
+            lambda: None,
+            lambda: set(broker.queue_names),
+            base=f"memory://call-{tag}/",
+        )
+    elif request.param == "rabbitmq":
+        management: RabbitMQManagement = request.getfixturevalue("rabbitmq")
+        queue, replies = f"amqp1q-call-{tag}", f"amqp1q-call-{tag}.replies"
+        management.setup_job_queue(queue)
+        management.setup_reply_queue(replies)
+
+        def consumers() -> int | None:  # the reply link is the reply queue's consumer
+            info = management.queue_info(replies)
+            return None if info is None else int(info.get("consumers", 0))
+
+        try:
+            yield Place(
+                f"{RABBITMQ_URL}/{queue}",
+                {"reply_queue": replies},
+                consumers,
+                lambda: None,
+                base=RABBITMQ_URL,
+                name=queue,
+            )
+        finally:
+            for name in (queue, f"{queue}.dlq", replies):
+                management.delete_queue(name)
+    else:
+        servicebus = request.param == "servicebus"
+        async with Broker(servicebus=servicebus) as embedded:
+            if servicebus:  # the client's reply queue, made beforehand as on Service Bus
+                embedded.declare(f"replies-{tag}")
+            url = embedded.servicebus_connection_string("jobs") if servicebus else embedded.url
+            yield Place(
+                url if servicebus else f"{url}/jobs",
+                {"reply_queue": f"replies-{tag}"} if servicebus else {},
+                lambda: embedded.link_count,
+                lambda: set(embedded.store.queues),
+                base=embedded.servicebus_connection_string() if servicebus else url,
+            )
+
+
+def _registry() -> Registry:
+    registry = Registry()
+
+    @registry.handler("add")
+    async def add(job: amqp1q.ReceivedJob, payload: dict[str, int]) -> int:
+        return payload["a"] + payload["b"]
+
+    @registry.handler("boom")
+    async def boom(job: amqp1q.ReceivedJob) -> None:
+        raise ValueError(f"no good on attempt {job.attempt}")
+
+    return registry
+
+
+@contextlib.asynccontextmanager
+async def worker(place: Place, concurrency: int = 50) -> AsyncIterator[None]:
+    queue = JobQueue.from_url(place.url, prefetch=concurrency, retry=RetryPolicy(max_attempts=2))
+    await queue.open()
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        run_worker(_registry(), queue, stop=stop, concurrency=concurrency)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+def _link(queue: JobQueue) -> Any:
+    """The queue's reply link (its connection's)."""
+    return _calls.replying(queue.adapter, queue.name).reply_link()
+
+
+def _ours() -> set[asyncio.Task[Any]]:
+    """The tasks running now but those of azure-servicebus's transport (reads it starts and
+    ends by itself)."""
+    return {t for t in _others() if "/azure/" not in t.get_coro().cr_code.co_filename}  # type: ignore[union-attr]
+
+
+def _others() -> set[asyncio.Task[Any]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not true within {timeout:g} s")
+
+
+async def test_a_thousand_concurrent_calls_each_get_their_own_answer(place: Place) -> None:
+    async with worker(place), JobQueue.from_url(place.url, **place.caller) as caller:
+        answers = await asyncio.gather(
+            *(caller.call(Job("add", {"a": i, "b": 1000}), timeout=60) for i in range(1000))
+        )
+    assert answers == [i + 1000 for i in range(1000)]
+
+
+async def test_a_failing_handler_gives_job_failed_with_the_remote_error(place: Place) -> None:
+    async with worker(place), JobQueue.from_url(place.url, **place.caller) as caller:
+        with pytest.raises(JobFailed) as failed:
+            await caller.call(Job("boom"), timeout=30)
+    assert failed.value.error_type == "ValueError"
+    assert failed.value.error_message == "no good on attempt 2"  # its last attempt
+    assert failed.value.queue == caller.name
+
+
+async def test_a_stopped_worker_gives_call_timeout(place: Place) -> None:
+    async with worker(place), JobQueue.from_url(place.url, **place.caller) as caller:
+        assert await caller.call(Job("add", {"a": 1, "b": 2}), timeout=30) == 3
+    async with JobQueue.from_url(place.url, **place.caller) as caller:  # the worker stopped
+        job = Job("add", {"a": 1, "b": 2})
+        with pytest.raises(CallTimeout) as timed_out:
+            await caller.call(job, timeout=0.5)
+        assert timed_out.value.job_id == job.id
+        assert isinstance(timed_out.value, TimeoutError)
+
+
+async def test_a_cancelled_call_leaves_nothing_behind(place: Place) -> None:
+    tasks, links, queues = _others(), place.links(), place.queues()
+    async with JobQueue.from_url(place.url, **place.caller) as caller:
+        held: tuple[set[asyncio.Task[Any]], int | None] | None = None
+        for _ in range(2):  # the second leaves as much as the first: nothing per call
+            call = asyncio.create_task(caller.call(Job("add", {"a": 2, "b": 3}), timeout=60))
+            await _until(lambda: any(r.pending for r in _calls._routers.values()))
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            router = _calls._routers[_link(caller)]
+            assert router.pending == 0
+            # What stays is the connection's: its one reply link and reader (and on Service
+            # Bus the SDK's sender and receiver tasks), shared by every call.
+            assert router.task in _others()
+            if held is None:
+                held = (_ours(), place.links())
+            assert (_ours(), place.links()) == held
+        # The requests are still queued: a worker answers them late, and the replies are
+        # dropped quietly -- the next call gets its own answer.
+        async with worker(place):
+            assert await caller.call(Job("add", {"a": 20, "b": 22}), timeout=30) == 42
+    await _until(lambda: place.links() == links)  # the reply link is gone
+    after = place.queues()
+    if after is not None and queues is not None:  # a temporary reply queue has gone too
+        assert {q for q in after - queues if not q.startswith(place.name)} == set()
+    await _until(lambda: _others() == tasks)
+
+
+async def test_a_client_has_one_reply_link_for_all_its_queues(place: Place) -> None:
+    async with worker(place), amqp1q.connect(place.base, **place.caller) as client:
+        first, second = client.queue(place.name), client.queue(place.name)
+        calls = [
+            q.call(Job("add", {"a": i, "b": 1}), timeout=30)
+            for i, q in enumerate([first, second] * 5)
+        ]
+        assert await asyncio.gather(*calls) == [i + 1 for i in range(10)]
+        assert _link(first) is _link(second)
+
+
+async def test_a_hand_settled_consumer_replies_with_job_reply(place: Place) -> None:
+    @attrs.frozen
+    class Sum:
+        total: int
+        by: str
+
+    async def answer(queue: JobQueue) -> None:
+        async with queue.consume() as consumer:
+            job = await consumer.receive()
+            assert job is not None
+            assert job.reply_to is not None
+            assert job.wants_reply
+            assert await job.reply({"total": sum(job.payload), "by": "hand"})
+            assert not job.wants_reply
+            await job.ack()
+
+    async with (
+        JobQueue.from_url(place.url) as worker_queue,
+        JobQueue.from_url(place.url, **place.caller) as caller,
+    ):
+        answering = asyncio.create_task(answer(worker_queue))
+        result = await caller.call(Job("sum", [1, 2, 3]), timeout=30, result_type=Sum)
+        await answering
+    assert result == Sum(6, "hand")
+
+
+async def test_a_job_without_reply_to_is_not_answered(place: Place) -> None:
+    async with JobQueue.from_url(place.url) as queue:
+        await queue.push(Job("plain", {}))
+        async with queue.consume() as consumer:
+            job = await consumer.receive()
+            assert job is not None
+            assert job.reply_to is None
+            assert not job.wants_reply
+            assert await job.reply("ignored") is False
+            await job.ack()
