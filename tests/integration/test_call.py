@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,13 +15,25 @@ import attrs
 import pytest
 
 import amqp1q
-from amqp1q import CallTimeout, Job, JobFailed, JobQueue, Registry, RetryPolicy, _calls
+from amqp1q import (
+    CallTimeout,
+    Job,
+    JobFailed,
+    JobQueue,
+    Registry,
+    RetryPolicy,
+    UnsupportedFeature,
+    _calls,
+)
 from amqp1q.adapters.memory import MemoryBroker
 from amqp1q.adapters.proton.rabbitmq_setup import RabbitMQManagement
 from amqp1q.testing import Broker
 from amqp1q.worker import run_worker
 
+from ..cli import run_cli_async
 from ..conftest import RABBITMQ_URL
+from .test_connections import _until
+from .test_interop_rhea import Peer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -132,14 +145,6 @@ def _others() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not true within {timeout:g} s")
-
-
 async def test_a_thousand_concurrent_calls_each_get_their_own_answer(place: Place) -> None:
     async with worker(place), JobQueue.from_url(place.url, **place.caller) as caller:
         answers = await asyncio.gather(
@@ -244,3 +249,69 @@ async def test_a_job_without_reply_to_is_not_answered(place: Place) -> None:
             assert not job.wants_reply
             assert await job.reply("ignored") is False
             await job.ack()
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("where", ["embedded", "rabbitmq"])
+async def test_a_rhea_client_calls_an_amqp1q_worker(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """rhea sends requests with reply-to (a dynamic node on the embedded broker; a reply queue
+    on RabbitMQ 3.x) and reads the worker's replies: correlation-id = its message id."""
+    async with contextlib.AsyncExitStack() as stack:
+        if where == "rabbitmq":
+            management: RabbitMQManagement = request.getfixturevalue("rabbitmq")
+            tag = uuid.uuid4().hex[:10]
+            queue, replies = f"amqp1q-rhea-call-{tag}", f"amqp1q-rhea-call-{tag}.replies"
+            management.setup_job_queue(queue)
+            management.setup_reply_queue(replies)
+            stack.callback(management.delete_queue, replies)
+            stack.callback(management.delete_queue, f"{queue}.dlq")
+            stack.callback(management.delete_queue, queue)
+            peer = Peer(f"{RABBITMQ_URL}/{queue}", queue, f"/amq/queue/{queue}")
+            reply_address = f"/amq/queue/{replies}"
+        else:
+            embedded = await stack.enter_async_context(Broker())
+            peer = Peer(f"{embedded.url}/jobs", "jobs", "jobs")
+            reply_address = "dynamic"
+        place = Place(peer.url, {}, lambda: None, lambda: None)
+        await stack.enter_async_context(worker(place))
+        summary = json.loads(await peer.node("call.js", reply_address, "20"))
+    assert summary["errors"] == []
+    assert summary["replies"] == {f"call-{i}": str(i + 1) for i in range(20)}
+    assert set(summary["content_types"].values()) == {"application/json"}
+
+
+async def test_rabbitmq_refuses_a_dynamic_reply_node_so_a_client_names_its_reply_queue(
+    rabbitmq: RabbitMQManagement,
+) -> None:
+    """RabbitMQ 3.10's AMQP 1.0 plugin answers a dynamic source with amqp:not-implemented; the
+    call says to give the client a reply queue, which ``setup-rabbitmq --reply-queue`` makes."""
+    tag = uuid.uuid4().hex[:10]
+    queue, replies = f"amqp1q-call-{tag}", f"amqp1q-call-{tag}.replies"
+    rabbitmq.setup_job_queue(queue)
+    try:
+        async with JobQueue.from_url(f"{RABBITMQ_URL}/{queue}") as caller:
+            with pytest.raises(UnsupportedFeature, match="--reply-queue") as refused:
+                await caller.call(Job("add", {"a": 1, "b": 1}), timeout=10)
+        assert refused.value.condition == "amqp:not-implemented"
+        result = await run_cli_async("setup-rabbitmq", "--reply-queue", replies)
+        assert result[0] == 0, result
+        assert f"declared the reply queue {replies}" in result[1]
+        info = rabbitmq.queue_info(replies)
+        assert info is not None
+        assert info["durable"] is True
+        async with worker(Place(f"{RABBITMQ_URL}/{queue}", {}, lambda: None, lambda: None)):
+            async with JobQueue.from_url(f"{RABBITMQ_URL}/{queue}", reply_queue=replies) as caller:
+                assert await caller.call(Job("add", {"a": 1, "b": 1}), timeout=30) == 2
+    finally:
+        for name in (queue, f"{queue}.dlq", replies):
+            rabbitmq.delete_queue(name)
+
+
+async def test_service_bus_needs_a_reply_queue() -> None:
+    async with Broker(servicebus=True) as embedded:
+        url = embedded.servicebus_connection_string("jobs")
+        async with JobQueue.from_url(url) as caller:
+            with pytest.raises(UnsupportedFeature, match="reply_queue=NAME"):
+                await caller.call(Job("add", {"a": 1, "b": 1}), timeout=10)
