@@ -32,6 +32,7 @@ from amqp1q.worker import run_worker
 
 from ..cli import run_cli_async
 from ..conftest import RABBITMQ_URL
+from ..qpid import qpid_broker
 from .test_connections import _until
 from .test_interop_rhea import Peer
 
@@ -315,3 +316,21 @@ async def test_service_bus_needs_a_reply_queue() -> None:
         async with JobQueue.from_url(url) as caller:
             with pytest.raises(UnsupportedFeature, match="reply_queue=NAME"):
                 await caller.call(Job("add", {"a": 1, "b": 1}), timeout=10)
+
+
+@pytest.mark.parametrize("kind", ["c", "cpp"])
+async def test_qpid_example_brokers_answer_on_a_reply_queue(kind: str) -> None:
+    """An unknown broker is not asked for a dynamic node (Qpid Proton's C example broker drops
+    the connection on one): a reply queue of the client's is needed, and works."""
+    async with qpid_broker(kind) as qpid:
+        url = f"{qpid.url}/jobs"
+        async with JobQueue.from_url(url) as caller:
+            with pytest.raises(UnsupportedFeature, match="reply_queue=NAME"):
+                await caller.call(Job("add", {"a": 1, "b": 1}), timeout=10)
+            assert caller.health() == "connected"  # nothing was asked that drops it
+        async with (
+            worker(Place(url, {}, lambda: None, lambda: None)),
+            JobQueue.from_url(url, reply_queue=f"replies-{uuid.uuid4().hex[:8]}") as caller,
+        ):
+            calls = [caller.call(Job("add", {"a": i, "b": 2}), timeout=30) for i in range(100)]
+            assert await asyncio.gather(*calls) == [i + 2 for i in range(100)]

@@ -4,8 +4,10 @@ The reply link (:class:`ProtonReplyLink`, one per :class:`~._shared_connection.S
 is a receiver on
 
 - a *dynamic node*: a receiver attached with ``dynamic=true`` and no address, for which the
-  broker makes a temporary queue and says its address (the embedded broker, Qpid, Artemis),
-  deleted when the link detaches;
+  broker makes a temporary queue and says its address (the embedded broker; Artemis and Qpid
+  brokers), deleted when the link detaches -- asked for only where the profile says it is safe
+  (``BrokerProfile.dynamic_nodes``: not on unknown brokers, Qpid Proton's C example broker
+  drops the connection);
 - the client's reply queue (``reply_queue=``), where the broker refuses dynamic sources:
   RabbitMQ 3.x answers ``amqp:not-implemented`` ("Dynamic sources not supported"), so a
   client there declares one (``amqp1q setup-rabbitmq --reply-queue NAME``).
@@ -64,6 +66,12 @@ class ProtonReplyLink:
         profile = self._shared.profile
         assert profile is not None
         link: ReceiverLink | None = None
+        if self._reply_queue is None and not profile.dynamic_nodes:
+            raise UnsupportedFeature(
+                f"amqp1q does not ask {profile.product} for a dynamic node (an unknown broker "
+                "may drop the connection, as Qpid Proton's C example broker does): give the "
+                "client a reply queue of its own, reply_queue=NAME"
+            )
         if self._reply_queue is None:
             try:
                 link = await connection.attach_receiver(None, dynamic=True, settled=True)
