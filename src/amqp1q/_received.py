@@ -167,7 +167,8 @@ class ReceivedJob:
 
     async def reply(self, value: Any) -> bool:
         """Answer a request with ``value`` (bytes as they are, anything else as JSON): the
-        caller's ``queue.call()`` returns it. Once per job, before settling it; returns False
+        caller's ``queue.call()`` returns it. Once per job (best before settling it, so a
+        job is not gone before its answer is out); returns False
         (sending nothing) for a job that asked for no reply. The worker and
         ``job.process()`` users need not call it for failures: a request dead-lettered (its
         handler failed on its last attempt) is answered with the error."""

@@ -144,7 +144,7 @@ class Runner:
         finally:
             if in_hand is not None:
                 in_hand.ended(job)
-        if job.wants_reply and not job.settled:  # a request: its caller gets the return value
+        if job.wants_reply:  # a request: its caller gets the return value
             await job.reply(result)
 
     def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[Any]:

@@ -334,3 +334,29 @@ async def test_qpid_example_brokers_answer_on_a_reply_queue(kind: str) -> None:
         ):
             calls = [caller.call(Job("add", {"a": i, "b": 2}), timeout=30) for i in range(100)]
             assert await asyncio.gather(*calls) == [i + 2 for i in range(100)]
+
+
+async def test_sync_handlers_middleware_and_auto_ack_workers_reply_too() -> None:
+    seen: list[str] = []
+
+    async def timing(job: amqp1q.ReceivedJob, call_next: amqp1q.CallNext) -> None:
+        seen.append(job.name)
+        await call_next()
+
+    registry = Registry(middleware=[timing])
+
+    @registry.handler("double")
+    def double(job: amqp1q.ReceivedJob) -> int:  # run in a thread
+        return int(job.payload) * 2
+
+    url = f"memory://call-{uuid.uuid4().hex[:8]}/jobs"
+    for auto_ack in (False, True):
+        served = JobQueue.from_url(url, auto_ack=auto_ack)
+        await served.open()
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_worker(registry, served, stop=stop))
+        async with JobQueue.from_url(url) as caller:
+            assert await caller.call(Job("double", 21), timeout=10) == 42
+        stop.set()
+        await running
+    assert seen == ["double", "double"]
