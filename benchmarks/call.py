@@ -10,11 +10,14 @@ JSON job answered with its payload:
 - ``call``: ``await queue.call(Job(...))``, answered by ``run_worker`` (a Registry handler that
   returns the payload); the reply comes back on the client's reply link (a dynamic node on the
   embedded broker, a reply queue on RabbitMQ 3.x);
+- ``reply``: ``queue.call()`` too, answered by a plain consumer loop (a task per request that
+  does ``await job.reply(job.payload)`` then ``ack``): the call path without the worker's
+  dispatcher;
 - ``hand``: two queues, by hand: the caller pushes to ``requests`` and waits on a future its
   reader resolves; the responder consumes ``requests``, pushes the answer to ``replies`` with
   the request's id in a header, then acks (a task per request, as the worker runs handlers).
 
-Worker and callers share one process and one connection each way, in both setups. Printed: the
+Worker and callers share one process, in every setup. Printed: the
 medians of the rounds as a markdown table -- round trips per second, p50 and p99 latency -- and
 call / hand.
 """
@@ -69,6 +72,45 @@ async def _call_mode(
         await asyncio.gather(*(one_caller() for _ in range(callers)))
     stop.set()
     await worker
+    return latencies
+
+
+async def _reply_mode(
+    url: str, names: list[str], calls: int, callers: int, reply_queue: str | None
+) -> list[float]:
+    from amqp1q import Job, JobQueue
+
+    served = JobQueue.from_url(url, queue=names[0], prefetch=callers)
+    await served.open()
+
+    async def answer(job: Any) -> None:
+        await job.reply(job.payload)
+        await job.ack()
+
+    async def responder() -> None:
+        answering: set[asyncio.Task[None]] = set()
+        async with served.consume() as consumer:
+            async for job in consumer:
+                task = asyncio.create_task(answer(job))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+
+    serving = asyncio.create_task(responder())
+    latencies: list[float] = []
+    async with JobQueue.from_url(url, queue=names[0], reply_queue=reply_queue) as caller:
+        left = iter(range(calls))
+
+        async def one_caller() -> None:
+            for i in left:
+                started = time.perf_counter()
+                answer = await caller.call(Job("echo", {"n": i}), timeout=60)
+                latencies.append(time.perf_counter() - started)
+                assert answer == {"n": i}
+
+        await asyncio.gather(*(one_caller() for _ in range(callers)))
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await served.close()
     return latencies
 
 
@@ -131,7 +173,7 @@ async def _hand_mode(
 
 
 def _child(args: argparse.Namespace) -> None:
-    run = _call_mode if args.mode == "call" else _hand_mode
+    run = {"call": _call_mode, "reply": _reply_mode, "hand": _hand_mode}[args.mode]
     names = args.queues.split(",")
     reply_queue = names[1] if args.broker == "rabbitmq" else None  # RabbitMQ 3.x: no dynamic
     started = time.perf_counter()
@@ -182,10 +224,12 @@ def main() -> None:
         argv = [sys.executable, "-m", "amqp1q", "broker", "--port", "0"]
         broker, line = common.start_broker(argv)
         url = line.split("listening on ", 1)[1].split()[0]
-    results: dict[str, list[dict[str, float]]] = {"call": [], "hand": []}
+    results: dict[str, list[dict[str, float]]] = {"call": [], "reply": [], "hand": []}
     try:
         for round_no in range(args.rounds):
-            order = ["call", "hand"] if round_no % 2 == 0 else ["hand", "call"]
+            order = ["call", "reply", "hand"]
+            if round_no % 2:
+                order.reverse()
             for mode in order:
                 names, management = _queues(args)
                 argv = [sys.executable, __file__, "--mode", mode, "--url", url]
@@ -221,16 +265,22 @@ def _report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]
     print(f"({machine['cpu']}, {machine['nproc']} CPUs)\n")
     print("| setup | round trips/s | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
-    for mode, label in (("call", "queue.call()"), ("hand", "by hand, two queues")):
+    labels = (
+        ("call", "queue.call(), run_worker answers"),
+        ("reply", "queue.call(), a consumer loop answers"),
+        ("hand", "by hand, two queues"),
+    )
+    for mode, label in labels:
         print(
             f"| {label} | {med(mode, 'per_s'):,.0f} | {med(mode, 'p50_ms'):.1f} "
             f"| {med(mode, 'p99_ms'):.1f} |"
         )
-    print(
-        f"| call / hand | {med('call', 'per_s') / med('hand', 'per_s'):.2f}x "
-        f"| {med('call', 'p50_ms') / med('hand', 'p50_ms'):.2f}x "
-        f"| {med('call', 'p99_ms') / med('hand', 'p99_ms'):.2f}x |"
-    )
+    for mode in ("call", "reply"):
+        print(
+            f"| {mode} / hand | {med(mode, 'per_s') / med('hand', 'per_s'):.2f}x "
+            f"| {med(mode, 'p50_ms') / med('hand', 'p50_ms'):.2f}x "
+            f"| {med(mode, 'p99_ms') / med('hand', 'p99_ms'):.2f}x |"
+        )
 
 
 if __name__ == "__main__":
