@@ -41,10 +41,31 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402 - benchmarks/ as a script directory
 
 
+async def _calls(
+    url: str, queue: str, calls: int, callers: int, reply_queue: str | None
+) -> list[float]:
+    """``callers`` tasks calling until ``calls`` round trips are done; each one's latency."""
+    from amqp1q import Job, JobQueue
+
+    latencies: list[float] = []
+    async with JobQueue.from_url(url, queue=queue, reply_queue=reply_queue) as caller:
+        left = iter(range(calls))
+
+        async def one_caller() -> None:
+            for i in left:
+                started = time.perf_counter()
+                answer = await caller.call(Job("echo", {"n": i}), timeout=60)
+                latencies.append(time.perf_counter() - started)
+                assert answer == {"n": i}
+
+        await asyncio.gather(*(one_caller() for _ in range(callers)))
+    return latencies
+
+
 async def _call_mode(
     url: str, names: list[str], calls: int, callers: int, reply_queue: str | None
 ) -> list[float]:
-    from amqp1q import Job, JobQueue, Registry
+    from amqp1q import JobQueue, Registry
     from amqp1q.worker import run_worker
 
     requests = names[0]
@@ -58,18 +79,7 @@ async def _call_mode(
     await served.open()
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(registry, served, stop=stop, concurrency=callers))
-    latencies: list[float] = []
-    async with JobQueue.from_url(url, queue=requests, reply_queue=reply_queue) as caller:
-        left = iter(range(calls))
-
-        async def one_caller() -> None:
-            for i in left:
-                started = time.perf_counter()
-                answer = await caller.call(Job("echo", {"n": i}), timeout=60)
-                latencies.append(time.perf_counter() - started)
-                assert answer == {"n": i}
-
-        await asyncio.gather(*(one_caller() for _ in range(callers)))
+    latencies = await _calls(url, requests, calls, callers, reply_queue)
     stop.set()
     await worker
     return latencies
@@ -78,7 +88,7 @@ async def _call_mode(
 async def _reply_mode(
     url: str, names: list[str], calls: int, callers: int, reply_queue: str | None
 ) -> list[float]:
-    from amqp1q import Job, JobQueue
+    from amqp1q import JobQueue
 
     served = JobQueue.from_url(url, queue=names[0], prefetch=callers)
     await served.open()
@@ -96,18 +106,7 @@ async def _reply_mode(
                 task.add_done_callback(answering.discard)
 
     serving = asyncio.create_task(responder())
-    latencies: list[float] = []
-    async with JobQueue.from_url(url, queue=names[0], reply_queue=reply_queue) as caller:
-        left = iter(range(calls))
-
-        async def one_caller() -> None:
-            for i in left:
-                started = time.perf_counter()
-                answer = await caller.call(Job("echo", {"n": i}), timeout=60)
-                latencies.append(time.perf_counter() - started)
-                assert answer == {"n": i}
-
-        await asyncio.gather(*(one_caller() for _ in range(callers)))
+    latencies = await _calls(url, names[0], calls, callers, reply_queue)
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     await served.close()
