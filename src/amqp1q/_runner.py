@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _middleware
 from ._consumer import Consumer
+from ._errors import Amqp1qError, PayloadError
 from ._middleware import Middleware
 from ._received import ReceivedJob
 from ._registry import Handler, Registry
@@ -145,7 +146,7 @@ class Runner:
             if in_hand is not None:
                 in_hand.ended(job)
         if job.wants_reply:  # a request: its caller gets the return value
-            await job.reply(result)
+            await _reply(job, result)
 
     def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[Any]:
         arguments = self._registry._arguments(job.name, job)  # a typed payload checked here
@@ -203,6 +204,23 @@ async def _first(
     if task.done() and not task.cancelled():
         undo()
     return False
+
+
+async def _reply(job: ReceivedJob, result: Any) -> None:
+    """Send the handler's return value to its caller. A reply that cannot go (its caller has
+    gone, and with it its reply node) is logged: the job did its work, and is not run again
+    for it. A value JSON cannot hold fails the job, as a handler's error would."""
+    try:
+        await job.reply(result)
+    except PayloadError:
+        raise
+    except Amqp1qError as exc:
+        log.warning(
+            "could not send the reply to job %s: %s",
+            job.id,
+            exc,
+            extra={"queue": job.queue, "job_id": job.id},
+        )
 
 
 async def _within(call: Awaitable[Any], seconds: float, name: str) -> Any:

@@ -360,3 +360,25 @@ async def test_sync_handlers_middleware_and_auto_ack_workers_reply_too() -> None
         stop.set()
         await running
     assert seen == ["double", "double"]
+
+
+async def test_a_reply_to_a_caller_gone_is_dropped_and_the_job_not_run_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The caller cancelled and closed: its dynamic node went with its link. The worker's reply
+    is refused (a dynamic node is not made again by use), logged, and the job acked."""
+    async with Broker() as embedded:
+        url = f"{embedded.url}/jobs"
+        before = set(embedded.store.queues)
+        async with JobQueue.from_url(url) as caller:
+            call = asyncio.create_task(caller.call(Job("add", {"a": 1, "b": 1}), timeout=30))
+            await _until(lambda: embedded.queue("jobs").ready_count == 1)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        await _until(lambda: embedded.link_count == 0)
+        async with worker(Place(url, {}, lambda: None, lambda: None)):
+            await _until(lambda: "could not send the reply" in caplog.text)
+            await _until(lambda: len(embedded.queue("jobs")) == 0)
+        assert len(embedded.queue("jobs/$deadletterqueue")) == 0  # not failed, not retried
+        assert set(embedded.store.queues) - before <= {"jobs", "jobs/$deadletterqueue"}

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["PRODUCT", "BrokerConnection"]
 
 log = logging.getLogger("amqp1q.testing")
+#: The name of a dynamic node (a receiver's temporary queue) starts with this.
+DYNAMIC_PREFIX: Final = "amqp1q.dynamic."
 
 PRODUCT: Final = "amqp1q-broker"
 
@@ -195,7 +197,9 @@ class BrokerConnection(asyncio.Protocol):
         if name and not is_sender and name not in store.queues and asks_for_topic(link):
             if not store.strict:
                 store.declare_topic(name)
-        queue = store.queue(name) if name else None
+        # A dynamic node lives as long as its link: its name is never made again by use.
+        dynamic = name is not None and name.startswith(DYNAMIC_PREFIX)
+        queue = store.queue(name, create=False if dynamic else None) if name else None
         if is_sender and isinstance(queue, BrokerTopic):
             why = f"{name!r} is a topic: consume one of its subscriptions ({name}/Subscriptions/S)"
             _refuse(link, Condition("amqp:not-allowed", why))
@@ -236,7 +240,7 @@ class BrokerConnection(asyncio.Protocol):
         """A receiver asked for a dynamic source: a temporary queue with a fresh name, deleted
         when the link closes (the spec's default lifetime, delete-on-close)."""
         store = self.broker.store
-        name = f"amqp1q.dynamic.{uuid.uuid4().hex}"
+        name = f"{DYNAMIC_PREFIX}{uuid.uuid4().hex}"
         store.declare(name)
         self.dynamic[link] = name
         return name
