@@ -109,6 +109,10 @@ def _registry() -> Registry:
     async def add(job: amqp1q.ReceivedJob, payload: dict[str, int]) -> int:
         return payload["a"] + payload["b"]
 
+    @registry.handler("text")
+    async def text(job: amqp1q.ReceivedJob) -> str:
+        return job.body.decode()
+
     @registry.handler("boom")
     async def boom(job: amqp1q.ReceivedJob) -> None:
         raise ValueError(f"no good on attempt {job.attempt}")
@@ -382,3 +386,17 @@ async def test_a_reply_to_a_caller_gone_is_dropped_and_the_job_not_run_again(
             await _until(lambda: len(embedded.queue("jobs")) == 0)
         assert len(embedded.queue("jobs/$deadletterqueue")) == 0  # not failed, not retried
         assert set(embedded.store.queues) - before <= {"jobs", "jobs/$deadletterqueue"}
+
+
+@pytest.mark.parametrize("place", ["embedded", "servicebus", "rabbitmq"], indirect=True)
+async def test_a_roadrunner_format_request_is_answered(place: Place) -> None:
+    """A request in RoadRunner's envelope (no message id of its own on the wire): the reply
+    carries the job's id, which the caller waits for."""
+    async with (
+        worker(place),
+        JobQueue.from_url(place.url, wire_format="roadrunner", **place.caller) as caller,
+    ):
+        assert await caller.call(Job("text", b"hello"), timeout=30) == "hello"
+        with pytest.raises(JobFailed) as failed:  # RoadRunner's payload is text: not typed
+            await caller.call(Job("add", {"a": 2, "b": 2}), timeout=30)
+        assert failed.value.error_type == "PayloadValidationError"
