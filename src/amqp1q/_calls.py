@@ -26,8 +26,8 @@ __all__ = [
     "CallRouter",
     "error_reply",
     "read_reply",
+    "reap",
     "router_for",
-    "stop_router",
     "value_reply",
 ]
 
@@ -97,15 +97,18 @@ class CallRouter:
                     future.set_exception(ConnectionLost("the reply link closed"))
 
     async def stop(self) -> None:
-        """Close the link and end the reading task (bounded: the link's close is)."""
+        """Close the link (if it is not) and end the reading task: it ends by itself once
+        the link is closed; given a moment more, it is cancelled."""
         self.closed = True
         try:
             await self.link.close()
         finally:
             task = self._task
             if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                done, _ = await asyncio.wait({task}, timeout=1.0)
+                if not done:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
 
 _REPLYING: dict[type, bool] = {}
@@ -137,14 +140,14 @@ async def router_for(adapter: Replying) -> CallRouter:
     return router
 
 
-async def stop_router(adapter: Adapter) -> None:
-    """Stop the router of ``adapter``'s connection, if one runs (the connection closes)."""
-    if not isinstance(adapter, Replying):
-        return
-    link = adapter.reply_link()
-    router = _routers.pop(link, None)
-    if router is not None:
-        await router.stop()
+async def reap() -> None:
+    """Wait for the readers of reply links that have closed (their connection closed, or
+    dropped) to end: a closed queue or client leaves no task behind. Bounded: a reader whose
+    link closed ends at once; one that does not is cancelled."""
+    for link, router in list(_routers.items()):
+        if link.closed:
+            del _routers[link]
+            await router.stop()
 
 
 # -- what goes in a reply, and what comes out of one -------------------------------------------

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _calls, _urls
-from ._adapter import SUBSCRIPTION, TOPIC, Adapter, Entity
+from ._adapter import SUBSCRIPTION, TOPIC, Entity
 from ._errors import ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_backend
 from ._options import AdapterOptions, adapter_options
@@ -100,7 +100,6 @@ class Client:
         self._backend = make_backend(self._endpoint, options)
         self._state = _State.UNOPENED
         self._made: list[JobQueue] = []
-        self._any_adapter: Adapter | None = None  # one of the connection's (they share it all)
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -174,12 +173,11 @@ class Client:
         made, self._made = self._made, []
         for queue in made:
             await queue.close(grace)  # each bounded by itself
-        if self._any_adapter is not None:  # the connection's one reply link, if it has one
-            await _calls.stop_router(self._any_adapter)
         try:
             await shielded(self._backend.close(), 2 * self.close_timeout, f"closing {self.url}")
         except CleanupTimeout:
             log.warning("closing %s took too long; abandoned", self.url)
+        await _calls.reap()  # the reply link's reader
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -317,8 +315,6 @@ class Client:
     def _make(self, entity: Entity, options: AdapterOptions, **settings: Any) -> JobQueue:
         self._check_open()
         queue = JobQueue(self._backend.adapter(entity, options), **settings)
-        if self._any_adapter is None:
-            self._any_adapter = queue.adapter
         queue._opened_by_client()
         self._made = [q for q in self._made if q.is_open]
         self._made.append(queue)

@@ -330,14 +330,13 @@ class JobQueue(OperationsMixin):
         if consumers:
             await asyncio.gather(*(c.close(grace) for c in consumers), return_exceptions=True)
         await self._pusher.wait_idle(grace)
-        if not self._client_made:  # the queue's own connection: its reply link goes with it
-            await _calls.stop_router(self._adapter)
         try:
             await asyncio.wait_for(self._adapter.close(), self.close_timeout)
         except asyncio.TimeoutError:
             log.warning(
                 "the adapter for %s did not close in time", self.url, extra={"queue": self.name}
             )
+        await _calls.reap()  # the reply link's reader, if the connection closed with the queue
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:

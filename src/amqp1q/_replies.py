@@ -25,6 +25,7 @@ An adapter that can carry replies implements :class:`Replying` besides
     link.receive()                      -> the next reply (an Incoming whose correlation_id
                                         is set), or None once the link closed
     link.close()                        detach; receive() returns None
+    link.closed                         True once closed, by close() or with the connection
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class ReplyLink(Protocol):
 
     @property
     def session_id(self) -> str | None: ...
+
+    #: True once closed (by close(), or with its connection): the next call makes a new link.
+    @property
+    def closed(self) -> bool: ...
 
     async def open(self) -> None: ...
 

@@ -400,3 +400,17 @@ async def test_a_roadrunner_format_request_is_answered(place: Place) -> None:
         with pytest.raises(JobFailed) as failed:  # RoadRunner's payload is text: not typed
             await caller.call(Job("add", {"a": 2, "b": 2}), timeout=30)
         assert failed.value.error_type == "PayloadValidationError"
+
+
+async def test_closing_a_queue_on_the_same_connection_leaves_the_reply_link_up(
+    place: Place,
+) -> None:
+    """A queue's dead-letter queue shares its connection: closing it closes neither the
+    connection nor its reply link; calls go on."""
+    async with worker(place), JobQueue.from_url(place.url, **place.caller) as caller:
+        assert await caller.call(Job("add", {"a": 1, "b": 1}), timeout=30) == 2
+        link = _link(caller)
+        async with caller.dead_letter_queue():
+            pass
+        assert await caller.call(Job("add", {"a": 2, "b": 2}), timeout=30) == 4
+        assert _link(caller) is link
