@@ -414,3 +414,18 @@ async def test_closing_a_queue_on_the_same_connection_leaves_the_reply_link_up(
             pass
         assert await caller.call(Job("add", {"a": 2, "b": 2}), timeout=30) == 4
         assert _link(caller) is link
+
+
+async def test_a_dropped_connection_fails_the_calls_waiting_and_the_next_call_works() -> None:
+    async with Broker() as embedded:
+        url = f"{embedded.url}/jobs"
+        async with JobQueue.from_url(url) as caller:
+            waiting = asyncio.create_task(caller.call(Job("add", {"a": 1, "b": 1}), timeout=30))
+            await _until(lambda: embedded.queue("jobs").ready_count == 1)
+            old = _link(caller)
+            embedded.drop_connections()
+            with pytest.raises(amqp1q.ConnectionLost):
+                await waiting
+            async with worker(Place(url, {}, lambda: None, lambda: None)):
+                assert await caller.call(Job("add", {"a": 2, "b": 3}), timeout=30) == 5
+            assert _link(caller) is not old  # a new dynamic node, on the new connection
