@@ -10,6 +10,8 @@ What an adapter implements (see :class:`Adapter` and :class:`Receiver`)::
     adapter.send(jobs, default_priority) -> [Receipt | Amqp1qError, ...]  one result per job,
                                         in order; returns once each has its outcome
     adapter.receiver(auto_ack)          -> Receiver, not yet open
+    adapter.group_receiver(auto_ack, groups)  -> Receiver delivering groups natively, or None
+                                        (see "Groups" below)
     adapter.dead_letter_adapter()       -> Adapter for the queue's dead-letter queue
     adapter.close()                     release everything; must not hang
     adapter.verify()                    raise QueueNotFound unless the queue exists (a startup
@@ -36,10 +38,31 @@ and the facts the facade reads (``JobQueue.health()``, ``on_state_change()``, tr
                                         returns None when applied at once (the hot path: a
                                         disposition queued on the link), or an awaitable when
                                         it needs I/O first (a re-publish, an SDK call)
+    receiver.stale(incoming)            True once a delivery can no longer be settled because the
+                                        link or connection it came on is gone (the broker has it
+                                        back and redelivers it); a consumer that holds jobs of a
+                                        group drops stale ones instead of handing them out
     receiver.drain()                    stop deliveries without closing: void the credit and
                                         release deliveries received but not yet handed out
     receiver.close()                    release deliveries received but not yet handed out;
                                         anything still unsettled goes back to the broker
+
+Groups (``queue.consume(groups=N)``, docs/ordering.md). The facade's consumer sequences in
+every case: it holds the jobs of a group in arrival order, hands out the next only once the one
+before is settled, keeps at most N groups in hand, and keeps a retried or released job of a group
+itself (handing it out again after the delay) instead of sending it back, so that the broker never
+puts it behind the group's later jobs. An adapter tells it where the jobs come from:
+
+- ``group_receiver()`` returns None (memory, Proton): the facade reads the plain ``receiver()``
+  and sequences over it; the queue must have one active consumer (RabbitMQ's
+  ``x-single-active-consumer``), since two consumers would each hold part of a group;
+- it returns a :class:`Receiver` (Service Bus sessions): the backend delivers the groups itself.
+  Its contract, beyond the Receiver's: every Incoming has ``group`` set; the jobs of a group
+  arrive in the group's order; it holds at most ``groups`` groups at once (a session lock each,
+  renewed while held) and lets a group go (and takes the next available) once every job it
+  delivered of it is settled and the group has nothing more for a while; ``flow``/credit as
+  for ``receiver()``. It never sees RETRY or RELEASE for a job the consumer still holds (only
+  when the consumer closes, or a job is given up): settle() gets one outcome per delivery.
 
 A :class:`Backend` is one connection (an SDK client, a memory namespace) that many adapters
 share: ``amqp1q.connect()`` opens one, and each ``client.queue()``, ``client.topic()`` and
@@ -95,6 +118,7 @@ __all__ = [
     "Adapter",
     "Backend",
     "Entity",
+    "GroupState",
     "HandedOut",
     "Incoming",
     "Outcome",
@@ -163,6 +187,15 @@ ACK = Settlement(Outcome.ACK)
 RELEASE = Settlement(Outcome.RELEASE)
 
 
+class GroupState(Protocol):
+    """The state a backend keeps for one group (a Service Bus session's state): opaque bytes,
+    read and replaced while the consumer holds the group."""
+
+    async def get(self) -> bytes | None: ...
+
+    async def set(self, state: bytes | None) -> None: ...
+
+
 @attrs.define(slots=True, eq=False)
 class Incoming:
     """A received message as an adapter hands it to the facade."""
@@ -181,6 +214,11 @@ class Incoming:
     dead_letter_description: str | None = None
     #: Set when the message could not be read as a job (its raw body is in ``body``).
     decode_error: str | None = None
+    #: The job's group (``Job.group``: the AMQP group-id, the Service Bus SessionId), or None.
+    group: str | None = None
+    #: The state of the job's group, for a backend that keeps one (Service Bus sessions):
+    #: ``ReceivedJob.group_state()`` / ``set_group_state()`` go through it. None elsewhere.
+    group_state: GroupState | None = None
     #: Set by an adapter whose deliveries can be lost while in hand: a context manager factory
     #: ``job.process()`` enters around the handler; it cancels the block and raises
     #: :class:`~amqp1q.LockLost` when the delivery is lost.
@@ -193,9 +231,9 @@ class Incoming:
 
     def copy_as_job(self, delay: float | None = None) -> Job:
         """The job to push for a re-published copy (a retry, a release, a dead-letter): the
-        same name, body, id, headers, priority and content type (and a request's reply-to and
-        correlation-id). A foreign message may have no
-        id (a new one is made) or no name (``"unnamed"``)."""
+        same name, body, id, headers, priority, content type and group (and a request's
+        reply-to and correlation-id). A foreign message may have no id (a new one is made) or
+        no name (``"unnamed"``)."""
         return Job(
             self.name or "unnamed",
             self.body,
@@ -206,6 +244,7 @@ class Incoming:
             delay=delay,
             reply_to=self.reply_to,
             correlation_id=self.correlation_id if self.reply_to is not None else None,
+            group=self.group,
         )
 
 
@@ -264,6 +303,8 @@ class Receiver(Protocol):
 
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None: ...
 
+    def stale(self, incoming: Incoming) -> bool: ...
+
     async def drain(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -307,6 +348,8 @@ class Adapter(Protocol):
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]: ...
 
     def receiver(self, *, auto_ack: bool) -> Receiver: ...
+
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> Receiver | None: ...
 
     def dead_letter_adapter(self) -> Adapter: ...
 

@@ -2,9 +2,18 @@
 
 Credit accounting lives here, once, for every adapter. ``granted`` counts credit given to the
 adapter and not yet used (deliveries on the wire or buffered in the adapter); ``in_hand`` counts
-jobs handed to the application and not yet settled. The invariant ``granted + in_hand <=
-prefetch`` is the prefetch bound: a consumer never holds more than ``prefetch`` jobs it has not
-settled. Credit is topped up on settlement (on hand-out with ``auto_ack``), never on delivery.
+jobs handed to the application and not yet settled; ``held`` counts jobs a consumer with
+``groups`` holds back until their group's turn (:mod:`amqp1q._groups`). The invariant
+``granted + held + in_hand <= prefetch`` is the prefetch bound: a consumer never holds more than
+``prefetch`` jobs it has not settled. Credit is topped up on settlement (on hand-out with
+``auto_ack``), never on delivery.
+
+With ``groups=N`` a task reads the receiver into a :class:`~amqp1q._groups.Sequencer`, and jobs
+are handed out from there: a group's next once the one before is settled, N groups at most. A
+retry or release of a job in hand goes back to its group there, not to the broker (which would
+queue it behind the group's later jobs); on closing, what is held is released to the broker. A
+job delivered again after it was acked (the ack was lost with a connection) is acked again, not
+handed out.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from . import _metrics
-from ._adapter import Incoming, Outcome, Receiver, ServerFacts, Settlement
+from ._adapter import ACK, RELEASE, Incoming, Outcome, Receiver, ServerFacts, Settlement
 from ._calls import replying
 from ._errors import PayloadValidationError, PushTimeout, QueueStateError
+from ._groups import Sequencer
 from ._policy import INVALID_PAYLOAD, NOT_RETRIED
 from ._received import ReceivedJob, clip
 from ._replies import Reply
@@ -78,6 +88,7 @@ class Consumer:
         *,
         prefetch: int,
         auto_ack: bool,
+        groups: int | None = None,
     ) -> None:
         self._queue = queue
         self._receiver = receiver
@@ -94,6 +105,10 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed_event = asyncio.Event()
+        self.groups = groups
+        self._sequencer = Sequencer(groups, receiver.stale) if groups else None
+        self._pump: asyncio.Task[None] | None = None
+        self._pump_error: BaseException | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -115,9 +130,10 @@ class Consumer:
         return self._state in (_State.CLOSING, _State.CLOSED)
 
     def __repr__(self) -> str:
+        groups = f" groups={self.groups}" if self.groups else ""
         return (
-            f"<Consumer queue={self.queue_name!r} {self._state.value} prefetch={self.prefetch} "
-            f"in_hand={self._in_hand}{' paused' if self._paused else ''}>"
+            f"<Consumer queue={self.queue_name!r} {self._state.value} prefetch={self.prefetch}"
+            f"{groups} in_hand={self._in_hand}{' paused' if self._paused else ''}>"
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -133,6 +149,8 @@ class Consumer:
             await self._receiver.open()
             self._state = _State.OPEN
             self._hooks.opened(self)
+            if self._sequencer is not None:
+                self._pump = asyncio.create_task(self._read_in(self._sequencer))
             self._top_up()
 
     async def __aenter__(self) -> Consumer:
@@ -169,7 +187,9 @@ class Consumer:
             await self.open()
         if self._state is not _State.OPEN:
             return None
-        if timeout is None:
+        if self._sequencer is not None:
+            incoming = await self._take_in_order(self._sequencer, timeout)
+        elif timeout is None:
             incoming = await self._receiver.receive()
         else:
             try:
@@ -178,7 +198,8 @@ class Consumer:
                 return None
         if incoming is None:
             return None
-        self._granted -= 1
+        if self._sequencer is None:
+            self._granted -= 1
         job = ReceivedJob(incoming, self)
         self._counters.consumed += 1
         if _metrics.active():
@@ -190,6 +211,60 @@ class Consumer:
             self._counters.in_flight += 1
             self._idle.clear()
         return job
+
+    async def _read_in(self, sequencer: Sequencer) -> None:
+        """The task that reads the receiver into the sequencer (``groups``)."""
+        try:
+            while True:
+                incoming = await self._receiver.receive()
+                if incoming is None:
+                    return
+                self._granted -= 1
+                if sequencer.seen(incoming):
+                    await self._ack_again(incoming)
+                else:
+                    sequencer.add(incoming)
+        except Exception as exc:  # the receiver failed for good: the next receive raises it
+            self._pump_error = exc
+        finally:
+            sequencer.end()
+
+    async def _ack_again(self, incoming: Incoming) -> None:
+        """A job acked before, delivered again (its ack was lost with a connection): acked, not
+        handed out, where it would run after its group's later jobs."""
+        log.info(
+            "job %s was delivered again after it was acked; acked again",
+            incoming.id,
+            extra={"queue": self.queue_name, "job_id": incoming.id},
+        )
+        try:
+            pending = self._receiver.settle(incoming, ACK)
+            if pending is not None:
+                await _wait(pending)
+        except Exception:  # its link died too: the broker delivers it again
+            log.debug("could not ack job %s again", incoming.id, exc_info=True)
+        self._top_up()
+
+    async def _take_in_order(self, sequencer: Sequencer, timeout: float | None) -> Incoming | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._state is _State.OPEN:
+            incoming = sequencer.take()
+            self._top_up()  # a stale job dropped frees its credit
+            if incoming is not None:
+                return incoming
+            if sequencer.ended:
+                if self._pump_error is not None:
+                    raise self._pump_error
+                return None
+            if deadline is None:
+                await sequencer.wait()
+                continue
+            try:
+                await asyncio.wait_for(sequencer.wait(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return None
+        return None
 
     async def wait_closed(self) -> None:
         """Wait until the consumer has closed (for example, after its ``async for`` ended)."""
@@ -235,11 +310,17 @@ class Consumer:
             self._closed_event.set()
 
     async def _close(self, grace: float) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()  # receive() is cancellation-safe: nothing is lost
+            await asyncio.gather(pump, return_exceptions=True)
         try:
             await self._receiver.drain()
             self._granted = 0
         except Exception:
             log.debug("drain failed while closing a consumer of %r", self.queue_name, exc_info=True)
+        if self._sequencer is not None:
+            await self._give_back(self._sequencer)
         if self._in_hand and grace > 0:
             try:
                 await asyncio.wait_for(self._idle.wait(), grace)
@@ -254,12 +335,24 @@ class Consumer:
                 )
         await self._receiver.close()
 
+    async def _give_back(self, sequencer: Sequencer) -> None:
+        """Release what the sequencer holds, group by group in order (the broker puts a released
+        job back where it was, so the order holds for the next consumer)."""
+        for incoming in sequencer.take_all():
+            try:
+                pending = self._receiver.settle(incoming, RELEASE)
+                if pending is not None:
+                    await _wait(pending)
+            except Exception:  # noqa: PERF203 - one that fails goes back with its link
+                log.debug("could not release job %s on close", incoming.id, exc_info=True)
+
     # -- credit ---------------------------------------------------------------------------------
 
     def _top_up(self) -> None:
         if self._paused or self._state is not _State.OPEN:
             return
-        want = self.prefetch - self._granted - self._in_hand
+        held = 0 if self._sequencer is None else self._sequencer.held
+        want = self.prefetch - self._granted - self._in_hand - held
         if want > 0:
             self._granted += want
             self._receiver.flow(want)
@@ -278,6 +371,20 @@ class Consumer:
         outcome, for metrics); however it ends, the job has left the consumer's hands."""
         queue = self._queue
         started = _metrics.start()
+        sequencer = self._sequencer
+        if sequencer is not None and settlement.outcome in _KEPT:
+            if self._state is _State.OPEN:
+                # Kept in its group, not sent back: the broker would queue it behind the rest.
+                if settlement.outcome is Outcome.RETRY:
+                    incoming.attempt += 1
+                sequencer.put_back(incoming, settlement.delay)
+                self._left_hand()
+                self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
+                if started is not None:
+                    _metrics.settled(queue, settlement.outcome, by_policy, started, None)
+                return
+            # Closing: released, where it was -- a re-published retry would overtake the group.
+            settlement = RELEASE
         try:
             pending = self._receiver.settle(incoming, settlement)
             if pending is not None:
@@ -288,6 +395,10 @@ class Consumer:
             raise
         finally:
             self._left_hand()
+            if sequencer is not None:
+                sequencer.done(incoming)
+        if sequencer is not None and settlement.outcome is Outcome.ACK:
+            sequencer.acked(incoming)
         self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
         if started is not None:
             _metrics.settled(queue, settlement.outcome, by_policy, started, None)
@@ -305,9 +416,11 @@ class Consumer:
                 address=address,
             ) from None
 
-    def lost(self, error: BaseException) -> None:
+    def lost(self, error: BaseException, incoming: Incoming) -> None:
         """A job in hand was lost (its lock): the broker takes it back, nothing is settled."""
         self._left_hand()
+        if self._sequencer is not None:
+            self._sequencer.done(incoming)
         if _metrics.active():
             _metrics.settled(self._queue, Outcome.RELEASE, False, None, error)
 
@@ -391,6 +504,10 @@ class Consumer:
                 extra=context,
             )
         return settlement
+
+
+#: Outcomes a consumer with groups keeps in the job's group rather than sending to the broker.
+_KEPT = frozenset({Outcome.RETRY, Outcome.RELEASE})
 
 
 async def _wait(pending: Awaitable[None]) -> None:

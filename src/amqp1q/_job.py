@@ -31,6 +31,8 @@ __all__ = [
 RESERVED_HEADER_PREFIX: Final = "x-amqp1q-"
 MAX_ID_LENGTH: Final = 128
 MAX_PRIORITY: Final = 255
+#: The longest group a job may have: Service Bus's SessionId limit.
+MAX_GROUP_LENGTH: Final = 128
 
 
 def new_job_id() -> str:
@@ -210,6 +212,16 @@ def _check_reply(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> 
     _encodable(value, f"the {attribute.name}")
 
 
+def _check_group(_: Any, __: Any, value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > MAX_GROUP_LENGTH:
+        raise InvalidJob(
+            f"a group must be a str of 1 to {MAX_GROUP_LENGTH} characters or None, got {value!r}"
+        )
+    _encodable(value, "the group")
+
+
 def _check_bool(_: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
     if not isinstance(value, bool):
         raise InvalidJob(f"{attribute.name} must be a bool, got {value!r}")
@@ -220,7 +232,7 @@ class Job:
     """A job to push.
 
     ``Job(name, payload=None, *, headers=None, id=..., priority=None, delay=None, durable=True,
-    content_type=None, to=None)``
+    content_type=None, to=None, group=None)``
 
     - ``payload``: ``bytes`` (sent as is) or any JSON-compatible value (sent as JSON).
     - ``headers``: a mapping of str to str, carried in the message's application-properties.
@@ -239,6 +251,10 @@ class Job:
     - ``reply_to`` and ``correlation_id``: the AMQP properties of a request, for a caller that
       reads replies itself; :meth:`JobQueue.call <amqp1q.JobQueue.call>` sets both
       (docs/request-reply.md).
+    - ``group``: the job's ordering key (1 to 128 characters): ``queue.consume(groups=N)``
+      hands out the jobs of one group in push order, each once the one before is settled
+      (docs/ordering.md). It travels as the AMQP ``group-id`` property, and as the SessionId
+      on Service Bus.
 
     Raises :class:`~amqp1q.InvalidJob` (or its subclass :class:`~amqp1q.PayloadError`) at
     construction when any of these cannot be sent.
@@ -260,6 +276,7 @@ class Job:
     to: str | None = attrs.field(default=None, validator=_check_to, kw_only=True)
     reply_to: str | None = attrs.field(default=None, validator=_check_reply, kw_only=True)
     correlation_id: str | None = attrs.field(default=None, validator=_check_reply, kw_only=True)
+    group: str | None = attrs.field(default=None, validator=_check_group, kw_only=True)
     #: The serialised payload, as it goes on the wire.
     body: bytes = attrs.field(init=False, eq=False, hash=False)
 
@@ -282,6 +299,8 @@ class Job:
             extra += f", ttl={self.ttl}"
         if self.to is not None:
             extra += f", to={self.to!r}"
+        if self.group is not None:
+            extra += f", group={self.group!r}"
         return f"Job(name={self.name!r}, id={self.id!r}, {len(self.body)} bytes{extra})"
 
     def evolve(self, **changes: Any) -> Job:

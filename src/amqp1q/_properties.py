@@ -16,6 +16,12 @@ Proton codec, the Service Bus adapter and RoadRunner's envelope alike:
 ``Diagnostic-Id``                      other, read and written by ``_tracing``
 =====================================  ===========================================================
 
+Beside them, one fact travels in the message's properties rather than its application
+properties: ``Job.group``, the ordering key, is the AMQP ``group-id`` (the Service Bus SessionId,
+which the SDK writes there too). :func:`read_group` reads it back, the same on every wire: a
+string, or bytes in UTF-8; anything else (a number, binary) is a ``decode_error`` and the job
+has no group. ``Job.group`` goes out as it is.
+
 Reading (:func:`read_properties`) is the same whatever the wire, which is why the rules follow
 what the azure-servicebus SDK can tell apart (it hands every AMQP string over as ``bytes``, and a
 timestamp as its integer):
@@ -54,6 +60,7 @@ __all__ = [
     "PropertyFacts",
     "dead_letter_properties",
     "job_properties",
+    "read_group",
     "read_properties",
     "text_of",
 ]
@@ -130,6 +137,19 @@ def read_properties(properties: Mapping[Any, Any] | None) -> PropertyFacts:
         reason = own.get(BROKER_DEAD_LETTER_REASON)
         description = own.get(BROKER_DEAD_LETTER_DESCRIPTION)
     return PropertyFacts(headers, attempt, reason, description, not_before, error)
+
+
+def read_group(value: Any) -> tuple[str | None, str | None]:
+    """A received message's group (its ``group-id``, or SessionId) and, when the value is there
+    but not text, the problem in words (the job then has no group)."""
+    if value is None or type(value) is str:
+        return value or None, None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        text = text_of(value)
+        if text is not None:
+            return text or None, None
+        return None, "the group-id is binary, not UTF-8 text"
+    return None, f"the group-id is a {type(value).__name__}, not text"
 
 
 def _keep_text(into: dict[str, str], key: str, value: Any, error: str | None) -> str | None:

@@ -438,17 +438,44 @@ class JobQueue(OperationsMixin):
 
     # -- consume --------------------------------------------------------------------------------
 
-    def consume(self, *, prefetch: int | None = None, auto_ack: bool | None = None) -> Consumer:
+    def consume(
+        self,
+        *,
+        prefetch: int | None = None,
+        auto_ack: bool | None = None,
+        groups: int | None = None,
+    ) -> Consumer:
         """A consumer of this queue: ``async for job in queue.consume(): ...``.
 
         ``prefetch`` and ``auto_ack`` default to the queue's settings. Many consumers may run at
         once; each holds at most ``prefetch`` unsettled jobs.
+
+        ``groups=N`` processes in order (docs/ordering.md): the jobs of one group
+        (``Job(group=...)``) are handed out in the order they arrive, each only once the one
+        before is settled, and the jobs of up to N groups are in hand at once; a job without a
+        group is a group of its own. A retried job keeps its place: its group waits for it. On
+        Service Bus the groups are sessions; elsewhere the queue must have one active consumer
+        (``amqp1q setup-rabbitmq --single-active-consumer``). Needs ``auto_ack=False``, and a
+        ``prefetch`` of at least N for N groups to run at once.
         """
         self._check_open()
         prefetch = self.prefetch if prefetch is None else check_positive_int("prefetch", prefetch)
         auto_ack = self.auto_ack if auto_ack is None else check_bool("auto_ack", auto_ack)
-        receiver = self._adapter.receiver(auto_ack=auto_ack)
-        return Consumer(self, receiver, self._hooks, prefetch=prefetch, auto_ack=auto_ack)
+        if groups is None:
+            receiver = self._adapter.receiver(auto_ack=auto_ack)
+        else:
+            groups = check_positive_int("groups", groups)
+            if auto_ack:
+                raise InvalidSetting(
+                    "groups= needs auto_ack=False: a group's next job waits for the one before "
+                    "to be settled"
+                )
+            receiver = self._adapter.group_receiver(
+                auto_ack=False, groups=groups
+            ) or self._adapter.receiver(auto_ack=False)
+        return Consumer(
+            self, receiver, self._hooks, prefetch=prefetch, auto_ack=auto_ack, groups=groups
+        )
 
     def _consumer_opened(self, consumer: Consumer) -> None:
         self._consumers.add(consumer)

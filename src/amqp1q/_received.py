@@ -10,8 +10,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _calls, _metrics, _tracing, _typed
-from ._adapter import ACK, RELEASE, Incoming, Outcome, Settlement
-from ._errors import AlreadySettled, LockLost, PayloadError
+from ._adapter import ACK, RELEASE, GroupState, Incoming, Outcome, Settlement
+from ._errors import AlreadySettled, LockLost, PayloadError, UnsupportedFeature
 from ._job import Headers, Job
 from ._payload import decode_payload
 
@@ -31,10 +31,10 @@ class ReceivedJob:
 
     Read-only data: ``name``, ``id``, ``payload`` (decoded on first access), ``body`` (the raw
     bytes), ``content_type``, ``headers``, ``attempt`` (1 on the first delivery), ``priority``,
-    ``enqueued_at``, ``queue``, and for jobs read from a dead-letter queue
-    ``dead_letter_reason`` / ``dead_letter_description``. A request (sent with
-    ``queue.call()``, or by any client with ``reply-to``) has ``reply_to``: answer it with
-    :meth:`reply` (the worker sends a handler's return value itself).
+    ``enqueued_at``, ``queue``, ``group`` (the ordering key it was pushed with), and for jobs
+    read from a dead-letter queue ``dead_letter_reason`` / ``dead_letter_description``. A
+    request (sent with ``queue.call()``, or by any client with ``reply-to``) has ``reply_to``:
+    answer it with :meth:`reply` (the worker sends a handler's return value itself).
     """
 
     __slots__ = ("_consumer", "_failure", "_incoming", "_outcome", "_payload", "_replied")
@@ -97,6 +97,34 @@ class ReceivedJob:
         return self._incoming.priority
 
     @property
+    def group(self) -> str | None:
+        """The job's group (``Job(group=...)``): its ordering key, or None."""
+        return self._incoming.group
+
+    async def group_state(self) -> bytes | None:
+        """The state kept for the job's group (a Service Bus session's state), None if unset.
+
+        For checkpoints: ``consume(groups=N)`` on a Service Bus queue that requires sessions.
+        Elsewhere it raises :class:`~amqp1q.UnsupportedFeature`."""
+        return await self._group_state().get()
+
+    async def set_group_state(self, state: bytes | None) -> None:
+        """Replace the state kept for the job's group (None clears it); see
+        :meth:`group_state`."""
+        await self._group_state().set(state)
+
+    def _group_state(self) -> GroupState:
+        handle = self._incoming.group_state
+        if handle is None:
+            raise UnsupportedFeature(
+                "group state is kept only for Service Bus sessions: consume(groups=N) from a "
+                "Service Bus queue that requires sessions",
+                queue=self.queue,
+                job_id=self.id,
+            )
+        return handle
+
+    @property
     def enqueued_at(self) -> datetime.datetime | None:
         return self._incoming.enqueued_at
 
@@ -150,12 +178,13 @@ class ReceivedJob:
         )
 
     def to_job(self, **changes: Any) -> Job:
-        """A :class:`Job` with this one's name, id, body and headers, to push elsewhere."""
+        """A :class:`Job` with this one's name, id, body, headers and group, to push elsewhere."""
         fields: dict[str, Any] = {
             "id": self.id,
             "headers": self.headers,
             "priority": self.priority,
             "content_type": self.content_type,
+            "group": self.group,
         }
         fields.update(changes)
         payload = fields.pop("payload", self.body)
@@ -361,7 +390,7 @@ class Processing:
                 # Nothing can be settled any more: the broker takes the job back by itself.
                 if not job.settled:
                     job._outcome = Outcome.RELEASE
-                    consumer.lost(lost)
+                    consumer.lost(lost, job._incoming)
                 raise
         if exc is None:
             if not job.settled:

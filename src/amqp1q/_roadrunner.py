@@ -12,6 +12,10 @@ each header, and a delay also ``x-delay`` (milliseconds). An earlier RoadRunner 
 ``id``, ``job``, ``pipeline``, ``headers``, ``priority``, ``auto_ack``; and it writes
 ``rr_headers`` base64-encoded (a Go byte slice in JSON). Reading accepts all of these.
 
+The envelope has no place for a job's group (``Job.group``): RoadRunner's jobs have no ordering
+key. It goes beside the envelope, as the message's ``group-id`` (the SessionId on Service Bus),
+where amqp1q reads it back and a RoadRunner consumer ignores it.
+
 Shared by the adapters: the Proton adapter writes the envelope as one AMQP data section, the
 Service Bus adapter as a ``ServiceBusMessage`` body, both with the application properties of
 :func:`envelope_properties`; both recognise it on receipt (:func:`received_envelope`), whatever

@@ -60,6 +60,8 @@ class WorkerConfig:
     address: str | None = None
     concurrency: int | None = None
     prefetch: int | None = None
+    #: ``consume(groups=N)`` on each queue: in order per group, N groups at once (``--groups``).
+    groups: int | None = None
     job_timeout: float | None = None
     grace: float | None = None
     stall_warning: float | None = None

@@ -1,12 +1,14 @@
 """Worker settings read from a TOML or YAML file: amqp1q's own keys, or a RoadRunner ``.rr.yaml``.
 
-amqp1q's shape is flat (``registry``, ``url`` or ``url_env``, ``queue``, ``concurrency``, ...,
+amqp1q's shape is flat (``registry``, ``url`` or ``url_env``, ``queue``, ``concurrency``,
+``groups``, ...,
 with ``retry``, ``reconnect`` and ``tls`` tables, and ``queues``: several queues, by name or
 as tables of their own settings). A file with a ``jobs`` or ``amqp1`` section is read as
 RoadRunner's: the connection from ``amqp1``, the ``driver: amqp1`` pipelines of
 ``jobs.pipelines`` that ``jobs.consume`` lists (one, or several consumed on one connection;
 their keys inline or under ``config``), ``jobs.pool.num_workers`` as ``processes`` and its
-``destroy_timeout`` as ``grace``, and an optional ``amqp1q`` section in amqp1q's shape on top.
+``destroy_timeout`` as ``grace``, and an optional ``amqp1q`` section in amqp1q's shape on top
+(RoadRunner has no ordered consuming: ``groups`` goes there).
 ``${VAR}`` and ``${VAR:-default}`` are expanded there, as RoadRunner does.
 Sections and keys meaningful only to RoadRunner are ignored (listed in ``ignored`` and logged);
 any other unknown key is an :class:`~amqp1q.InvalidSetting` naming the file and the key.
@@ -89,6 +91,7 @@ _SETTINGS: dict[str, Callable[[str, object], Any]] = {
     "address": _text,
     "concurrency": check_positive_int,
     "prefetch": check_positive_int,
+    "groups": check_positive_int,
     "job_timeout": check_seconds,
     "grace": lambda name, value: check_seconds(name, value, allow_zero=True),
     "stall_warning": lambda name, value: check_seconds(name, value, allow_zero=True),

@@ -110,6 +110,7 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     grace: float = 30.0,
     prefetch: int | Mapping[str, int] | None = None,
+    groups: int | None = None,
     middleware: Iterable[Middleware] = (),
     stall_warning: float | None = DEFAULT_STALL_WARNING,
     _in_hand: JobsInHand | None = None,
@@ -118,7 +119,9 @@ async def run_worker(
     ``concurrency`` at most at once, whichever queue it came from.
 
     ``prefetch`` (default ``concurrency``) is each consumer's credit; a mapping gives it per
-    queue name (a queue it does not name: ``concurrency``). ``stall_warning``
+    queue name (a queue it does not name: ``concurrency``). ``groups`` consumes each queue
+    with ``consume(groups=N)``: in order per group, N groups at once (docs/ordering.md); a
+    prefetch of at least N lets N run. ``stall_warning``
     (0.5 s; ``None`` or 0: off) logs a warning naming the jobs in hand when the event loop is
     blocked that long (a handler doing blocking work in ``async def``). Opens each queue that
     is not open, and always closes them before returning. Runs until ``stop`` is set, then
@@ -156,7 +159,7 @@ async def run_worker(
                 if not each.is_open:
                     await each.open()
             opened = [
-                await consumers.enter_async_context(q.consume(prefetch=credit))
+                await consumers.enter_async_context(q.consume(prefetch=credit, groups=groups))
                 for q, credit in zip(queues, credits, strict=True)
             ]
             cancelled = False
@@ -223,6 +226,7 @@ async def serve(
     job_timeout: float | None = None,
     grace: float = 30.0,
     prefetch: int | None = None,
+    groups: int | None = None,
     options: Mapping[str, Any] | None = None,
     stall_warning: float | None = DEFAULT_STALL_WARNING,
     queues: Sequence[QueueSpec] = (),
@@ -233,8 +237,9 @@ async def serve(
     ``options`` are more keyword arguments for ``JobQueue.from_url`` (say, from
     :meth:`WorkerConfig.queue_options`); ``queues`` are several queues to consume on one
     connection (``amqp1q.connect``), each a :class:`QueueSpec` whose own settings (and
-    prefetch) go over those. ``stop``, set, drains as the first signal does (the process pool's
-    supervisor asks its workers so). 0 after a clean drain; 2 if ``spec`` cannot be loaded;
+    prefetch) go over those; ``groups`` consumes each in order per group (``--groups``).
+    ``stop``, set, drains as the first signal does (the process pool's supervisor asks its
+    workers so). 0 after a clean drain; 2 if ``spec`` cannot be loaded;
     130 on a second signal (running handlers cancelled at once, their jobs released); 1 for a
     consumer that ended by itself. Other :class:`~amqp1q.Amqp1qError` propagate (the command
     prints them and exits 1).
@@ -264,6 +269,7 @@ async def serve(
                 stop=stop,
                 grace=grace,
                 prefetch=credits,
+                groups=groups,
                 stall_warning=stall_warning,
             )
 

@@ -177,3 +177,16 @@ def test_setup_rabbitmq_declares_queue_dlq_and_delays(rabbitmq: RabbitMQManageme
     finally:
         rabbitmq.delete_queue(name)
         rabbitmq.delete_queue(f"{name}.dlq")
+
+
+def test_setup_rabbitmq_single_active_consumer(rabbitmq: RabbitMQManagement) -> None:
+    name = f"amqp1q-cli-sac-{uuid.uuid4().hex[:8]}"
+    try:
+        argv = ["setup-rabbitmq", "--queue", name, "--single-active-consumer"]
+        assert main(argv) == 0
+        info = rabbitmq.queue_info(name)
+        assert info is not None
+        assert info["arguments"] == {"x-max-priority": 10, "x-single-active-consumer": True}
+    finally:
+        rabbitmq.delete_queue(name)
+        rabbitmq.delete_queue(f"{name}.dlq")

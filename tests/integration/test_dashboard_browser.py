@@ -149,7 +149,8 @@ async def test_dashboard_shows_counts_and_replays_dead_letters(browser: Any) -> 
                 assert "550 mailbox u0 unavailable" in browser.page_source
                 await asyncio.to_thread(browser.find_element(By.ID, "replay").click)
                 await until(
-                    lambda: "Replay the dead letters of emails?" in source(browser), "the confirm step"
+                    lambda: "Replay the dead letters of emails?" in source(browser),
+                    "the confirm step",
                 )
                 await asyncio.to_thread(browser.find_element(By.ID, "confirm").click)
                 await until(lambda: "replayed 2 job(s)" in source(browser), "the replay's result")

@@ -158,6 +158,45 @@ async def test_concurrency_bounds_the_handlers_running_at_once() -> None:
     assert peak == 3
 
 
+async def test_groups_run_in_order_per_group_several_groups_at_once() -> None:
+    running: set[str] = set()
+    peak = 0
+    order: dict[str, list[int]] = {}
+    registry = Registry()
+
+    @registry.handler("step")
+    async def step(job: ReceivedJob) -> None:
+        nonlocal peak
+        assert job.group is not None
+        assert job.group not in running
+        running.add(job.group)
+        peak = max(peak, len(running))
+        await asyncio.sleep(0.01)
+        order.setdefault(job.group, []).append(job.payload)
+        running.discard(job.group)
+
+    async with Broker() as broker:
+        url = f"{broker.url}/{QUEUE}"
+        await _push(url, *(Job("step", i, group=f"g{i % 3}") for i in range(30)))
+        worker = _Running(registry, JobQueue.from_url(url), concurrency=8, groups=3)
+        await _until(lambda: sum(map(len, order.values())) == 30)
+        assert await worker.finish() == 0
+    assert order == {f"g{g}": list(range(g, 30, 3)) for g in range(3)}
+    assert peak == 3  # every group at once, never two of one group
+
+
+async def test_cli_worker_groups(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    async with Broker() as broker:
+        url = f"{broker.url}/{QUEUE}"
+        await _push(url, *(Job("fast", i, group=f"g{i % 2}") for i in range(6)))
+        process = await _start_worker(project, url, "--groups", "2")
+        code, err = await _sigterm_once(process, lambda: len(_lines(project)) == 6, 15)
+        assert code == 0, err
+        assert sorted(_lines(project)) == [f"fast {i}" for i in range(6)]
+        assert len(broker.queue(QUEUE)) == 0
+
+
 async def test_unknown_names_are_dead_lettered_unless_there_is_a_default() -> None:
     registry = Registry()
     others: list[str] = []

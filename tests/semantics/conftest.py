@@ -43,6 +43,9 @@ class Backend:
     #: ``depth()`` counts (False: UnsupportedFeature), and counts what is in flight.
     counts = True
     counts_in_flight = True
+    #: Its ordered queue (``make_ordered_queue``) takes only jobs with a group (Service Bus
+    #: sessions).
+    groups_required = False
     #: ``depth()`` counts when asked (False: a sample that lags; the test polls).
     exact_counts = True
     #: ``peek()`` reads without taking (False: UnsupportedFeature).
@@ -62,6 +65,11 @@ class Backend:
 
     async def make_queue(self, name: str = "jobs", **settings: Any) -> JobQueue:
         raise NotImplementedError
+
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """A queue for ``consume(groups=N)`` (tests/semantics/test_ordering.py): one with one
+        active consumer where the broker has that, a session queue on Service Bus."""
+        return await self.make_queue(name, **settings)
 
     async def cleanup(self) -> None:
         """Called once after the test."""
@@ -109,6 +117,15 @@ class RabbitMQBackend(Backend):
             self.queues.append(queue)
         return JobQueue.from_url(RABBITMQ_URL, queue=queue, **settings)
 
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """Declared with ``x-single-active-consumer``, as ``setup-rabbitmq
+        --single-active-consumer`` does."""
+        queue = self.queue_name(name)
+        if queue not in self.queues:
+            self.management.setup_job_queue(queue, single_active_consumer=True)
+            self.queues.append(queue)
+        return JobQueue.from_url(RABBITMQ_URL, queue=queue, **settings)
+
     async def cleanup(self) -> None:
         for queue in self.queues:
             self.management.delete_queue(queue)
@@ -151,6 +168,7 @@ class ServiceBusBackend(Backend):
     release_keeps_order = False
     can_cut_connections = True
     counts_in_flight = False  # a peeked message does not say it is locked
+    groups_required = True  # its ordered queue requires sessions: every job needs a group
 
     def __init__(self) -> None:
         super().__init__()
@@ -169,6 +187,14 @@ class ServiceBusBackend(Backend):
             self._started = True
         url = self.broker.servicebus_connection_string(self.queue_name(name))
         return JobQueue.from_url(url, **settings)
+
+    async def make_ordered_queue(self, name: str = "ordered", **settings: Any) -> JobQueue:
+        """A session queue (``requires_session=True``): the groups are sessions."""
+        if not self._started:
+            await self.broker.start()
+            self._started = True
+        self.broker.declare(self.queue_name(name), requires_session=True)
+        return await self.make_queue(name, **settings)
 
     def cut_connection(self, queue: JobQueue) -> None:
         """Drop every connection at the broker (the SDK opens one per sender and receiver)."""

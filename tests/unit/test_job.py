@@ -126,3 +126,14 @@ def test_decode_payload() -> None:
     with pytest.raises(PayloadError, match="not valid JSON"):
         decode_payload(b"{nope", "application/json")
     assert encode_payload(b"x", None) == (b"x", "application/octet-stream")
+
+
+def test_a_group_is_an_ordering_key_of_1_to_128_characters() -> None:
+    assert Job("n").group is None
+    job = Job("n", group="customer-42")
+    assert job.group == "customer-42"
+    assert "group='customer-42'" in repr(job)
+    assert Job("n", group="g" * 128).group == "g" * 128
+    for bad in ("", "g" * 129, 42, "\ud800"):
+        with pytest.raises(InvalidJob, match="group"):
+            Job("n", group=bad)  # type: ignore[arg-type]

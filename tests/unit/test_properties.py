@@ -14,6 +14,7 @@ from amqp1q._properties import (
     NOT_BEFORE,
     dead_letter_properties,
     job_properties,
+    read_group,
     read_properties,
     text_of,
 )
@@ -72,3 +73,11 @@ def test_no_properties_read_as_no_headers() -> None:
 def test_text_of_each_kind() -> None:
     assert [text_of(v) for v in ("s", b"b", True, 3, 2.5)] == ["s", "b", "true", "3", "2.5"]
     assert [text_of(v) for v in (None, b"\xff", [1], {})] == [None, None, None, None]
+
+
+def test_a_group_id_reads_as_text_or_is_reported() -> None:
+    assert read_group(None) == (None, None)
+    assert read_group("customer-42") == ("customer-42", None)
+    assert read_group(b"customer-42") == ("customer-42", None)
+    assert read_group(b"\xff") == (None, "the group-id is binary, not UTF-8 text")
+    assert read_group(7) == (None, "the group-id is a int, not text")

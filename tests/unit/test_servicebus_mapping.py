@@ -202,3 +202,12 @@ def test_importing_without_the_extra_names_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     assert 'pip install "amqp1q[azure]"' in out
+
+
+def test_a_group_is_the_session_id_both_ways() -> None:
+    job = Job("send", b"x", group="customer-42")
+    message = to_message(job)
+    assert message.session_id == "customer-42"
+    assert to_incoming(message).group == "customer-42"
+    assert to_roadrunner_message(job, "p").session_id == "customer-42"
+    assert to_incoming(to_message(Job("send"))).group is None

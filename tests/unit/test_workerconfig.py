@@ -31,6 +31,7 @@ url = "amqp://app:{SECRET}@rabbit:5672"
 queue = "emails"
 concurrency = 16
 prefetch = 32
+groups = 4
 job_timeout = 60
 grace = 10
 wire_format = "roadrunner"
@@ -59,6 +60,7 @@ url: "amqp://app:{SECRET}@rabbit:5672"
 queue: emails
 concurrency: 16
 prefetch: 32
+groups: 4
 job_timeout: 60
 grace: 10
 wire_format: roadrunner
@@ -134,6 +136,7 @@ def test_a_toml_file_is_read_into_every_setting(tmp_path: Path) -> None:
     assert config.registry == "myapp.jobs:registry"
     assert config.resolve_url() == f"amqp://app:{SECRET}@rabbit:5672"
     assert (config.queue, config.concurrency, config.prefetch) == ("emails", 16, 32)
+    assert config.groups == 4
     assert (config.job_timeout, config.grace, config.wire_format) == (60.0, 10.0, "roadrunner")
     assert config.retry == RetryPolicy(max_attempts=3, initial_delay=0.5)
     assert config.reconnect == ReconnectPolicy(max_attempts=10)

@@ -72,6 +72,7 @@ class _Entry:
     #: A request's reply-to (and the id its reply carries), or a reply's correlation id.
     reply_to: str | None = None
     correlation_id: str | None = None
+    group: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -328,6 +329,9 @@ class _MemoryReceiver:
             entry.seq = queue.broker.next_seq()
             queue.broker.queue(queue.name + DEAD_LETTER_SUFFIX).put(entry)
 
+    def stale(self, incoming: Incoming) -> bool:
+        return False  # no connection to lose
+
     async def drain(self) -> None:
         self.credit = 0
         if not self._auto_ack:
@@ -370,6 +374,7 @@ def _incoming(entry: _Entry) -> Incoming:
         dead_letter_description=entry.dead_letter_description,
         reply_to=entry.reply_to,
         correlation_id=entry.correlation_id,
+        group=entry.group,
     )
 
 
@@ -476,6 +481,7 @@ class MemoryAdapter:
                     enqueued_at=now,
                     reply_to=job.reply_to,
                     correlation_id=job.id if job.reply_to is not None else job.correlation_id,
+                    group=job.group,
                 )
                 if job.delay or job.ttl:
                     stamp_times(entry, now, job.delay, job.ttl)
@@ -498,6 +504,10 @@ class MemoryAdapter:
 
     async def send_reply(self, address: str, reply: Reply) -> None:
         self._replies.send(address, reply)
+
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None: the consumer sequences groups over :meth:`receiver` (docs/ordering.md)."""
+        return None
 
     def operations(self) -> MemoryOperations:
         """depth, peek, purge and cancel, read from the broker directly."""

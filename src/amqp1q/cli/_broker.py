@@ -3,7 +3,8 @@
 - ``amqp1q broker`` serves it from the shell, for tests and demos, until Ctrl-C. ``--servicebus``
   turns on the Service Bus emulation and prints the connection string its clients
   (azure-servicebus, @azure/service-bus, amqp1q's Service Bus adapter) connect with; ``--queue``
-  declares queues (Service Bus entities). Without ``--servicebus`` a Service Bus client is told
+  declares queues (Service Bus entities), ``--session-queue`` queues that require sessions.
+  Without ``--servicebus`` a Service Bus client is told
   at once to start the broker with it.
 - :func:`broker_process` runs it in a child process for ``amqp1q bench``: a benchmark that counts
   its own CPU time must not share its process with the broker. The child serves until its stdin
@@ -44,6 +45,13 @@ def add_broker_parser(commands: Any) -> None:
     )
     broker.add_argument(
         "--queue", action="append", default=[], help="declare a queue (a Service Bus entity)"
+    )
+    broker.add_argument(
+        "--session-queue",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="declare a queue that requires sessions (Service Bus sessions; with --servicebus)",
     )
     broker.add_argument(
         "--topic",
@@ -103,11 +111,14 @@ async def run_broker(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         servicebus=args.servicebus,
     )
+    for name in args.session_queue:
+        broker.declare(name, requires_session=True)
     await broker.start()
     print(LISTENING.format(url=broker.url), "(Ctrl-C stops it)", flush=True)
     if args.servicebus:
         subscriptions = [f"{t}/Subscriptions/{s}" for t, subs in topics.items() for s in subs]
-        _print_servicebus(broker, [*args.queue, *topics, *subscriptions])
+        sessions = [f"{name} (sessions)" for name in args.session_queue]
+        _print_servicebus(broker, [*args.queue, *sessions, *topics, *subscriptions])
     try:
         await asyncio.Event().wait()
     finally:

@@ -47,6 +47,12 @@ def add_setup_parser(commands: Any) -> None:
         "--vhost", default="/", help="the virtual host to declare them in (/, the default)"
     )
     setup.add_argument("--max-priority", type=int, default=10, help="x-max-priority (10; 0: none)")
+    setup.add_argument(
+        "--single-active-consumer",
+        action="store_true",
+        help="declare the --queue queues with x-single-active-consumer: one consumer at a time "
+        "(for consume(groups=N), docs/ordering.md)",
+    )
     setup.set_defaults(run=_setup_rabbitmq)
 
 
@@ -70,8 +76,13 @@ async def _setup_rabbitmq(args: argparse.Namespace) -> int:
         queues = ", ".join(f"{name}.{s}" for s in subscriptions) or "no queues"
         print(f"declared the topic exchange {name}, bound to {queues}")
     for queue in args.queue:
-        management.setup_job_queue(queue, max_priority=args.max_priority)
-        print(f"declared {queue} (x-max-priority {args.max_priority}) and {queue}.dlq")
+        management.setup_job_queue(
+            queue,
+            max_priority=args.max_priority,
+            single_active_consumer=args.single_active_consumer,
+        )
+        single = ", x-single-active-consumer" if args.single_active_consumer else ""
+        print(f"declared {queue} (x-max-priority {args.max_priority}{single}) and {queue}.dlq")
     for queue in args.reply_queue:
         management.setup_reply_queue(queue)
         print(f"declared the reply queue {queue}")

@@ -55,6 +55,13 @@ def add_worker_parser(commands: Any) -> None:
         "--prefetch", type=positive, default=None, help="each consumer's credit (--concurrency)"
     )
     worker.add_argument(
+        "--groups",
+        type=positive,
+        default=None,
+        metavar="N",
+        help="in order per job group, N groups at once (docs/ordering.md)",
+    )
+    worker.add_argument(
         "--processes",
         type=positive,
         default=None,
@@ -100,6 +107,7 @@ async def _worker(args: argparse.Namespace) -> int:
             job_timeout=args.job_timeout,
             grace=args.grace,
             prefetch=args.prefetch,
+            groups=args.groups,
             wire_format=args.wire_format,
             stall_warning=args.stall_warning,
         )
@@ -130,6 +138,7 @@ async def _worker(args: argparse.Namespace) -> int:
         job_timeout=config.job_timeout,
         grace=grace,
         prefetch=config.prefetch,
+        groups=config.groups,
         options=options,
         stall_warning=(
             DEFAULT_STALL_WARNING if config.stall_warning is None else config.stall_warning

@@ -152,8 +152,12 @@ class Broker(Server[BrokerConnection]):
 
     # -- queues ---------------------------------------------------------------------------------
 
-    def declare(self, name: str) -> BrokerQueue:
-        return self.store.declare(name)
+    def declare(self, name: str, *, requires_session: bool = False) -> BrokerQueue:
+        """The queue ``name`` (made if need be). ``requires_session``: a Service Bus queue with
+        sessions (see :mod:`amqp1q.testing._sessions`): each message must carry a SessionId
+        (its ``group-id``), and is received by the one session receiver that locked its
+        session, in order."""
+        return self.store.declare(name, requires_session=requires_session)
 
     def declare_topic(self, name: str, *subscriptions: str) -> BrokerTopic:
         """The topic ``name`` with ``subscriptions`` (``name/Subscriptions/SUB``, each a queue

@@ -34,7 +34,7 @@ from ._topics import ANONYMOUS_RELAY, BrokerTopic, Relay, asks_for_topic
 if TYPE_CHECKING:
     from ._broker import Broker
 
-__all__ = ["PRODUCT", "BrokerConnection"]
+__all__ = ["PRODUCT", "BrokerConnection", "refuse_link"]
 
 log = logging.getLogger("amqp1q.testing")
 #: The name of a dynamic node (a receiver's temporary queue) starts with this.
@@ -178,7 +178,9 @@ class BrokerConnection(asyncio.Protocol):
         broker = self.broker
         wrapper = link.wrapper
         if broker._take_refusal():
-            _refuse(link, Condition("amqp:resource-limit-exceeded", "refused by fault injection"))
+            refuse_link(
+                link, Condition("amqp:resource-limit-exceeded", "refused by fault injection")
+            )
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
@@ -202,10 +204,10 @@ class BrokerConnection(asyncio.Protocol):
         queue = store.queue(name, create=False if dynamic else None) if name else None
         if is_sender and isinstance(queue, BrokerTopic):
             why = f"{name!r} is a topic: consume one of its subscriptions ({name}/Subscriptions/S)"
-            _refuse(link, Condition("amqp:not-allowed", why))
+            refuse_link(link, Condition("amqp:not-allowed", why))
             return
         if queue is None:
-            _refuse(
+            refuse_link(
                 link,
                 Condition(
                     "amqp:not-found",
@@ -217,24 +219,39 @@ class BrokerConnection(asyncio.Protocol):
             return
         if is_sender:
             assert isinstance(link, SenderLink)
-            wrapper.source.address = address or ""
-            presettled = link.remote_snd_settle_mode == 1
-            if presettled:
-                wrapper.snd_settle_mode = 1
-            lock_tokens = broker.servicebus is not None or link.remote_rcv_settle_mode == 1
-            if link.remote_rcv_settle_mode == 1:
-                wrapper.rcv_settle_mode = 1
-            link.open()
-            role: Incoming | Outgoing = Outgoing(
-                broker, link, queue, presettled=presettled, lock_tokens=lock_tokens
+            self.serve(
+                link,
+                address,
+                lambda presettled, lock_tokens: Outgoing(
+                    broker, link, queue, presettled=presettled, lock_tokens=lock_tokens
+                ),
             )
         else:
             assert isinstance(link, ReceiverLink)
             wrapper.target.address = address or ""
             self._take(link, lambda: Incoming(broker, link, queue))
-            return
-        self.links[link] = role
+
+    def serve(
+        self,
+        link: SenderLink,
+        address: str | None,
+        role: Callable[[bool, bool], Outgoing],
+    ) -> Outgoing:
+        """Open a link the client receives on, in the settle modes it asked for, and give it
+        its role (made by ``role(presettled, lock_tokens)``)."""
+        wrapper = link.wrapper
+        wrapper.source.address = address or ""
+        presettled = link.remote_snd_settle_mode == 1
+        if presettled:
+            wrapper.snd_settle_mode = 1
+        lock_tokens = self.broker.servicebus is not None or link.remote_rcv_settle_mode == 1
+        if link.remote_rcv_settle_mode == 1:
+            wrapper.rcv_settle_mode = 1
+        link.open()
+        outgoing = role(presettled, lock_tokens)
+        self.links[link] = outgoing
         link.on_remote_close = self.link_closed
+        return outgoing
 
     def _dynamic_node(self, link: Link) -> str:
         """A receiver asked for a dynamic source: a temporary queue with a fresh name, deleted
@@ -275,7 +292,7 @@ def _certificate_subject(cert: Any) -> str | None:
     return "unnamed"
 
 
-def _refuse(link: Link, condition: Condition) -> None:
+def refuse_link(link: Link, condition: Condition) -> None:
     """Attach with a null terminus, then detach with the reason (the spec's way to refuse)."""
     wrapper = link.wrapper
     terminus = wrapper.source if isinstance(link, SenderLink) else wrapper.target

@@ -112,6 +112,12 @@ class Incoming(Taking):
         if broker.servicebus is not None and not _has_body(payload):
             self._refuse_empty_batch(delivery)
             return False
+        if self.queue.requires_session:
+            refusal = next(filter(None, map(self.queue.admits, stored)), None)
+            if refusal is not None:  # (a batch is taken whole or not at all)
+                info = {"entity": self.queue.name}  # (azure-servicebus reads an info field)
+                delivery.settle(REJECTED, condition=Condition(*refusal, info))
+                return True
         now = now_ms()
         for item in stored:
             if item.due_at == 0 and broker.default_delay_ms:
@@ -209,7 +215,18 @@ class Outgoing:
         self.out: dict[int, Stored] = {}
         self.by_token: dict[bytes, Stored] = {}
         link.on_flow = self._on_flow
-        queue.subscribe(self.offer)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        self.queue.subscribe(self.offer)
+
+    def _lock_ms(self) -> int:
+        """How long a delivery's lock lasts from now (0: no lock)."""
+        return self.broker.lock_duration_ms if self.lock_tokens else 0
+
+    def _track(self, tag: bytes, stored: Stored) -> None:
+        """Start the delivery's lock timer."""
+        self.broker.locks.track(self, tag, stored)
 
     def _on_flow(self, link: SenderLink) -> None:
         self.queue.dispatch()
@@ -221,7 +238,7 @@ class Outgoing:
         if not link.alive or link.credit <= 0:
             return False
         broker = self.broker
-        payload = stamp(stored, broker.lock_duration_ms if self.lock_tokens else 0)
+        payload = stamp(stored, self._lock_ms())
         tag = uuid.uuid4().bytes if self.lock_tokens else None
         if self.presettled:
             link.send(payload, None, tag=tag)
@@ -232,7 +249,7 @@ class Outgoing:
             self.out[stored.sequence] = stored
             if tag is not None:
                 self.by_token[tag] = stored
-                broker.locks.track(self, tag, stored)
+                self._track(tag, stored)
             link.send(payload, self._settler(stored, tag), tag=tag)
         broker.stats_delivered += 1
         return True

@@ -60,6 +60,7 @@ from ..adapters.proton.wire import (
 )
 from ._links import Taking, now_ms, to_stored
 from ._management_ops import AMQP1Q_OPERATIONS, peek_reply
+from ._sessions import SESSION_OPERATIONS, attach_session_receiver
 from ._store import BrokerQueue, queue_name
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class ServiceBusEmulation:
         """Take the link if it is a Service Bus node's; False leaves it to the broker."""
         node = _node(address)
         if node is None:
-            return self._entity(connection, link)
+            return self._entity(connection, link, address)
         if isinstance(link, SenderLink):  # the client's receiver: answers go out here
             link.wrapper.source.address = address or ""
             link.open()
@@ -137,7 +138,7 @@ class ServiceBusEmulation:
         link.on_remote_close = connection.link_closed
         return True
 
-    def _entity(self, connection: BrokerConnection, link: Link) -> bool:
+    def _entity(self, connection: BrokerConnection, link: Link, address: str | None) -> bool:
         plain_key = connection.user is not None and connection.user in self.broker.users
         if self.broker.users and connection not in self._authorized and not plain_key:
             link.open()
@@ -145,8 +146,13 @@ class ServiceBusEmulation:
                 Condition("amqp:unauthorized-access", "put a valid token on $cbs before attaching")
             )
             return True
-        if isinstance(link, SenderLink) and link.remote_rcv_settle_mode == 1:
-            _echo_outcomes(self.broker, link)
+        if isinstance(link, SenderLink):
+            name = queue_name(address)
+            queue = self.broker.store.queue(name) if name else None
+            if queue is not None and attach_session_receiver(connection, link, address, queue):
+                return True
+            if link.remote_rcv_settle_mode == 1:
+                _echo_outcomes(self.broker, link)
         return False
 
     def responder(self, connection: BrokerConnection, node: str) -> _Responder | None:
@@ -167,7 +173,7 @@ class ServiceBusEmulation:
         if node == CBS_NODE:
             reply = self._cbs(connection, operation, request)
         else:
-            reply = self._management(node, operation, request)
+            reply = self._management(node, operation, request, props)
         status, description, body, condition = reply
         target = request.reply_to or node
         responder = self.responder(connection, _node(target) or node)
@@ -246,17 +252,23 @@ class ServiceBusEmulation:
             return "the signature does not match the key"
         return None
 
-    def _management(self, node: str, operation: str, request: Message) -> _Reply:
+    def _management(
+        self, node: str, operation: str, request: Message, props: dict[str, Any]
+    ) -> _Reply:
         queue = self._queue_of(node)
         if queue is None:
             return 404, f"no entity for {node!r}", None, "amqp:not-found"
         handler = _OPERATIONS.get(operation) if self.refusal is None else None
+        session = SESSION_OPERATIONS.get(operation) if self.refusal is None else None
         own = AMQP1Q_OPERATIONS.get(operation)
-        if handler is None and own is None:
+        if handler is None and session is None and own is None:
             return 501, f"operation {operation!r} is not emulated", None, "amqp:not-implemented"
         body = request.body if request.body_kind == "value" else None
         fields = _text_keys(body if isinstance(body, dict) else {})
+        link = props.get("associated-link-name")
         try:
+            if session is not None:
+                return session(queue, fields, str(link) if link is not None else None)
             return handler(self, queue, fields) if handler is not None else own(queue, fields)  # type: ignore[misc]
         except (AMQPDecodeError, KeyError, TypeError, ValueError) as exc:
             return 400, f"bad {operation} request: {exc}", None, VENDOR + "argument-error"
@@ -278,9 +290,11 @@ class ServiceBusEmulation:
     def _schedule(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
         now = now_ms()
         numbers = []
-        for entry in _items(body["messages"]):
-            payload = _text_keys(entry)["message"]
-            stored = to_stored(bytes(payload))
+        messages = [to_stored(bytes(_text_keys(e)["message"])) for e in _items(body["messages"])]
+        refusal = next(filter(None, map(queue.admits, messages)), None)
+        if refusal is not None:
+            return 400, refusal[1], None, refusal[0]
+        for stored in messages:
             stored.enqueued_at = max(stored.due_at, now)  # Service Bus: enqueued when due
             queue.put(stored, now)
             numbers.append(stored.sequence)

@@ -47,6 +47,8 @@ class Stored:
     ever_delivered: bool = False
     #: The header's ttl (ms): dropped unconsumed that long after it is due; 0: never.
     ttl: int = 0
+    #: Its session (the properties' group-id), read only by a queue that requires sessions.
+    session_id: str | None = None
 
     def expired(self, now_ms: int) -> bool:
         return self.ttl > 0 and max(self.enqueued_at, self.due_at) + self.ttl <= now_ms
@@ -62,6 +64,9 @@ def _now_ms() -> int:
 
 class BrokerQueue:
     """One address's messages."""
+
+    #: Whether every message must carry a session id (see :mod:`._session_store`).
+    requires_session = False
 
     def __init__(self, name: str, store: Store) -> None:
         self.name = name
@@ -79,7 +84,7 @@ class BrokerQueue:
 
     def __repr__(self) -> str:
         return (
-            f"<BrokerQueue {self.name!r} ready={len(self._ready)} "
+            f"<{type(self).__name__} {self.name!r} ready={self.ready_count} "
             f"scheduled={len(self._scheduled)} unacked={len(self.unacked)}>"
         )
 
@@ -89,24 +94,28 @@ class BrokerQueue:
     def ready_count(self) -> int:
         return len(self._ready)
 
+    def _ready_items(self) -> list[Stored]:
+        """Every ready message (in no particular order)."""
+        return [s for _, _, s in self._ready]
+
     @property
     def scheduled_count(self) -> int:
         return len(self._scheduled)
 
     def __len__(self) -> int:
         """Every message the queue holds: ready, scheduled and out on links."""
-        return len(self._ready) + len(self._scheduled) + len(self.unacked)
+        return self.ready_count + len(self._scheduled) + len(self.unacked)
 
     def peek(self, count: int, from_sequence: int = 0) -> list[Stored]:
         """Up to ``count`` messages in sequence order, ready or scheduled, without taking them."""
-        everything = [s for _, _, s in self._ready] + [s for _, _, s in self._scheduled]
+        everything = self._ready_items() + [s for _, _, s in self._scheduled]
         everything += list(self.unacked.values())
         everything.sort(key=lambda s: s.sequence)
         return [s for s in everything if s.sequence >= from_sequence][:count]
 
     def waiting(self, now_ms: int) -> tuple[list[Stored], list[Stored]]:
         """The ready and the scheduled messages whose time to live has not run out."""
-        ready = [s for _, _, s in self._ready if not s.expired(now_ms)]
+        ready = [s for s in self._ready_items() if not s.expired(now_ms)]
         return ready, [s for _, _, s in self._scheduled if not s.expired(now_ms)]
 
     def cancel_where(self, match: Callable[[Stored], bool]) -> int:
@@ -121,9 +130,13 @@ class BrokerQueue:
 
     def messages(self) -> Iterator[Stored]:
         """Ready messages in delivery order (for tests and the management peek)."""
-        return iter([s for _, _, s in sorted(self._ready)])
+        return iter(sorted(self._ready_items(), key=lambda s: (-s.priority, s.sequence)))
 
     # -- in -------------------------------------------------------------------------------------
+
+    def admits(self, stored: Stored) -> tuple[str, str] | None:
+        """None if the queue takes the message; else the error condition and description."""
+        return None
 
     def put(self, stored: Stored, now_ms: int) -> None:
         if not stored.enqueued_at:
@@ -133,8 +146,11 @@ class BrokerQueue:
             heapq.heappush(self._scheduled, (stored.due_at, stored.sequence, stored))
             self.store.schedule_changed(self)
             return
-        heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+        self._push_ready(stored)
         self.dispatch()
+
+    def _push_ready(self, stored: Stored) -> None:
+        heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
 
     def cancel_scheduled(self, sequence: int) -> bool:
         for index, (_, seq, _) in enumerate(self._scheduled):
@@ -152,7 +168,7 @@ class BrokerQueue:
         moved = False
         while self._scheduled and self._scheduled[0][0] <= now_ms:
             _, _, stored = heapq.heappop(self._scheduled)
-            heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+            self._push_ready(stored)
             moved = True
         if moved:
             self.dispatch()
@@ -198,7 +214,7 @@ class BrokerQueue:
         return heapq.heappop(self._ready)[2]
 
     def purge(self) -> int:
-        count = len(self._ready) + len(self._scheduled)
+        count = self.ready_count + len(self._scheduled)
         self._ready.clear()
         self._scheduled.clear()
         return count
@@ -220,7 +236,7 @@ class BrokerQueue:
             return
         if count:
             stored.delivery_count += 1
-        heapq.heappush(self._ready, (-stored.priority, stored.sequence, stored))
+        self._push_ready(stored)
         self.dispatch()
 
     def dead_letter(self, stored: Stored, info: dict[str, Any] | None, now_ms: int) -> None:
@@ -251,10 +267,21 @@ class Store:
         self._queues: dict[str, BrokerQueue] = {}
         self._on_schedule = on_schedule
 
-    def declare(self, name: str) -> BrokerQueue:
+    def declare(self, name: str, *, requires_session: bool = False) -> BrokerQueue:
+        """The queue ``name`` (made if need be); ``requires_session``: a queue whose messages
+        each belong to a session (see :mod:`._session_store`), which an existing queue of that
+        name must already be."""
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = BrokerQueue(name, self)
+            if requires_session:
+                from ._session_store import SessionQueue
+
+                queue = SessionQueue(name, self)
+            else:
+                queue = BrokerQueue(name, self)
+            self._queues[name] = queue
+        elif requires_session and not queue.requires_session:
+            raise ValueError(f"{name!r} already exists without sessions")
         return queue
 
     def declare_topic(self, name: str, subscriptions: Iterable[str] = ()) -> BrokerTopic:

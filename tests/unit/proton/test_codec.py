@@ -272,3 +272,14 @@ def test_split_sections_finds_each_section() -> None:
 def test_malformed_messages_are_decode_errors(data: bytes) -> None:
     with pytest.raises(AMQPDecodeError):
         decode_message(data)
+
+
+def test_a_group_is_the_group_id_proton_reads() -> None:
+    job = Job("n", b"x", group="customer-42")
+    message = proton.Message()
+    message.decode(encode_job(job))
+    assert message.group_id == "customer-42"
+    assert decode_message(encode_job(job)).group_id == "customer-42"
+    assert decode_message(encode_job(Job("n"))).group_id is None
+    big = Job("n", b"x", group="g" * 128, headers={"h": "v" * 200})
+    assert decode_message(encode_job(big)).group_id == "g" * 128

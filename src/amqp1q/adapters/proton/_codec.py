@@ -5,7 +5,8 @@ A job travels as one message:
 - header: ``durable``, ``priority``, and ``ttl`` where a broker profile delays by expiry;
 - message-annotations: only when the profile schedules by annotation (``x-opt-delivery-time``...);
 - properties: ``message-id`` = job id, ``subject`` = job name, ``content-type``, ``creation-time``,
-  and a request's ``reply-to`` and ``correlation-id``;
+  a request's ``reply-to`` and ``correlation-id``, and ``group-id`` = the job's group when it
+  has one;
 - application-properties: the job's headers (strings), plus ``x-amqp1q-attempt`` after a retry
   that had to re-publish, plus whatever the adapter adds (dead-letter reason...): written by
   :func:`amqp1q._properties.job_properties`, as every adapter writes them;
@@ -156,7 +157,7 @@ def encode_job(
         encode_map(section, annotations)
         parts.append(bytes(section))
     # properties: [message-id, user-id, to, subject, reply-to, correlation-id, content-type,
-    #              content-encoding, absolute-expiry-time, creation-time]
+    #              content-encoding, absolute-expiry-time, creation-time(, group-id)]
     stamp = int(time.time() * 1000) if creation_time is None else creation_time
     fields = b"".join(
         (
@@ -169,11 +170,16 @@ def encode_job(
             stamp.to_bytes(8, "big", signed=True),
         )
     )
+    count = b"\x0a"
+    if job.group is not None:
+        fields += string_bytes(job.group)
+        count = b"\x0b"
     size = len(fields)
     if size < 255:
-        parts.append(_PROPERTIES + b"\xc0" + BYTE[size + 1] + b"\x0a")
+        parts.append(_PROPERTIES + b"\xc0" + BYTE[size + 1] + count)
     else:
-        parts.append(_PROPERTIES + b"\xd0" + (size + 4).to_bytes(4, "big") + b"\x00\x00\x00\x0a")
+        parts.append(_PROPERTIES + b"\xd0" + (size + 4).to_bytes(4, "big") + b"\x00\x00\x00")
+        parts.append(count)
     parts.append(fields)
     # application-properties
     headers = job.headers

@@ -2,7 +2,8 @@
 
 The application properties are read by :mod:`amqp1q._properties`, as on every adapter: the job's
 headers, the attempt a re-published copy carries, a dead-letter's reason, and the time before
-which a delayed job is held (on brokers without delayed delivery; see ``_brokers``).
+which a delayed job is held (on brokers without delayed delivery; see ``_brokers``); and the
+``group-id``, the job's group.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from ..._adapter import Incoming
 from ..._job import Headers, trusted_headers
-from ..._properties import read_properties
+from ..._properties import read_group, read_properties
 from ..._roadrunner import received_envelope
 from ._codec import AMQPDecodeError, decode_message
 
@@ -75,6 +76,8 @@ def decode_delivery(
             message.subject = envelope.name
             message.priority = envelope.priority
             body = envelope.body
+    group, group_error = read_group(message.group_id)
+    decode_error = decode_error or group_error
     subject: Any = message.subject  # a str when well-formed; the decoder checks nothing
     if subject is not None and not isinstance(subject, str):
         if decode_error is None:
@@ -95,6 +98,7 @@ def decode_delivery(
         decode_error=decode_error,
         reply_to=reply_to,
         correlation_id=None if correlation is None else _message_id(correlation),
+        group=group,
     )
     return incoming, facts.not_before
 

@@ -10,7 +10,7 @@ from there in ``__all__`` are importable from here too (the embedded broker impo
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import proton
@@ -121,6 +121,13 @@ class Link:
     def wrapper(self) -> proton.Link:
         """proton's Python object for this link, for setting it up (not for the hot path)."""
         return wrap_link(self._ptr)
+
+    def set_properties(self, properties: Mapping[str, Any]) -> None:
+        """The link properties of our attach (set before :meth:`open`; keys become symbols).
+        proton's Python ``Link.properties`` reach the wire only through its own ``open()``."""
+        data = proton.Data(lib.pn_link_properties(self._ptr))
+        data.clear()
+        data.put_dict({proton.symbol(k): v for k, v in properties.items()})
 
     def open(self) -> None:
         lib.pn_link_open(self._ptr)

@@ -273,6 +273,7 @@ class Publisher:
             to=to,
             reply_to=job.reply_to,
             correlation_id=job.correlation_id,
+            group_id=job.group,
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,
             body_kind="data",

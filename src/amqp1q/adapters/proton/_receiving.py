@@ -320,6 +320,11 @@ class ProtonReceiver:
         payload = self._in_hand.pop(incoming.token, None)
         return self._settler.settle(incoming, settlement, payload)
 
+    def stale(self, incoming: Incoming) -> bool:
+        """True for an unsettled delivery whose link has died (a pre-settled one never is)."""
+        delivery: Delivery = incoming.token
+        return not (self._auto_ack or delivery.remote_settled or delivery.link.alive)
+
     def flush_acks(self) -> None:
         self._settler.flush_acks()
 

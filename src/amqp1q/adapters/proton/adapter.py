@@ -349,6 +349,11 @@ class ProtonAdapter:
         self._receivers.add(receiver)
         return receiver
 
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
+        """None: the consumer sequences groups over :meth:`receiver`, on a queue with one
+        active consumer (docs/ordering.md)."""
+        return None
+
     def forget_receiver(self, receiver: ProtonReceiver) -> None:
         self._receivers.discard(receiver)
 

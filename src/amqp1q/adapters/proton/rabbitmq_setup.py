@@ -4,7 +4,9 @@ RabbitMQ 3.x's AMQP 1.0 plugin cannot declare a queue with arguments, so a job q
 priorities, its dead-letter queue and the delay exchanges are declared here instead (once,
 at deploy time, or by ``amqp1q setup-rabbitmq``):
 
-- ``QUEUE``: durable, ``x-max-priority`` (10 by default) so job priorities are honoured;
+- ``QUEUE``: durable, ``x-max-priority`` (10 by default) so job priorities are honoured, and
+  with ``single_active_consumer`` ``x-single-active-consumer``: one consumer at a time gets
+  its jobs, the others wait their turn -- what ``consume(groups=N)`` needs (docs/ordering.md);
 - ``QUEUE.dlq``: where dead-lettered jobs go (amqp1q re-publishes them there, with the reason);
 - exchanges and queues ``amqp1q.delay.7`` ... ``amqp1q.delay.31``: a delayed job waits in the
   queue for its delay's power-of-two bucket, with a per-message TTL, and expires back to its
@@ -64,11 +66,20 @@ class RabbitMQManagement:
 
     # -- the job-queue set-up -------------------------------------------------------------------
 
-    def setup_job_queue(self, queue: str, *, max_priority: int = DEFAULT_MAX_PRIORITY) -> None:
-        """Declare ``queue`` (with priorities) and ``queue.dlq``."""
+    def setup_job_queue(
+        self,
+        queue: str,
+        *,
+        max_priority: int = DEFAULT_MAX_PRIORITY,
+        single_active_consumer: bool = False,
+    ) -> None:
+        """Declare ``queue`` (with priorities; with one active consumer if asked) and
+        ``queue.dlq``. RabbitMQ refuses to re-declare a queue with other arguments."""
         arguments: dict[str, Any] = {}
         if max_priority:
             arguments["x-max-priority"] = max_priority
+        if single_active_consumer:
+            arguments["x-single-active-consumer"] = True
         self.declare_queue(queue, arguments=arguments)
         self.declare_queue(f"{queue}.dlq")
 

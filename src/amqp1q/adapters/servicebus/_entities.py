@@ -12,7 +12,13 @@ from typing import Any, Final
 
 from ..._adapter import SUBSCRIPTION, TOPIC, Entity
 from ..._errors import UnsupportedFeature
-from ._sdk import ServiceBusClient, ServiceBusReceiveMode, ServiceBusReceiver, ServiceBusSubQueue
+from ._sdk import (
+    NEXT_AVAILABLE_SESSION,
+    ServiceBusClient,
+    ServiceBusReceiveMode,
+    ServiceBusReceiver,
+    ServiceBusSubQueue,
+)
 
 __all__ = [
     "SUBSCRIPTIONS",
@@ -67,15 +73,21 @@ def sdk_receiver(
     dead_letters: bool,
     auto_ack: bool,
     socket_timeout: float,
+    next_session_wait: float | None = None,
 ) -> ServiceBusReceiver:
     """An SDK receiver (not open yet) for the entity, or its dead-letter queue: PEEK_LOCK
-    (RECEIVE_AND_DELETE with ``auto_ack``), with the SDK's own prefetch off."""
+    (RECEIVE_AND_DELETE with ``auto_ack``), with the SDK's own prefetch off. With
+    ``next_session_wait``: a session receiver for the next available session, waiting that
+    long for one when it opens (and as long for messages in each pull)."""
     mode = ServiceBusReceiveMode.RECEIVE_AND_DELETE if auto_ack else ServiceBusReceiveMode.PEEK_LOCK
     options: dict[str, Any] = {
         "receive_mode": mode,
         "prefetch_count": 0,
         "socket_timeout": socket_timeout,
     }
+    if next_session_wait is not None:
+        options["session_id"] = NEXT_AVAILABLE_SESSION
+        options["max_wait_time"] = next_session_wait
     if dead_letters:
         options["sub_queue"] = ServiceBusSubQueue.DEAD_LETTER
     if node.kind == SUBSCRIPTION:

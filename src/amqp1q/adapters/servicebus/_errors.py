@@ -139,7 +139,11 @@ _PUSH: Final[_Rows] = (
 )
 _SETTLE: Final[_Rows] = (
     (
-        (sb_errors.MessageLockLostError, sb_errors.MessageNotFoundError),
+        (
+            sb_errors.MessageLockLostError,
+            sb_errors.MessageNotFoundError,
+            sb_errors.SessionLockLostError,
+        ),
         LockLost,
         "the job's lock had expired; Service Bus redelivers it",
     ),
@@ -156,8 +160,18 @@ _SETTLE: Final[_Rows] = (
 )
 
 
+#: How azure-servicebus words a refusal of the message itself (``amqp:not-allowed``: a job
+#: without a SessionId sent to a queue that requires sessions), which it raises as a bare
+#: ServiceBusError: the job is refused, the connection is fine.
+_NOT_ALLOWED: Final = "Error condition: amqp:not-allowed"
+
+
 def push_error(exc: Exception, *, queue: str, job_id: str | None) -> Amqp1qError:
     """A push (or schedule) failed with ``exc``: the error its job gets."""
+    if type(exc) is sb_errors.ServiceBusError and _NOT_ALLOWED in str(exc):
+        return JobRejected(
+            "Service Bus refused the job", queue=queue, job_id=job_id, description=describe(exc)
+        )
     return _mapped(exc, _PUSH, queue=queue, job_id=job_id)
 
 

@@ -15,7 +15,14 @@ from typing import Any, Protocol
 
 from ..._adapter import Incoming
 from ..._job import Job, trusted_headers
-from ..._properties import ATTEMPT, TRACE_CONTEXT, job_properties, read_properties, text_of
+from ..._properties import (
+    ATTEMPT,
+    TRACE_CONTEXT,
+    job_properties,
+    read_group,
+    read_properties,
+    text_of,
+)
 from ..._replies import Reply
 from ..._roadrunner import encode_envelope, envelope_properties, received_envelope
 from ._sdk import ServiceBusMessage
@@ -43,10 +50,12 @@ def to_message(
     application properties (``traceparent`` and ``Diagnostic-Id`` among them pass as they are,
     named in bytes as the SDK's tracing names them: with azure-core tracing on, the SDK then
     keeps them instead of adding a second key of the same name); an ``attempt`` above 1 rides
-    in ``x-amqp1q-attempt``."""
+    in ``x-amqp1q-attempt``; the group is the SessionId."""
     properties = job_properties(job.headers, attempt=attempt)
     message = message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
     _request(message, job)
+    if job.group is not None:
+        message.session_id = job.group
     if job.ttl:  # the SDK writes whole seconds (a 0.5 s ttl would become none): round up
         message.time_to_live = datetime.timedelta(seconds=math.ceil(job.ttl))
     return message
@@ -57,11 +66,14 @@ def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> Servi
     envelope naming ``pipeline`` as the body, and the application properties the Proton adapter
     writes beside it -- the headers, ``x-delay`` (milliseconds) for a delayed job and an
     ``attempt`` above 1. No subject or content type; no message-id either, unless the job is
-    delayed: Service Bus schedules a message by its id, so a delayed one carries the job's."""
+    delayed: Service Bus schedules a message by its id, so a delayed one carries the job's. The
+    envelope has no place for a group: it is the SessionId, beside it."""
     envelope = encode_envelope(job, pipeline)
     message_id = job.id if job.delay else None
     properties = envelope_properties(job, attempt=attempt)
     message = message_for("", envelope, message_id, None, properties, None)
+    if job.group is not None:
+        message.session_id = job.group
     _request(message, job)
     return message
 
@@ -136,7 +148,8 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     The application properties (names and values as bytes, from the SDK) are read by
     :func:`amqp1q._properties.read_properties`, as on every adapter: the headers, the
     ``x-amqp1q-attempt`` the copy was sent with (to which the broker's delivery count is
-    added), and ``dead_letter_reason`` / ``dead_letter_description``. A RoadRunner envelope
+    added), and ``dead_letter_reason`` / ``dead_letter_description``; the SessionId is the
+    job's group. A RoadRunner envelope
     gives the job's name, id, payload, headers and priority, as on the Proton adapter.
     """
     facts = read_properties(message.application_properties)
@@ -157,6 +170,7 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     reply_to = text_of(getattr(message, "reply_to", None))
     # A request's reply carries its message id; a reply carries the request's.
     correlation = request_id if reply_to is not None else getattr(message, "correlation_id", None)
+    group, group_error = read_group(getattr(message, "session_id", None))
     content_type: Any = message.content_type
     if isinstance(content_type, bytes):
         content_type = content_type.decode("utf-8", "replace")
@@ -172,10 +186,11 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
         enqueued_at=getattr(message, "enqueued_time_utc", None),
         dead_letter_reason=facts.dead_letter_reason,
         dead_letter_description=facts.dead_letter_description,
-        decode_error=body_error or facts.error,
         reply_to=reply_to,
         correlation_id=text_of(correlation),
         reply_to_session_id=text_of(getattr(message, "reply_to_session_id", None)),
+        decode_error=body_error or facts.error or group_error,
+        group=group,
     )
 
 

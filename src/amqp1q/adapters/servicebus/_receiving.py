@@ -287,6 +287,11 @@ class QueueReceiver:
 
     # -- settlement -----------------------------------------------------------------------------
 
+    def stale(self, incoming: Incoming) -> bool:
+        """True for a delivery from a receiver re-dialled since (its lock went with it)."""
+        delivery: Delivery = incoming.token
+        return not self._auto_ack and (delivery.generation != self._generation or self._sdk is None)
+
     def settle(self, incoming: Incoming, settlement: Settlement) -> Awaitable[None] | None:
         delivery: Delivery = incoming.token
         if delivery.settled:

@@ -44,15 +44,18 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
-async def open_fresh(handler: T, *, queue: str, display: str) -> T:
+async def open_fresh(
+    handler: T, *, queue: str, display: str, keep: tuple[type[Exception], ...] = ()
+) -> T:
     """Open a fresh SDK sender or receiver for amqp1q: in one attempt, its sockets noted, kept
-    from reopening itself later (see :mod:`._sdk`); if it fails, closed and the error mapped."""
+    from reopening itself later (see :mod:`._sdk`); if it fails, closed and the error mapped
+    (the SDK's exceptions in ``keep`` are raised as they are)."""
     track_sockets(handler)
     try:
         await open_once(handler)
     except BaseException as exc:
         await close_quietly(handler)
-        if isinstance(exc, sb_errors.ServiceBusError):
+        if isinstance(exc, sb_errors.ServiceBusError) and not isinstance(exc, keep):
             raise open_error(exc, queue=queue, display=display) from None
         raise
     no_reopen(handler)

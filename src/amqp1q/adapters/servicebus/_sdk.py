@@ -22,6 +22,7 @@ from ..._urls import ServiceBusEndpoint
 try:
     from azure.core.credentials import AccessToken, AzureNamedKeyCredential, AzureSasCredential
     from azure.servicebus import (
+        NEXT_AVAILABLE_SESSION,
         ServiceBusMessage,
         ServiceBusMessageBatch,
         ServiceBusReceivedMessage,
@@ -37,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "NEXT_AVAILABLE_SESSION",
     "ServiceBusClient",
     "ServiceBusMessage",
     "ServiceBusMessageBatch",

@@ -41,6 +41,7 @@ from ._sdk import (
     ServiceBusSender,
     async_credential,
 )
+from ._sessions import DEFAULT_SESSION_IDLE, SessionReceiver
 from ._shared_client import SharedClient, client_settings
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class ServiceBusAdapter:
     - ``pipeline`` (the queue): the RoadRunner pipeline the envelope names (``rr_pipeline``);
     - ``max_lock_renewal`` (300 s): how long a held message's lock is kept renewed;
     - ``receive_wait`` (5 s): how long one pull waits for messages before asking again;
+    - ``session_idle`` (1 s): with ``consume(groups=N)`` (session receivers), how long a held
+      session may have nothing new, all its jobs settled, before it is let go for the next;
     - ``socket_timeout`` (0.02 s): the receivers' socket read timeout (the SDK's is 0.2 s, which
       settlements running at once each wait out);
     - ``reconnect`` (a :class:`~amqp1q.ReconnectPolicy`; None: off) and ``connect_timeout``
@@ -106,6 +109,7 @@ class ServiceBusAdapter:
         pipeline: str | None = None,
         max_lock_renewal: float = DEFAULT_MAX_LOCK_RENEWAL,
         receive_wait: float = DEFAULT_RECEIVE_WAIT,
+        session_idle: float = DEFAULT_SESSION_IDLE,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         retry_total: int | None = None,
         retry_backoff_factor: float = 0.8,
@@ -130,6 +134,8 @@ class ServiceBusAdapter:
             raise InvalidSetting(f"max_lock_renewal must be >= 0, got {max_lock_renewal!r}")
         if receive_wait <= 0:
             raise InvalidSetting(f"receive_wait must be > 0, got {receive_wait!r}")
+        if session_idle <= 0 or not math.isfinite(session_idle):
+            raise InvalidSetting(f"session_idle must be > 0, got {session_idle!r}")
         self._endpoint = endpoint
         self._node = node if node is not None else Entity.queue(name)
         self._entity = name = entity_path(self._node)
@@ -139,6 +145,7 @@ class ServiceBusAdapter:
         self.pipeline = pipeline or name
         self.max_lock_renewal = max_lock_renewal
         self.receive_wait = receive_wait
+        self.session_idle = session_idle
         self.socket_timeout = socket_timeout
         #: The client's queue for replies to its calls (see ``_replies``).
         self.reply_queue = reply_queue
@@ -159,7 +166,7 @@ class ServiceBusAdapter:
             )
         self._shared = shared
         self._leased = False
-        self._receivers: set[QueueReceiver] = set()
+        self._receivers: set[QueueReceiver | SessionReceiver] = set()
         self._closed = False
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
@@ -415,16 +422,27 @@ class ServiceBusAdapter:
         self._receivers.add(receiver)
         return receiver
 
-    def forget_receiver(self, receiver: QueueReceiver) -> None:
+    def group_receiver(self, *, auto_ack: bool, groups: int) -> SessionReceiver:
+        """Session receivers: a job's group is its SessionId, up to ``groups`` sessions held
+        at once (see :mod:`._sessions`). The queue must require sessions."""
+        refuse_topic(self._node, self.queue, what="consume")
+        receiver = SessionReceiver(self, groups=groups, idle=self.session_idle)
+        self._receivers.add(receiver)
+        return receiver
+
+    def forget_receiver(self, receiver: QueueReceiver | SessionReceiver) -> None:
         self._receivers.discard(receiver)
 
-    def open_sdk_receiver(self, *, auto_ack: bool) -> ServiceBusReceiver:
+    def open_sdk_receiver(
+        self, *, auto_ack: bool, next_session_wait: float | None = None
+    ) -> ServiceBusReceiver:
         return sdk_receiver(
             self.client,
             self._node,
             dead_letters=self._dead_letters_of is not None,
             auto_ack=auto_ack,
             socket_timeout=self.socket_timeout,
+            next_session_wait=next_session_wait,
         )
 
     @property
