@@ -53,7 +53,7 @@ class Place:
     name: str = "jobs"
 
 
-@pytest.fixture(params=["memory", "embedded", "servicebus", "rabbitmq"])
+@pytest.fixture(params=["memory", "embedded", "servicebus", "servicebus-sessions", "rabbitmq"])
 async def place(request: pytest.FixtureRequest) -> AsyncIterator[Place]:
     tag = uuid.uuid4().hex[:10]
     if request.param == "memory":
@@ -88,10 +88,10 @@ async def place(request: pytest.FixtureRequest) -> AsyncIterator[Place]:
             for name in (queue, f"{queue}.dlq", replies):
                 management.delete_queue(name)
     else:
-        servicebus = request.param == "servicebus"
+        servicebus = request.param.startswith("servicebus")
         async with Broker(servicebus=servicebus) as embedded:
             if servicebus:  # the client's reply queue, made beforehand as on Service Bus
-                embedded.declare(f"replies-{tag}")
+                embedded.declare(f"replies-{tag}", requires_session=request.param.endswith("s"))
             url = embedded.servicebus_connection_string("jobs") if servicebus else embedded.url
             yield Place(
                 url if servicebus else f"{url}/jobs",
@@ -429,3 +429,62 @@ async def test_a_dropped_connection_fails_the_calls_waiting_and_the_next_call_wo
             async with worker(Place(url, {}, lambda: None, lambda: None)):
                 assert await caller.call(Job("add", {"a": 2, "b": 3}), timeout=30) == 5
             assert _link(caller) is not old  # a new dynamic node, on the new connection
+
+
+async def test_service_bus_callers_share_a_reply_queue_with_a_session_each() -> None:
+    """Microsoft's pattern: one reply queue that requires sessions; each client reads its own
+    session, named in its requests' reply-to-session-id, and the worker answers to it."""
+    async with Broker(servicebus=True) as embedded:
+        embedded.declare("replies", requires_session=True)
+        url = embedded.servicebus_connection_string("jobs")
+        place = Place(url, {}, lambda: None, lambda: None)
+        async with (
+            worker(place),
+            JobQueue.from_url(url, reply_queue="replies") as first,
+            JobQueue.from_url(url, reply_queue="replies") as second,
+        ):
+            calls = [
+                q.call(Job("add", {"a": i, "b": 1}), timeout=60)
+                for i in range(100)
+                for q in (first, second)
+            ]
+            answers = await asyncio.gather(*calls)
+            assert answers == [i + 1 for i in range(100) for _ in (0, 1)]
+            sessions = {_link(first).session_id, _link(second).session_id}
+            assert None not in sessions
+            assert len(sessions) == 2
+
+
+async def test_the_azure_sdk_calls_an_amqp1q_worker_with_a_reply_session() -> None:
+    """azure-servicebus as the caller, as Microsoft documents request-reply: the request has
+    reply_to and reply_to_session_id; the reply comes to that session of the reply queue,
+    correlation_id = the request's message id."""
+    from azure.servicebus import ServiceBusMessage
+    from azure.servicebus.aio import ServiceBusClient
+
+    async with Broker(servicebus=True) as embedded:
+        embedded.declare("replies", requires_session=True)
+        conn = embedded.servicebus_connection_string()
+        async with (
+            worker(
+                Place(embedded.servicebus_connection_string("jobs"), {}, lambda: None, lambda: None)
+            ),
+            ServiceBusClient.from_connection_string(conn) as sdk,
+        ):
+            async with sdk.get_queue_sender("jobs") as sender:
+                await sender.send_messages(
+                    ServiceBusMessage(
+                        b'{"a": 20, "b": 22}',
+                        message_id="sdk-call-1",
+                        subject="add",
+                        content_type="application/json",
+                        reply_to="replies",
+                        reply_to_session_id="sdk-caller",
+                    )
+                )
+            async with sdk.get_queue_receiver("replies", session_id="sdk-caller") as receiver:
+                [reply] = await receiver.receive_messages(max_message_count=1, max_wait_time=20)
+                await receiver.complete_message(reply)
+    assert reply.correlation_id == "sdk-call-1"
+    assert reply.session_id == "sdk-caller"
+    assert b"".join(reply.body) == b"42"

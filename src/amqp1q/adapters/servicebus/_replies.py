@@ -4,20 +4,25 @@ Service Bus makes no dynamic nodes, so replies come back on a queue the client n
 (``reply_queue=``), read in RECEIVE_AND_DELETE mode (a reply lost with its caller is a call
 timing out, never a job lost). A request carries ``reply-to`` = that queue; a reply goes to
 the queue a request's ``reply-to`` names, ``session_id`` = the request's
-``reply-to-session-id`` where it has one (Microsoft's request-reply pattern: one reply queue,
-a session per caller). This adapter's own calls use the reply queue without sessions, so each
-client needs a queue of its own.
+``reply-to-session-id`` where it has one.
+
+A reply queue that requires sessions is Microsoft's request-reply pattern: many callers share
+one queue, each reading its own session. Service Bus refuses a plain receiver on such a queue
+(``amqp:not-allowed``); the link then reads the session named after the client (a fresh UUID),
+and every request the client sends to that queue carries it as ``reply-to-session-id``. A
+reply queue without sessions is read whole: one per client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming
-from ..._errors import UnsupportedFeature
+from ..._errors import Amqp1qError, UnsupportedFeature
 from ._mapping import to_incoming
 from ._reconnect import open_fresh
 from ._sdk import ServiceBusReceiveMode, ServiceBusReceiver, close_quietly
@@ -25,7 +30,7 @@ from ._sdk import ServiceBusReceiveMode, ServiceBusReceiver, close_quietly
 if TYPE_CHECKING:
     from .adapter import ServiceBusAdapter
 
-__all__ = ["ServiceBusReplyLink"]
+__all__ = ["ServiceBusReplyLink", "session_of"]
 
 log = logging.getLogger("amqp1q.servicebus")
 
@@ -54,15 +59,29 @@ class ServiceBusReplyLink:
                 "reply queue of its own, reply_queue=NAME (docs/request-reply.md)",
                 queue=adapter.queue,
             )
+        try:
+            self._receiver = await self._attach(None)
+        except Amqp1qError as exc:
+            if not _requires_session(exc):
+                raise
+            session = str(uuid.uuid4())
+            self._receiver = await self._attach(session)
+            self.session_id = session
+
+    async def _attach(self, session: str | None) -> ServiceBusReceiver:
+        adapter = self._adapter
+        assert self._reply_queue is not None
+        options: dict[str, Any] = {}
+        if session is not None:
+            options["session_id"] = session
         receiver = adapter.client.get_queue_receiver(
             self._reply_queue,
             receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE,
             prefetch_count=0,
             socket_timeout=adapter.socket_timeout,
+            **options,
         )
-        self._receiver = await open_fresh(
-            receiver, queue=self._reply_queue, display=adapter.display
-        )
+        return await open_fresh(receiver, queue=self._reply_queue, display=adapter.display)
 
     async def receive(self) -> Incoming | None:
         while not self._buffer:
@@ -89,3 +108,17 @@ class ServiceBusReplyLink:
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
             await asyncio.shield(close_quietly(receiver))
+
+
+def _requires_session(error: Amqp1qError) -> bool:
+    """Service Bus refused a plain receiver: the queue requires sessions."""
+    text = f"{error.condition or ''} {error.description or ''}"
+    return "amqp:not-allowed" in text and "session" in text.lower()
+
+
+def session_of(link: ServiceBusReplyLink | None, reply_to: str | None) -> str | None:
+    """The ``reply-to-session-id`` a request to ``reply_to`` carries: the client's session,
+    when it is the client's own reply queue and that queue has sessions."""
+    if link is None or reply_to is None or link.closed or link.address != reply_to:
+        return None
+    return link.session_id

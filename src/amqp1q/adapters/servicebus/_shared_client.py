@@ -114,6 +114,11 @@ class SharedClient:
         """The SDK's connections open now: one per sender and receiver."""
         return sum(member.connections for member in self._members)
 
+    @property
+    def current_reply_link(self) -> ServiceBusReplyLink | None:
+        """The reply link, if one was made (it may be closed)."""
+        return self._replies
+
     def reply_link(self, adapter: ServiceBusAdapter) -> ServiceBusReplyLink:
         """The client's reply link (a new one once the last closed; see ``_replies``)."""
         from ._replies import ServiceBusReplyLink

@@ -33,7 +33,7 @@ from ._mapping import message_for, reply_message, to_message, to_roadrunner_mess
 from ._outboxes import Outboxes
 from ._receiving import QueueReceiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
-from ._replies import ServiceBusReplyLink
+from ._replies import ServiceBusReplyLink, session_of
 from ._sdk import (
     ServiceBusClient,
     ServiceBusMessage,
@@ -365,8 +365,14 @@ class ServiceBusAdapter:
 
     def _to_message(self, job: Job, attempt: int = 1) -> ServiceBusMessage:
         if self.wire_format == ROADRUNNER:
-            return to_roadrunner_message(job, self.pipeline, attempt=attempt)
-        return to_message(job, attempt=attempt)
+            message = to_roadrunner_message(job, self.pipeline, attempt=attempt)
+        else:
+            message = to_message(job, attempt=attempt)
+        if job.reply_to is not None:  # a request to the client's own session of its reply queue
+            session = session_of(self._shared.current_reply_link, job.reply_to)
+            if session is not None:
+                message.reply_to_session_id = session
+        return message
 
     def _check(self, job: Job, default_priority: int) -> Amqp1qError | None:
         if self.wire_format == ROADRUNNER and job.priority is not None:
