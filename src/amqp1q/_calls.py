@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _typed
 from ._adapter import Adapter, Incoming
-from ._errors import ConnectionLost, JobFailed, PayloadError, UnsupportedFeature
+from ._errors import ConnectionLost, InvalidJob, JobFailed, PayloadError, UnsupportedFeature
 from ._payload import decode_payload, encode_payload
 from ._replies import ERROR_TYPE, Reply, Replying, ReplyLink
 
@@ -70,6 +70,14 @@ class CallRouter:
         self._task = asyncio.create_task(self._read(), name="amqp1q replies")
 
     def expect(self, correlation_id: str) -> asyncio.Future[Incoming]:
+        """The future the reply with ``correlation_id`` resolves (InvalidJob if a call with
+        that id waits already: its replies could not be told apart)."""
+        if correlation_id in self._pending:
+            raise InvalidJob(
+                f"a call of job {correlation_id!r} is waiting already: each call needs a job "
+                "id of its own",
+                job_id=correlation_id,
+            )
         future: asyncio.Future[Incoming] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         return future

@@ -423,9 +423,9 @@ class JobQueue(OperationsMixin):
             async with deadline(timeout):
                 router = await _calls.router_for(adapter)
                 link = router.link
-                request = job.evolve(reply_to=link.address, correlation_id=job.id)
                 waiting = router.expect(job.id)
                 try:
+                    request = job.evolve(reply_to=link.address, correlation_id=job.id)
                     await self.push(request)
                     incoming = await waiting
                 finally:

@@ -488,3 +488,15 @@ async def test_the_azure_sdk_calls_an_amqp1q_worker_with_a_reply_session() -> No
     assert reply.correlation_id == "sdk-call-1"
     assert reply.session_id == "sdk-caller"
     assert b"".join(reply.body) == b"42"
+
+
+async def test_two_calls_of_one_job_id_at_once_are_refused() -> None:
+    url = f"memory://call-{uuid.uuid4().hex[:8]}/jobs"
+    async with JobQueue.from_url(url) as caller:
+        job = Job("add", {"a": 1, "b": 1})
+        first = asyncio.create_task(caller.call(job, timeout=0.5))
+        await _until(lambda: any(r.pending for r in _calls._routers.values()))
+        with pytest.raises(amqp1q.InvalidJob, match="id of its own"):
+            await caller.call(job, timeout=0.5)
+        with pytest.raises(CallTimeout):
+            await first  # the first call is not disturbed by the second
