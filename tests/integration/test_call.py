@@ -500,3 +500,21 @@ async def test_two_calls_of_one_job_id_at_once_are_refused() -> None:
             await caller.call(job, timeout=0.5)
         with pytest.raises(CallTimeout):
             await first  # the first call is not disturbed by the second
+
+
+async def test_a_worker_keeps_a_bounded_number_of_reply_links(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each caller's dynamic node takes a sender link on the worker's connection; those of the
+    callers answered longest ago are detached beyond the bound."""
+    from amqp1q.adapters.proton import _publishing
+
+    monkeypatch.setattr(_publishing, "REPLY_SENDERS", 2)
+    async with Broker() as embedded:
+        url = f"{embedded.url}/jobs"
+        async with worker(Place(url, {}, lambda: None, lambda: None), concurrency=4):
+            for n in range(6):  # six callers, one after the other, each its own reply node
+                async with JobQueue.from_url(url) as caller:
+                    assert await caller.call(Job("add", {"a": n, "b": 0}), timeout=30) == n
+            # Left: the worker's receiver and at most two reply senders (not six).
+            await _until(lambda: embedded.link_count <= 3)
