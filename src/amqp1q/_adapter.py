@@ -108,6 +108,7 @@ from ._job import Headers, Job, Receipt, new_job_id
 if TYPE_CHECKING:
     from ._inspection import QueueOperations
     from ._options import AdapterOptions
+    from ._replies import Reply, ReplyLink
 
 __all__ = [
     "ACK",
@@ -224,11 +225,17 @@ class Incoming:
     #: ``job.process()`` enters around the handler; it cancels the block and raises
     #: :class:`~amqp1q.LockLost` when the delivery is lost.
     guard: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    #: A request's ``reply-to`` and ``correlation-id`` (a reply's ``correlation-id``), and on
+    #: Service Bus its ``reply-to-session-id``: where and how a reply goes (``_replies``).
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    reply_to_session_id: str | None = None
 
     def copy_as_job(self, delay: float | None = None) -> Job:
         """The job to push for a re-published copy (a retry, a release, a dead-letter): the
-        same name, body, id, headers, priority, content type and group. A foreign message may
-        have no id (a new one is made) or no name (``"unnamed"``)."""
+        same name, body, id, headers, priority, content type and group (and a request's
+        reply-to and correlation-id). A foreign message may have no id (a new one is made) or
+        no name (``"unnamed"``)."""
         return Job(
             self.name or "unnamed",
             self.body,
@@ -237,6 +244,8 @@ class Incoming:
             priority=self.priority,
             content_type=self.content_type,
             delay=delay,
+            reply_to=self.reply_to,
+            correlation_id=self.correlation_id if self.reply_to is not None else None,
             group=self.group,
         )
 
@@ -349,6 +358,12 @@ class Adapter(Protocol):
     #: The queue's operations (depth, peek, purge, cancel): raises UnsupportedFeature where the
     #: broker has no means for them.
     def operations(self) -> QueueOperations: ...
+
+    #: Request and reply (``amqp1q._replies``): the connection's one reply link (the same
+    #: object until it closes), and sending one reply to a caller's reply-to address.
+    def reply_link(self) -> ReplyLink: ...
+
+    async def send_reply(self, address: str, reply: Reply) -> None: ...
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from . import _urls
+from . import _calls, _urls
 from ._adapter import SUBSCRIPTION, TOPIC, Entity
 from ._errors import ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_backend
@@ -55,6 +55,7 @@ def connect(
     allow_plaintext_password: bool = False,
     connect_timeout: float = 10.0,
     close_timeout: float = 10.0,
+    reply_queue: str | None = None,
 ) -> Client:
     """A client for the broker at ``url``, holding one connection for all it makes.
 
@@ -62,7 +63,9 @@ def connect(
     ``amqps://`` (its path, if any, is not read), a Service Bus connection string (its
     ``EntityPath``, if any, is not read), or ``memory://`` (``memory://NAMESPACE/`` for a
     namespace of its own). The connection settings are ``from_url``'s; queue settings go to
-    :meth:`Client.queue`. Open it with ``async with`` (or :meth:`Client.open`).
+    :meth:`Client.queue`. ``reply_queue`` is the client's queue for the replies to
+    ``queue.call()`` where the broker makes no temporary ones (docs/request-reply.md). Open it
+    with ``async with`` (or :meth:`Client.open`).
     """
     settings: dict[str, Any] = {
         "container_id": container_id,
@@ -72,6 +75,7 @@ def connect(
         "reconnect": reconnect,
         "allow_plaintext_password": allow_plaintext_password,
         "connect_timeout": connect_timeout,
+        "reply_queue": reply_queue,
     }
     endpoint = _urls.parse_url(url)  # (looked up at call time: tests may stand in)
     return Client(endpoint, settings, close_timeout=close_timeout)
@@ -173,6 +177,7 @@ class Client:
             await shielded(self._backend.close(), 2 * self.close_timeout, f"closing {self.url}")
         except CleanupTimeout:
             log.warning("closing %s took too long; abandoned", self.url)
+        await _calls.reap()  # the reply link's reader
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:

@@ -29,10 +29,11 @@ import attrs
 
 from . import _metrics
 from ._adapter import ACK, RELEASE, Incoming, Outcome, Receiver, ServerFacts, Settlement
-from ._errors import PayloadValidationError, QueueStateError
+from ._errors import PayloadValidationError, PushTimeout, QueueStateError
 from ._groups import Sequencer
 from ._policy import INVALID_PAYLOAD, NOT_RETRIED
 from ._received import ReceivedJob, clip
+from ._replies import Reply
 from ._shield import CleanupTimeout, shielded
 from ._stats import Counters
 
@@ -400,6 +401,19 @@ class Consumer:
         self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
         if started is not None:
             _metrics.settled(queue, settlement.outcome, by_policy, started, None)
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        """Send a job's reply to ``address`` (bounded by the queue's push timeout)."""
+        queue = self._queue
+        adapter = queue.adapter
+        try:
+            await asyncio.wait_for(adapter.send_reply(address, reply), queue.push_timeout)
+        except asyncio.TimeoutError:
+            raise PushTimeout(
+                f"the reply was not accepted within {queue.push_timeout:g} s",
+                queue=queue.name,
+                address=address,
+            ) from None
 
     def lost(self, error: BaseException, incoming: Incoming) -> None:
         """A job in hand was lost (its lock): the broker takes it back, nothing is settled."""

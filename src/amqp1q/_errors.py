@@ -23,6 +23,10 @@ The tree::
     │   ├── AuthenticationFailed           SASL (or RabbitMQ's management API) refused them
     │   └── TLSError                       handshake or certificate verification failed
     ├── QueueNotFound                      the broker has no such queue / address
+    ├── CallError                          a request (``queue.call()``) got no result
+    │   ├── JobFailed                      its handler failed after its last attempt, or the
+    │   │                                  job was dead-lettered (remote error type, message)
+    │   └── CallTimeout                    (also TimeoutError) no reply in time
     ├── PushError
     │   ├── JobRejected                    the broker answered rejected, released or modified
     │   ├── PushTimeout                    no outcome within the push timeout
@@ -42,6 +46,8 @@ __all__ = [
     "Amqp1qConnectionError",
     "Amqp1qError",
     "AuthenticationFailed",
+    "CallError",
+    "CallTimeout",
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
@@ -49,6 +55,7 @@ __all__ = [
     "InvalidJob",
     "InvalidSetting",
     "InvalidURL",
+    "JobFailed",
     "JobRejected",
     "JobTooLarge",
     "LockLost",
@@ -291,6 +298,48 @@ class PushTimeout(PushError, TimeoutError):
 
 class JobTooLarge(PushError):
     """The encoded job is larger than the broker accepts (the link's max-message-size)."""
+
+
+# -- request and reply -----------------------------------------------------------------------
+
+
+class CallError(Amqp1qError):
+    """A request sent with ``queue.call()`` did not give a result."""
+
+
+class JobFailed(CallError):
+    """The job's handler failed after its last attempt (or the job was dead-lettered): the
+    reply carried the remote error. ``error_type`` names its type (``ValueError``, or
+    ``rejected`` for a job dead-lettered by hand); ``error_message`` is its text."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str = "Exception",
+        error_message: str = "",
+        **context: str | None,
+    ) -> None:
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(message, **context)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_failed,
+            (self.message, self.error_type, self.error_message, _context(self)),
+        )
+
+
+def _rebuild_failed(
+    message: str, error_type: str, error_message: str, context: dict[str, str | None]
+) -> JobFailed:
+    return JobFailed(message, error_type=error_type, error_message=error_message, **context)
+
+
+class CallTimeout(CallError, TimeoutError):
+    """No reply arrived within the call's timeout. The job may still run; its late reply is
+    dropped."""
 
 
 # -- settlement ------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def _servicebus_adapter(
         pipeline=options.pipeline,
         reconnect=options.reconnect,
         connect_timeout=options.connect_timeout,
+        reply_queue=options.reply_queue,
     )
 
 

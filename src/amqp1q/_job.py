@@ -227,6 +227,14 @@ def _check_to(_: Any, __: Any, value: str | None) -> None:
     _encodable(value, "the destination (to)")
 
 
+def _check_reply(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidJob(f"{attribute.name} must be a non-empty str or None, got {value!r}")
+    _encodable(value, f"the {attribute.name}")
+
+
 def _check_group(_: Any, __: Any, value: str | None) -> None:
     if value is None:
         return
@@ -263,6 +271,9 @@ class Job:
       whatever queue pushes it: routed by the broker's anonymous relay (the AMQP ``to``
       property), where it has one; :class:`~amqp1q.UnsupportedFeature` elsewhere
       (docs/connections.md).
+    - ``reply_to`` and ``correlation_id``: the AMQP properties of a request, for a caller that
+      reads replies itself; :meth:`JobQueue.call <amqp1q.JobQueue.call>` sets both
+      (docs/request-reply.md).
     - ``group``: the job's ordering key (1 to 128 characters): ``queue.consume(groups=N)``
       hands out the jobs of one group in push order, each once the one before is settled
       (docs/ordering.md). It travels as the AMQP ``group-id`` property, and as the SessionId
@@ -286,6 +297,8 @@ class Job:
         default=None, converter=_to_seconds, validator=_check_ttl, kw_only=True
     )
     to: str | None = attrs.field(default=None, validator=_check_to, kw_only=True)
+    reply_to: str | None = attrs.field(default=None, validator=_check_reply, kw_only=True)
+    correlation_id: str | None = attrs.field(default=None, validator=_check_reply, kw_only=True)
     group: str | None = attrs.field(default=None, validator=_check_group, kw_only=True)
     #: The serialised payload, as it goes on the wire.
     body: bytes = attrs.field(init=False, eq=False, hash=False)

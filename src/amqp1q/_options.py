@@ -44,6 +44,9 @@ class AdapterOptions:
     allow_plaintext_password: bool = False
     #: Service Bus has no priority: push prioritised jobs anyway, dropping it.
     ignore_priority: bool = False
+    #: The client's reply queue for ``queue.call()`` where the broker makes no dynamic nodes
+    #: (RabbitMQ 3.x: ``amqp1q setup-rabbitmq --reply-queue NAME``; Service Bus).
+    reply_queue: str | None = None
     #: None: a lost connection is not re-dialled (the queue fails with ConnectionLost).
     reconnect: ReconnectPolicy | None = attrs.field(factory=ReconnectPolicy)
 
@@ -121,4 +124,5 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "allow_plaintext_password": _flag,
     "wire_format": check_wire_format,
     "pipeline": _optional_str,
+    "reply_queue": _optional_str,
 }

@@ -7,12 +7,12 @@ import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
-from . import _metrics
+from . import _calls, _metrics
 from ._adapter import Adapter
 from ._consumer import Consumer, ConsumerHooks
-from ._errors import Amqp1qError, ConnectFailed, InvalidSetting, QueueStateError
+from ._errors import Amqp1qError, CallTimeout, ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_adapter
 from ._job import Job, Receipt
 from ._operations import OperationsMixin
@@ -33,6 +33,7 @@ from ._urls import parse_url
 __all__ = ["JobQueue"]
 
 log = logging.getLogger("amqp1q.queue")
+T = TypeVar("T")
 
 
 class _State(enum.Enum):
@@ -129,6 +130,7 @@ class JobQueue(OperationsMixin):
         allow_plaintext_password: bool = False,
         wire_format: str = "amqp1q",
         pipeline: str | None = None,
+        reply_queue: str | None = None,
     ) -> JobQueue:
         """A queue at ``url``; the URL's form picks the adapter.
 
@@ -156,6 +158,8 @@ class JobQueue(OperationsMixin):
         so PHP RoadRunner workers can consume them (``amqp://`` and Service Bus; both formats
         are read whatever it says); ``pipeline`` is the RoadRunner pipeline it names
         (``rr_pipeline``; default: the queue).
+        ``reply_queue`` names the queue replies to :meth:`call` come back on, where the broker
+        cannot make a temporary one (RabbitMQ 3.x; Service Bus): one per client.
         Raises :class:`~amqp1q.InvalidURL` or :class:`~amqp1q.InvalidSetting` for bad input.
         """
         endpoint = parse_url(url)
@@ -176,6 +180,7 @@ class JobQueue(OperationsMixin):
             allow_plaintext_password=allow_plaintext_password,
             wire_format=wire_format,
             pipeline=pipeline,
+            reply_queue=reply_queue,
         )
         check_positive_int("prefetch", prefetch)  # before any adapter is built
         return cls(
@@ -326,6 +331,7 @@ class JobQueue(OperationsMixin):
             log.warning(
                 "the adapter for %s did not close in time", self.url, extra={"queue": self.name}
             )
+        await _calls.reap()  # the reply link's reader, if the connection closed with the queue
 
     def _check_open(self) -> None:
         if self._state is not _State.OPEN:
@@ -384,6 +390,46 @@ class JobQueue(OperationsMixin):
                 raise result
             receipts.append(result)
         return receipts
+
+    # -- request and reply ----------------------------------------------------------------------
+
+    @overload
+    async def call(self, job: Job, *, timeout: float = ..., result_type: None = ...) -> Any: ...
+    @overload
+    async def call(self, job: Job, *, timeout: float = ..., result_type: type[T]) -> T: ...
+
+    async def call(
+        self, job: Job, *, timeout: float = 30.0, result_type: type[Any] | None = None
+    ) -> Any:
+        """Send ``job`` as a request and return its handler's return value.
+
+        The job goes with ``reply-to`` (the connection's reply link) and ``correlation-id``
+        (its id); the worker sends what the handler returns back. The value is decoded JSON
+        (or ``bytes``), or with ``result_type`` checked and built as that type (as a handler's
+        typed payload is). Raises :class:`~amqp1q.JobFailed` when the handler failed after its
+        last attempt (the remote error's type and message), :class:`~amqp1q.CallTimeout` when
+        no reply came within ``timeout`` seconds (the push included). Cancelling the call
+        stops the wait; a reply that comes later is dropped. See docs/request-reply.md.
+        """
+        self._check_open()
+        timeout = check_seconds("timeout", timeout)
+        adapter = self._adapter
+        try:
+            async with deadline(timeout):
+                router = await _calls.router_for(adapter)
+                link = router.link
+                waiting = router.expect(job.id)
+                try:
+                    request = job.evolve(reply_to=link.address, correlation_id=job.id)
+                    await self.push(request)
+                    incoming = await waiting
+                finally:
+                    router.forget(job.id)
+        except TimeoutError:
+            raise CallTimeout(
+                f"no reply within {timeout:g} s", queue=self.name, job_id=job.id
+            ) from None
+        return _calls.read_reply(incoming, result_type, self.name, job.id)
 
     # -- consume --------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _metrics, _tracing, _typed
+from . import _calls, _metrics, _tracing, _typed
 from ._adapter import ACK, RELEASE, GroupState, Incoming, Outcome, Settlement
 from ._errors import AlreadySettled, LockLost, PayloadError, UnsupportedFeature
 from ._job import Headers, Job
@@ -33,16 +33,20 @@ class ReceivedJob:
     Read-only data: ``name``, ``id``, ``payload`` (decoded on first access), ``body`` (the raw
     bytes), ``content_type``, ``headers``, ``attempt`` (1 on the first delivery), ``priority``,
     ``enqueued_at``, ``queue``, ``group`` (the ordering key it was pushed with), and for jobs
-    read from a dead-letter queue ``dead_letter_reason`` / ``dead_letter_description``.
+    read from a dead-letter queue ``dead_letter_reason`` / ``dead_letter_description``. A
+    request (sent with ``queue.call()``, or by any client with ``reply-to``) has ``reply_to``:
+    answer it with :meth:`reply` (the worker sends a handler's return value itself).
     """
 
-    __slots__ = ("_consumer", "_incoming", "_outcome", "_payload")
+    __slots__ = ("_consumer", "_failure", "_incoming", "_outcome", "_payload", "_replied")
 
     def __init__(self, incoming: Incoming, consumer: Consumer) -> None:
         self._incoming = incoming
         self._consumer = consumer
         self._outcome: Outcome | None = Outcome.ACK if consumer.auto_ack else None
         self._payload: Any = _UNDECODED
+        self._replied = False
+        self._failure: tuple[str, str] | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -149,6 +153,16 @@ class ReceivedJob:
         return self._incoming.decode_error
 
     @property
+    def reply_to(self) -> str | None:
+        """Where the reply to a request goes (its ``reply-to``); None for a plain job."""
+        return self._incoming.reply_to
+
+    @property
+    def wants_reply(self) -> bool:
+        """True for a request not answered yet."""
+        return self._incoming.reply_to is not None and not self._replied
+
+    @property
     def settled(self) -> bool:
         return self._outcome is not None
 
@@ -178,6 +192,65 @@ class ReceivedJob:
         if "payload" in changes and "content_type" not in changes:
             fields["content_type"] = None
         return Job(fields.pop("name", self.name), payload, **fields)
+
+    # -- reply --------------------------------------------------------------------------------
+
+    async def reply(self, value: Any) -> bool:
+        """Answer a request with ``value`` (bytes as they are, anything else as JSON): the
+        caller's ``queue.call()`` returns it. Once per job (best before settling it, so a
+        job is not gone before its answer is out); returns False
+        (sending nothing) for a job that asked for no reply. The worker and
+        ``job.process()`` users need not call it for failures: a request dead-lettered (its
+        handler failed on its last attempt) is answered with the error."""
+        if self._incoming.reply_to is None:
+            return False
+        if self._replied:
+            raise AlreadySettled("the job was already answered", queue=self.queue, job_id=self.id)
+        incoming = self._incoming
+        reply = _calls.value_reply(
+            value, self._reply_key(), incoming.name or None, incoming.reply_to_session_id
+        )
+        await self._send_reply(reply)
+        return True
+
+    def _reply_key(self) -> str:
+        incoming = self._incoming
+        return incoming.correlation_id or incoming.id
+
+    async def _send_reply(self, reply: Any) -> None:
+        address = self._incoming.reply_to
+        assert address is not None
+        self._replied = True
+        try:
+            await self._consumer.send_reply(address, reply)
+        except BaseException:
+            self._replied = False
+            raise
+
+    async def _answer_failure(self, settlement: Settlement) -> None:
+        """A request is dead-lettered: tell its caller why (best effort: logged if it fails)."""
+        if self._failure is not None:
+            error_type, message = self._failure
+        else:
+            error_type = "rejected"
+            message = settlement.description or settlement.reason or "rejected"
+        incoming = self._incoming
+        reply = _calls.error_reply(
+            error_type,
+            message,
+            self._reply_key(),
+            incoming.name or None,
+            incoming.reply_to_session_id,
+        )
+        try:
+            await self._send_reply(reply)
+        except Exception:
+            log.warning(
+                "could not send the failure of job %s to its caller",
+                self.id,
+                exc_info=True,
+                extra={"queue": self.queue, "job_id": self.id},
+            )
 
     # -- settlement ---------------------------------------------------------------------------
 
@@ -232,13 +305,24 @@ class ReceivedJob:
                 job_id=self.id,
             )
         self._outcome = settlement.outcome
-        return self._consumer.settle(
+        settled = self._consumer.settle(
             self._incoming, settlement, job_id=self.id, by_policy=by_policy
         )
+        if settlement.outcome is Outcome.REJECT and self.wants_reply:
+            return self._settle_and_answer(settled, settlement)
+        return settled
+
+    async def _settle_and_answer(
+        self, settled: Coroutine[Any, Any, None], settlement: Settlement
+    ) -> None:
+        """Dead-lettered, a request's caller is told (JobFailed), once the broker has it."""
+        await settled
+        await self._answer_failure(settlement)
 
 
 async def settle_failure(job: ReceivedJob, exc: Exception) -> None:
     """The job's handler raised ``exc``: retry it or dead-letter it, as the policy says."""
+    job._failure = (type(exc).__name__, str(exc))
     await job._settle(job._consumer.failure_settlement(job, exc), by_policy=True)
 
 

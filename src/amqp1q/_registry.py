@@ -30,13 +30,13 @@ __all__ = [
 ]
 
 #: ``async def handler(job) -> None``, or ``async def handler(job, payload: T) -> None`` with a
-#: typed payload.
+#: typed payload. What it returns is the reply to a request (``queue.call()``); else ignored.
 AsyncHandler = (
-    Callable[[ReceivedJob], Awaitable[None]] | Callable[[ReceivedJob, Any], Awaitable[None]]
+    Callable[[ReceivedJob], Awaitable[Any]] | Callable[[ReceivedJob, Any], Awaitable[Any]]
 )
 #: ``def handler(job) -> None``, or ``def handler(job, payload: T) -> None``: run in a worker
 #: thread.
-SyncHandler = Callable[[ReceivedJob], None] | Callable[[ReceivedJob, Any], None]
+SyncHandler = Callable[[ReceivedJob], Any] | Callable[[ReceivedJob, Any], Any]
 Handler = AsyncHandler | SyncHandler
 M = TypeVar("M", bound=Middleware)
 AsyncHandlerT = TypeVar("AsyncHandlerT", bound=AsyncHandler)

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _middleware
 from ._consumer import Consumer
+from ._errors import Amqp1qError, PayloadError
 from ._middleware import Middleware
 from ._received import ReceivedJob
 from ._registry import Handler, Registry
@@ -140,12 +141,14 @@ class Runner:
         if in_hand is not None:
             in_hand.started(job)
         try:
-            await self._call(handler, job)
+            result = await self._call(handler, job)
         finally:
             if in_hand is not None:
                 in_hand.ended(job)
+        if job.wants_reply:  # a request: its caller gets the return value
+            await _reply(job, result)
 
-    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[None]:
+    def _call(self, handler: Handler, job: ReceivedJob) -> Awaitable[Any]:
         arguments = self._registry.arguments(job.name, job)  # a typed payload checked here
         if not self._threads.is_async(handler):
             return self._threads.run(lambda _: handler(*arguments), job, self._timeout)
@@ -203,8 +206,25 @@ async def _first(
     return False
 
 
-async def _within(call: Awaitable[None], seconds: float, name: str) -> None:
+async def _reply(job: ReceivedJob, result: Any) -> None:
+    """Send the handler's return value to its caller. A reply that cannot go (its caller has
+    gone, and with it its reply node) is logged: the job did its work, and is not run again
+    for it. A value JSON cannot hold fails the job, as a handler's error would."""
     try:
-        await asyncio.wait_for(call, seconds)
+        await job.reply(result)
+    except PayloadError:
+        raise
+    except Amqp1qError as exc:
+        log.warning(
+            "could not send the reply to job %s: %s",
+            job.id,
+            exc,
+            extra={"queue": job.queue, "job_id": job.id},
+        )
+
+
+async def _within(call: Awaitable[Any], seconds: float, name: str) -> Any:
+    try:
+        return await asyncio.wait_for(call, seconds)
     except asyncio.TimeoutError:
         raise TimeoutError(f"the handler for {name!r} took longer than {seconds:g} s") from None

@@ -106,7 +106,8 @@ class ThreadedHandlers:
 
     async def run(
         self, handler: Callable[[ReceivedJob], Any], job: ReceivedJob, timeout: float | None
-    ) -> None:
+    ) -> Any:
+        """The handler's return value (awaited, if it returned an awaitable)."""
         call = _Call(handler, job)
         # A task of its own, never cancelled: it holds its limiter token until the thread ends.
         thread = asyncio.ensure_future(anyio.to_thread.run_sync(call, limiter=self._limiter))
@@ -133,7 +134,8 @@ class ThreadedHandlers:
             if overran is not None:
                 overran.cancel()
         if inspect.isawaitable(result):
-            await result
+            return await result
+        return result
 
     def _ended_late(self, job: ReceivedJob) -> Callable[[asyncio.Task[Any]], None]:
         def ended(thread: asyncio.Task[Any]) -> None:

@@ -30,7 +30,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, Union
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Union
 
 import attrs
 
@@ -72,17 +72,26 @@ def build(tp: object, job: ReceivedJob) -> Any:
     """
     if tp is bytes:
         return job.body
-    check = converter(tp)
-    name = type_name(tp)
+    converter(tp)  # an unsupported type is said first
     try:
         value = job.payload
     except PayloadError as exc:
-        errors = [exc.message]
-    else:
-        errors = []
-        built = check(value, "", errors)
-        if built is not Invalid:
-            return built
+        _invalid(tp, [exc.message], job.queue, job.id)
+    return check_value(tp, value, queue=job.queue, job_id=job.id)
+
+
+def check_value(tp: object, value: object, *, queue: str | None, job_id: str | None) -> Any:
+    """``value`` (decoded JSON) checked against ``tp`` and built as one: what :func:`build`
+    does with a payload, for any value (a reply's). Raises as :func:`build` does."""
+    errors: list[str] = []
+    built = converter(tp)(value, "", errors)
+    if built is not Invalid:
+        return built
+    _invalid(tp, errors, queue, job_id)
+
+
+def _invalid(tp: object, errors: list[str], queue: str | None, job_id: str | None) -> NoReturn:
+    name = type_name(tp)
     shown = "; ".join(errors[:_SHOWN])
     if len(errors) > _SHOWN:
         shown += f"; and {len(errors) - _SHOWN} more"
@@ -90,8 +99,8 @@ def build(tp: object, job: ReceivedJob) -> Any:
         f"the payload is not a valid {name}: {shown}",
         payload_type=name,
         errors=tuple(errors),
-        queue=job.queue,
-        job_id=job.id,
+        queue=queue,
+        job_id=job_id,
     )
 
 

@@ -65,16 +65,24 @@ registry.add("async-by-add", _coroutine)
 registry.add("typed-lambda", lambda job, payload: None)
 
 
+# A handler may return a value: the reply to a request (queue.call()).
+def returns_a_value(job: ReceivedJob) -> int:
+    return 1
+
+
+async def returns_a_model(job: ReceivedJob, email: Email) -> Email:
+    return email
+
+
+registry.add("returns", returns_a_value)
+registry.add("returns-a-model", returns_a_model)
+
+
 # Wrong handlers are refused: mypy names the handler type expected.
 @registry.handler("wrong-argument")  # type: ignore[type-var]
 async def takes_an_int(job: int) -> None: ...
 
 
-def returns_a_value(job: ReceivedJob) -> int:
-    return 1
-
-
-registry.add("returns", returns_a_value)  # type: ignore[arg-type]
 registry.add("no-argument", lambda: None)  # type: ignore[arg-type]
 
 

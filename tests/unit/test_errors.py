@@ -21,7 +21,7 @@ def _error_classes() -> list[type[amqp1q.Amqp1qError]]:
 
 def test_every_error_derives_from_the_root_and_is_exported() -> None:
     classes = _error_classes()
-    assert len(classes) == 24
+    assert len(classes) == 27
     for cls in classes:
         assert issubclass(cls, amqp1q.Amqp1qError)
         assert getattr(amqp1q, cls.__name__) is cls
@@ -38,6 +38,8 @@ def test_builtin_bases() -> None:
     assert issubclass(amqp1q.InvalidURL, ValueError)
     assert issubclass(amqp1q.PayloadError, ValueError)
     assert issubclass(amqp1q.PushTimeout, TimeoutError)
+    assert issubclass(amqp1q.CallTimeout, TimeoutError)
+    assert issubclass(amqp1q.JobFailed, amqp1q.CallError)
     assert issubclass(amqp1q.MissingDependency, ImportError)
     assert issubclass(amqp1q.MissingDependency, amqp1q.ConfigurationError)
 
@@ -77,3 +79,11 @@ def test_payload_validation_error_keeps_its_type_and_errors() -> None:
     copy = pickle.loads(pickle.dumps(err))
     assert (copy.payload_type, copy.errors, copy.job_id) == ("Email", ("to: missing",), "j")
     assert isinstance(copy, amqp1q.PayloadError)
+
+
+def test_job_failed_keeps_the_remote_error() -> None:
+    err = amqp1q.JobFailed(
+        "failed", error_type="ValueError", error_message="nope", queue="q", job_id="j"
+    )
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.error_type, copy.error_message, copy.job_id) == ("ValueError", "nope", "j")

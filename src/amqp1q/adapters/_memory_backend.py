@@ -10,7 +10,7 @@ from __future__ import annotations
 from .._adapter import QUEUE, Entity
 from .._errors import QueueStateError, UnsupportedFeature
 from .._options import AdapterOptions
-from .memory import MemoryAdapter, MemoryBroker
+from .memory import MemoryAdapter, MemoryBroker, MemoryReplies
 
 __all__ = ["MemoryBackend"]
 
@@ -23,6 +23,7 @@ class MemoryBackend:
         self._display = display
         self._state = "unopened"
         self._adapters: list[MemoryAdapter] = []
+        self._replies = MemoryReplies(broker)  # the client's one reply link
 
     @property
     def display(self) -> str:
@@ -45,6 +46,7 @@ class MemoryBackend:
         adapters, self._adapters = self._adapters, []
         for adapter in adapters:
             await adapter.close()
+        await self._replies.close()
 
     def adapter(self, entity: Entity, options: AdapterOptions) -> MemoryAdapter:
         if self._state != "connected":
@@ -62,6 +64,7 @@ class MemoryBackend:
             max_message_size=options.max_message_size,
             display=f"{self._display.rstrip('/')}/{name}",
             entity=entity,
+            replies=self._replies,
         )
         self._adapters.append(adapter)
         return adapter

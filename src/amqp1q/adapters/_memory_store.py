@@ -48,6 +48,9 @@ class Entry:
     expires_at: float | None = None
     #: When a delayed job is due (for peeking), or None.
     scheduled_for: datetime.datetime | None = None
+    #: A request's reply-to (and the id its reply carries), or a reply's correlation id.
+    reply_to: str | None = None
+    correlation_id: str | None = None
     group: str | None = None
 
     def expired(self, now: float) -> bool:
@@ -297,5 +300,7 @@ def to_incoming(entry: Entry) -> Incoming:
         enqueued_at=entry.enqueued_at,
         dead_letter_reason=entry.dead_letter_reason,
         dead_letter_description=entry.dead_letter_description,
+        reply_to=entry.reply_to,
+        correlation_id=entry.correlation_id,
         group=entry.group,
     )

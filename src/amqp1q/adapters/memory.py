@@ -30,12 +30,14 @@ from .._adapter import (
 )
 from .._errors import JobTooLarge
 from .._job import Job, Receipt
+from .._replies import Reply
 from .._urls import DEFAULT_MEMORY_NAMESPACE
 from ._memory_inspect import MemoryOperations, stamp_times
+from ._memory_replies import MemoryReplies, MemoryReplyLink
 from ._memory_store import DEAD_LETTER_SUFFIX, Entry, MemoryQueue, MemoryReceiver
 from ._memory_topics import MemoryTopic, refuse_dead_letters, refuse_push, refuse_receive
 
-__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryTopic"]
+__all__ = ["DEAD_LETTER_SUFFIX", "MemoryAdapter", "MemoryBroker", "MemoryReplies", "MemoryTopic"]
 
 _FACTS: Final = ServerFacts()
 
@@ -101,6 +103,18 @@ class MemoryBroker:
     def next_seq(self) -> int:
         return next(self._seq)
 
+    def has_queue(self, name: str) -> bool:
+        return name in self._queues
+
+    @property
+    def queue_names(self) -> list[str]:
+        """The queues the broker holds now."""
+        return list(self._queues)
+
+    def delete(self, name: str) -> None:
+        """Forget queue ``name`` and what it holds (a caller's temporary reply queue)."""
+        self._queues.pop(name, None)
+
 
 class MemoryAdapter:
     """The in-memory backend for one queue of a :class:`MemoryBroker`."""
@@ -113,6 +127,7 @@ class MemoryAdapter:
         max_message_size: int | None = None,
         display: str | None = None,
         entity: Entity | None = None,
+        replies: MemoryReplies | None = None,
     ) -> None:
         self._broker = broker if broker is not None else MemoryBroker.default()
         self._entity = entity if entity is not None else Entity.queue(queue)
@@ -126,6 +141,8 @@ class MemoryAdapter:
         self._max_message_size = max_message_size
         self._display = display or f"memory://{queue}"
         self._receivers: list[MemoryReceiver] = []
+        self._owns_replies = replies is None  # a client's adapters share the client's
+        self._replies = replies if replies is not None else MemoryReplies(self._broker)
 
     @property
     def broker(self) -> MemoryBroker:
@@ -170,6 +187,8 @@ class MemoryAdapter:
         receivers, self._receivers = self._receivers, []
         for receiver in receivers:
             await receiver.close()
+        if self._owns_replies:
+            await self._replies.close()
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
         if self._entity.kind == SUBSCRIPTION:
@@ -198,6 +217,8 @@ class MemoryAdapter:
                     headers=job.headers,
                     priority=default_priority if job.priority is None else job.priority,
                     enqueued_at=now,
+                    reply_to=job.reply_to,
+                    correlation_id=job.id if job.reply_to is not None else job.correlation_id,
                     group=job.group,
                 )
                 if job.delay or job.ttl:
@@ -213,6 +234,14 @@ class MemoryAdapter:
         receiver = MemoryReceiver(self._broker.queue(self._queue_name), auto_ack=auto_ack)
         self._receivers.append(receiver)
         return receiver
+
+    # -- request and reply (see amqp1q._replies) ----------------------------------------------
+
+    def reply_link(self) -> MemoryReplyLink:
+        return self._replies.link()
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        self._replies.send(address, reply)
 
     def group_receiver(self, *, auto_ack: bool, groups: int) -> None:
         """None: the consumer sequences groups over :meth:`receiver` (docs/ordering.md)."""

@@ -30,6 +30,13 @@ def add_setup_parser(commands: Any) -> None:
         help="a topic exchange and, per subscription, the queue TOPIC.SUB bound to it (repeatable)",
     )
     setup.add_argument(
+        "--reply-queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a client's reply queue, for queue.call() with reply_queue=NAME (repeatable)",
+    )
+    setup.add_argument(
         "--management-url",
         default=os.environ.get(
             "AMQP1Q_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672"
@@ -59,8 +66,8 @@ async def _setup_rabbitmq(args: argparse.Namespace) -> int:
             print(f"error: --topic wants TOPIC:SUB[,SUB], got {item!r}", file=sys.stderr)
             return 2
         topics.append((name, [s for s in subscriptions.split(",") if s]))
-    if not args.queue and not topics:
-        print("error: give --queue or --topic (each repeatable)", file=sys.stderr)
+    if not args.queue and not topics and not args.reply_queue:
+        print("error: give --queue, --topic or --reply-queue (each repeatable)", file=sys.stderr)
         return 2
     management = RabbitMQManagement(args.management_url, vhost=args.vhost)
     management.setup_delays()
@@ -76,5 +83,8 @@ async def _setup_rabbitmq(args: argparse.Namespace) -> int:
         )
         single = ", x-single-active-consumer" if args.single_active_consumer else ""
         print(f"declared {queue} (x-max-priority {args.max_priority}{single}) and {queue}.dlq")
+    for queue in args.reply_queue:
+        management.setup_reply_queue(queue)
+        print(f"declared the reply queue {queue}")
     print(f"declared the delay exchanges on {management.display}")
     return 0

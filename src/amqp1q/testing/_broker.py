@@ -174,6 +174,11 @@ class Broker(Server[BrokerConnection]):
     def connection_count(self) -> int:
         return len(self.listener.connections)
 
+    @property
+    def link_count(self) -> int:
+        """Links attached now, over every connection (what a caller left behind, say)."""
+        return sum(len(connection.links) for connection in self.listener.connections)
+
     # -- faults ---------------------------------------------------------------------------------
 
     def drop_connections(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["PRODUCT", "BrokerConnection", "refuse_link"]
 
 log = logging.getLogger("amqp1q.testing")
+#: The name of a dynamic node (a receiver's temporary queue) starts with this.
+DYNAMIC_PREFIX: Final = "amqp1q.dynamic."
 
 PRODUCT: Final = "amqp1q-broker"
 
@@ -53,6 +56,8 @@ class BrokerConnection(asyncio.Protocol):
         self.pump: Pump | None = None
         self.transport: asyncio.Transport | None = None
         self.links: dict[Link, Role] = {}
+        #: The dynamic nodes (temporary queues) of this connection's links, by link.
+        self.dynamic: dict[Link, str] = {}
         self.user: str | None = None
         self.stalled = False
 
@@ -141,6 +146,9 @@ class BrokerConnection(asyncio.Protocol):
         links, self.links = self.links, {}
         for role in links.values():
             role.closed()
+        dynamic, self.dynamic = self.dynamic, {}
+        for name in dynamic.values():
+            self.broker.store.delete(name)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -176,6 +184,8 @@ class BrokerConnection(asyncio.Protocol):
             return
         is_sender = isinstance(link, SenderLink)  # our sender: the client receives
         address = link.remote_source_address if is_sender else link.remote_target_address
+        if is_sender and broker.servicebus is None and wrapper.remote_source.dynamic:
+            address = self._dynamic_node(link)
         from ._servicebus import stand_in  # a $cbs link on a plain broker: told why not
 
         emulation = broker.servicebus or stand_in(broker, address)
@@ -189,7 +199,9 @@ class BrokerConnection(asyncio.Protocol):
         if name and not is_sender and name not in store.queues and asks_for_topic(link):
             if not store.strict:
                 store.declare_topic(name)
-        queue = store.queue(name) if name else None
+        # A dynamic node lives as long as its link: its name is never made again by use.
+        dynamic = name is not None and name.startswith(DYNAMIC_PREFIX)
+        queue = store.queue(name, create=False if dynamic else None) if name else None
         if is_sender and isinstance(queue, BrokerTopic):
             why = f"{name!r} is a topic: consume one of its subscriptions ({name}/Subscriptions/S)"
             refuse_link(link, Condition("amqp:not-allowed", why))
@@ -241,6 +253,15 @@ class BrokerConnection(asyncio.Protocol):
         link.on_remote_close = self.link_closed
         return outgoing
 
+    def _dynamic_node(self, link: Link) -> str:
+        """A receiver asked for a dynamic source: a temporary queue with a fresh name, deleted
+        when the link closes (the spec's default lifetime, delete-on-close)."""
+        store = self.broker.store
+        name = f"{DYNAMIC_PREFIX}{uuid.uuid4().hex}"
+        store.declare(name)
+        self.dynamic[link] = name
+        return name
+
     def _take(self, link: ReceiverLink, role: Callable[[], Incoming]) -> None:
         """Open a link the client sends on (announcing the broker's max-message-size), then
         give it its role."""
@@ -255,6 +276,9 @@ class BrokerConnection(asyncio.Protocol):
         role = self.links.pop(link, None)
         if role is not None:
             role.closed()
+        dynamic = self.dynamic.pop(link, None)
+        if dynamic is not None:
+            self.broker.store.delete(dynamic)
 
 
 def _certificate_subject(cert: Any) -> str | None:

@@ -320,6 +320,10 @@ class Store:
     def queues(self) -> dict[str, BrokerQueue]:
         return dict(self._queues)
 
+    def delete(self, name: str) -> None:
+        """Forget queue ``name`` and what it holds (a dynamic node whose link closed)."""
+        self._queues.pop(name, None)
+
     def schedule_changed(self, queue: BrokerQueue) -> None:
         if self._on_schedule is not None:
             self._on_schedule(queue)

@@ -137,6 +137,11 @@ class BrokerProfile:
     #: The queue a topic's subscription is (``{topic}``, ``{subscription}``); None: the broker
     #: has no subscriptions amqp1q knows how to name (docs/topics.md).
     subscription_form: str | None = None
+    #: False where asking for a dynamic node (a temporary reply queue) is not safe: Qpid
+    #: Proton's C example broker drops the connection, and an unknown broker may too. Replies
+    #: to ``queue.call()`` then need the client's ``reply_queue=``. (RabbitMQ 3.x refuses the
+    #: attach cleanly, with amqp:not-implemented: asking is safe there.)
+    dynamic_nodes: bool = True
 
     @property
     def supports_modified(self) -> bool:
@@ -265,7 +270,7 @@ _PROFILES: Final = {
     ),
     # Unknown: Qpid Proton's example brokers (no product in their Open frame) drop whatever
     # is not accepted and answer no drain; the C one even sends every delivery pre-settled.
-    "generic": BrokerProfile("generic", supports_drain=False),
+    "generic": BrokerProfile("generic", supports_drain=False, dynamic_nodes=False),
 }
 
 

@@ -184,10 +184,12 @@ class ClientConnection:
         return await self._attached(link, address or "(anonymous)", "sender", queue)
 
     async def attach_receiver(
-        self, address: str, *, queue: str | None = None, **options: Any
+        self, address: str | None, *, queue: str | None = None, **options: Any
     ) -> ReceiverLink:
+        """Attach a receiver to ``address`` (None with ``dynamic=True``: a node the broker
+        makes; its address is then the link's ``remote_source_address``)."""
         link = self.engine.open_receiver(address, **options)
-        return await self._attached(link, address, "receiver", queue)
+        return await self._attached(link, address or "(dynamic)", "receiver", queue)
 
     async def _attached(self, link: L, address: str, what: str, queue: str | None) -> L:
         """Wait for the peer's attach. A refusal is an attach with a null terminus followed by a

@@ -5,7 +5,8 @@ A job travels as one message:
 - header: ``durable``, ``priority``, and ``ttl`` where a broker profile delays by expiry;
 - message-annotations: only when the profile schedules by annotation (``x-opt-delivery-time``...);
 - properties: ``message-id`` = job id, ``subject`` = job name, ``content-type``, ``creation-time``,
-  and ``group-id`` = the job's group when it has one;
+  a request's ``reply-to`` and ``correlation-id``, and ``group-id`` = the job's group when it
+  has one;
 - application-properties: the job's headers (strings), plus ``x-amqp1q-attempt`` after a retry
   that had to re-publish, plus whatever the adapter adds (dead-letter reason...): written by
   :func:`amqp1q._properties.job_properties`, as every adapter writes them;
@@ -163,7 +164,7 @@ def encode_job(
             string_bytes(job.id),
             b"\x40\x40" if to is None else b"\x40" + string_bytes(to),
             string_bytes(job.name),
-            b"\x40\x40",
+            _REPLY_NONE if job.reply_to is None and job.correlation_id is None else _reply(job),
             b"\x40" if job.content_type is None else symbol_bytes(job.content_type),
             b"\x40\x40\x83",
             stamp.to_bytes(8, "big", signed=True),
@@ -194,6 +195,16 @@ def encode_job(
         parts.append(_DATA + b"\xb0" + size.to_bytes(4, "big"))
     parts.append(body)
     return b"".join(parts)
+
+
+_REPLY_NONE: Final = b"\x40\x40"
+
+
+def _reply(job: Job) -> bytes:
+    """A request's reply-to and correlation-id (strings)."""
+    return (b"\x40" if job.reply_to is None else string_bytes(job.reply_to)) + (
+        b"\x40" if job.correlation_id is None else string_bytes(job.correlation_id)
+    )
 
 
 _HEADERS: dict[tuple[bool, int | None], bytes] = {}

@@ -301,7 +301,7 @@ class Engine:
 
     def open_receiver(
         self,
-        source: str,
+        source: str | None,
         *,
         name: str | None = None,
         settled: bool = False,
@@ -309,13 +309,16 @@ class Engine:
         properties: Mapping[str, Any] | None = None,
         own_session: bool = True,
         browse: bool = False,
+        dynamic: bool = False,
     ) -> ReceiverLink:
         """Begin attaching a receiver link; grant credit with :meth:`ReceiverLink.flow`.
 
         With ``own_session`` (the default) the link gets a session of its own, ended when the
         link closes: brokers that tie unsettled deliveries to the session rather than the link
         (RabbitMQ 3.x) then give back everything the closed receiver still held. ``browse``
-        asks for distribution-mode ``copy`` (the standard non-destructive read).
+        asks for distribution-mode ``copy`` (the standard non-destructive read); ``dynamic``
+        asks the peer for a node of its own making (``source`` None): its address is the
+        link's ``remote_source_address`` once attached.
         """
         name = name or f"amqp1q-receiver-{next(self._names)}"
         if own_session:
@@ -329,7 +332,10 @@ class Engine:
             link.own_session = session
         self._links[ptr] = link
         wrapper = wrap_link(ptr)
-        wrapper.source.address = source
+        if dynamic:
+            wrapper.source.dynamic = True
+        else:
+            wrapper.source.address = source or ""
         wrapper.target.address = name
         if settled:
             wrapper.snd_settle_mode = proton.Link.SND_SETTLED

@@ -66,6 +66,9 @@ def decode_delivery(
             body = repr(value).encode("utf-8", "replace")
         if decode_error is None:
             decode_error = f"the body is an AMQP {message.body_kind} section, not data"
+    reply_to = message.reply_to if isinstance(message.reply_to, str) else None
+    # A request's reply carries its message id; a reply carries the request's.
+    correlation = message.message_id if reply_to is not None else message.correlation_id
     if message.body_kind == "data" and decode_error is None:
         envelope = received_envelope(body, message_id=message.message_id, subject=message.subject)
         if envelope is not None:  # a RoadRunner amqp1 job (see amqp1q._roadrunner)
@@ -97,6 +100,8 @@ def decode_delivery(
         facts.dead_letter_description,
         decode_error,
         group,
+        reply_to=reply_to,
+        correlation_id=None if correlation is None else _message_id(correlation),
     )
     return incoming, facts.not_before
 

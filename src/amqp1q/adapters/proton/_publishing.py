@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_WINDOW", "Publisher"]
 
 #: Messages in flight (sent, outcome unknown) per sender link.
 DEFAULT_WINDOW: Final = 1000
+#: Sender links to callers' reply nodes kept at most (the least recently used go).
+REPLY_SENDERS: Final = 64
 #: A long push_many gives the event loop a turn after this many jobs.
 _YIELD_EVERY: Final = 32
 
@@ -58,6 +60,8 @@ class Publisher:
         self._options = options
         self.window = window
         self._senders: dict[str, Sender] = {}
+        #: The reply addresses answered, oldest first (see :meth:`send_reply`).
+        self._reply_addresses: dict[str, None] = {}
         self._opening_senders: dict[str, asyncio.Future[Sender]] = {}
 
     def fail(self, error: Amqp1qError) -> None:
@@ -191,6 +195,45 @@ class Publisher:
         if not outcome.accepted:
             raise self._refusal(outcome.name, outcome.condition, job)
 
+    async def send_reply(self, address: str, payload: bytes, correlation_id: str) -> None:
+        """Send an encoded reply to ``address`` (a caller's reply-to) and wait for acceptance.
+
+        Each caller's reply node has a sender link of its own here; the links of the callers
+        answered longest ago are detached beyond :data:`REPLY_SENDERS` (a worker serving many
+        short-lived callers would otherwise hold a link for each, their nodes long gone)."""
+        sender = await self.sender(address)
+        self._reply_addresses.pop(address, None)
+        self._reply_addresses[address] = None
+        if len(self._reply_addresses) > REPLY_SENDERS:
+            self._forget_reply_senders()
+        await sender.wait_for_room()
+        outcome = await sender.send(payload)
+        if not outcome.accepted:
+            condition = outcome.condition
+            raise JobRejected(
+                f"the broker answered {outcome.name} to a reply",
+                outcome=outcome.name,
+                queue=self._adapter.queue,
+                address=address,
+                job_id=correlation_id,
+                condition=condition.name if condition else None,
+                description=condition.description if condition else None,
+            )
+
+    def _forget_reply_senders(self) -> None:
+        """Detach the idle reply senders answered longest ago, down to the bound."""
+        own = self.push_address()
+        for address in list(self._reply_addresses):
+            if len(self._reply_addresses) <= REPLY_SENDERS:
+                return
+            sender = self._senders.get(address)
+            if sender is not None and sender.link.unsettled:
+                continue  # a reply is on its way there
+            del self._reply_addresses[address]
+            if address != own and sender is not None:
+                del self._senders[address]
+                sender.close()
+
     async def republish_raw(self, payloads: Sequence[bytes]) -> list[Amqp1qError | None]:
         """Publish received messages again, byte for byte, to the address consumed from (a
         release the broker would not honour); one error or None per payload, in order."""
@@ -296,6 +339,8 @@ class Publisher:
             durable=job.durable,
             ttl=ttl,
             to=to,
+            reply_to=job.reply_to,
+            correlation_id=job.correlation_id,
             group_id=job.group,
             message_annotations=dict(annotations) if annotations else None,
             application_properties=properties or None,

@@ -42,6 +42,7 @@ from ..._version import __version__
 from .._leases import Leases
 from ._brokers import BrokerProfile, detect, profile_named
 from ._client import ClientConnection, is_loopback
+from ._replies import ProtonReplyLink
 from ._supervisor import Supervisor
 from ._tls import tls_context
 from ._vhosts import declare_hint, is_rabbitmq, open_hostname
@@ -87,6 +88,7 @@ class SharedConnection(Leases["ProtonAdapter"]):
         self._lock: asyncio.Lock | None = None
         self._supervisor: Supervisor | None = None
         self._relay = False
+        self._replies: ProtonReplyLink | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -155,6 +157,19 @@ class SharedConnection(Leases["ProtonAdapter"]):
             vhost=self.options.vhost,
             host=self.endpoint.host,
         )
+
+    def reply_link(self) -> ProtonReplyLink:
+        """The connection's reply link (a new one once the last closed; see ``_replies``)."""
+        link = self._replies
+        if link is None or link.closed:
+            link = self._replies = ProtonReplyLink(self, self.options.reply_queue)
+        return link
+
+    def _close_replies(self) -> None:
+        link, self._replies = self._replies, None
+        if link is not None:
+            link.closed = True
+            link.wake()
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -284,6 +299,7 @@ class SharedConnection(Leases["ProtonAdapter"]):
     async def _disconnect(self) -> None:
         """Stop re-dialling and close the connection: bounded by :attr:`close_timeout`; cut
         short by cancellation, it aborts the socket before the cancellation goes on."""
+        self._close_replies()
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is None:
             return
@@ -300,6 +316,7 @@ class SharedConnection(Leases["ProtonAdapter"]):
     # -- the supervisor's calls -----------------------------------------------------------------
 
     def _lost(self, error: Amqp1qError) -> None:
+        self._close_replies()  # calls waiting fail; the next call attaches a new reply link
         for member in list(self._members):
             member.connection_lost(error)
 

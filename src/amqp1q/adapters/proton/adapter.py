@@ -20,11 +20,13 @@ from ..._errors import Amqp1qError, InvalidSetting, QueueStateError, Unsupported
 from ..._inspection import QueueOperations
 from ..._job import Job
 from ..._options import AdapterOptions
+from ..._replies import Reply
 from ..._urls import AmqpEndpoint
 from ._brokers import BrokerProfile
 from ._client import ClientConnection
 from ._publishing import DEFAULT_WINDOW, Publisher
 from ._receiving import ProtonReceiver
+from ._replies import ProtonReplyLink, encode_reply
 from ._shared_connection import CLOSE_TIMEOUT, SharedConnection
 
 __all__ = ["CLOSE_TIMEOUT", "DEFAULT_WINDOW", "ProtonAdapter"]
@@ -340,6 +342,14 @@ class ProtonAdapter:
         return await self._publisher.republish_raw(payloads)
 
     # -- consume --------------------------------------------------------------------------------
+
+    # -- request and reply (see amqp1q._replies and _replies) -----------------------------------
+
+    def reply_link(self) -> ProtonReplyLink:
+        return self._shared.reply_link()
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        await self._publisher.send_reply(address, encode_reply(reply), reply.correlation_id)
 
     def receiver(self, *, auto_ack: bool) -> ProtonReceiver:
         if self._entity.kind == TOPIC:

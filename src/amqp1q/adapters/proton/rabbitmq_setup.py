@@ -96,6 +96,11 @@ class RabbitMQManagement:
             self.setup_job_queue(queue, max_priority=max_priority)
             self.bind(topic, queue, binding_key)
 
+    def setup_reply_queue(self, queue: str) -> None:
+        """Declare ``queue``, a client's reply queue (``reply_queue=``): RabbitMQ 3.x has no
+        dynamic nodes, so replies to ``queue.call()`` need one queue per client."""
+        self.declare_queue(queue)
+
     def delete_exchange(self, name: str) -> None:
         self._call("DELETE", f"/exchanges/{self._vhost}/{_q(name)}", missing_ok=True)
 

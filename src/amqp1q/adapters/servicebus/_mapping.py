@@ -23,10 +23,18 @@ from ..._properties import (
     read_properties,
     text_of,
 )
+from ..._replies import Reply
 from ..._roadrunner import encode_envelope, envelope_properties, received_envelope
 from ._sdk import ServiceBusMessage
 
-__all__ = ["ATTEMPT_PROPERTY", "message_for", "to_incoming", "to_message", "to_roadrunner_message"]
+__all__ = [
+    "ATTEMPT_PROPERTY",
+    "message_for",
+    "reply_message",
+    "to_incoming",
+    "to_message",
+    "to_roadrunner_message",
+]
 
 #: The application property a re-sent copy's attempt rides in (see :mod:`amqp1q._properties`).
 ATTEMPT_PROPERTY = ATTEMPT
@@ -45,6 +53,7 @@ def to_message(
     in ``x-amqp1q-attempt``; the group is the SessionId."""
     properties = job_properties(job.headers, attempt=attempt)
     message = message_for(job.name, job.body, job.id, job.content_type, properties, scheduled_at)
+    _request(message, job)
     if job.group is not None:
         message.session_id = job.group
     if job.ttl:  # the SDK writes whole seconds (a 0.5 s ttl would become none): round up
@@ -65,6 +74,26 @@ def to_roadrunner_message(job: Job, pipeline: str, *, attempt: int = 1) -> Servi
     message = message_for("", envelope, message_id, None, properties, None)
     if job.group is not None:
         message.session_id = job.group
+    _request(message, job)
+    return message
+
+
+def _request(message: ServiceBusMessage, job: Job) -> None:
+    """A request's reply-to and correlation-id (see ``amqp1q._replies``)."""
+    if job.reply_to is not None:
+        message.reply_to = job.reply_to
+    if job.correlation_id is not None:
+        message.correlation_id = job.correlation_id
+
+
+def reply_message(reply: Reply) -> ServiceBusMessage:
+    """A reply as Service Bus carries it: ``session_id`` the caller's session, if it has one."""
+    message = message_for(
+        reply.subject or "", reply.body, reply.id, reply.content_type, reply.properties, None
+    )
+    message.correlation_id = reply.correlation_id
+    if reply.session_id is not None:
+        message.session_id = reply.session_id
     return message
 
 
@@ -127,6 +156,7 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
     headers = facts.headers
     body, body_error = _body(message)
     message_id, name = text_of(message.message_id), text_of(message.subject)
+    request_id = message_id
     priority = None
     if body_error is None and facts.error is None:
         envelope = received_envelope(body, message_id=message_id, subject=name)
@@ -137,6 +167,9 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
             priority = envelope.priority
             body = envelope.body
     delivery_count = getattr(message, "delivery_count", None) or 0
+    reply_to = text_of(getattr(message, "reply_to", None))
+    # A request's reply carries its message id; a reply carries the request's.
+    correlation = request_id if reply_to is not None else getattr(message, "correlation_id", None)
     group, group_error = read_group(getattr(message, "session_id", None))
     content_type: Any = message.content_type
     if isinstance(content_type, bytes):
@@ -153,6 +186,9 @@ def to_incoming(message: _MessageLike, token: Any = None) -> Incoming:
         enqueued_at=getattr(message, "enqueued_time_utc", None),
         dead_letter_reason=facts.dead_letter_reason,
         dead_letter_description=facts.dead_letter_description,
+        reply_to=reply_to,
+        correlation_id=text_of(correlation),
+        reply_to_session_id=text_of(getattr(message, "reply_to_session_id", None)),
         decode_error=body_error or facts.error or group_error,
         group=group,
     )

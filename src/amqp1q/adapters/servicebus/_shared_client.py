@@ -27,6 +27,7 @@ from .._leases import Leases
 from ._sdk import CLOSE_TIMEOUT, ServiceBusClient, make_client
 
 if TYPE_CHECKING:
+    from ._replies import ServiceBusReplyLink
     from .adapter import ServiceBusAdapter
 
 __all__ = ["SharedClient", "client_settings"]
@@ -75,6 +76,7 @@ class SharedClient(Leases["ServiceBusAdapter"]):
         self._settings = dict(settings or client_settings(self.options.reconnect))
         self._client: ServiceBusClient | None = None
         super().__init__()
+        self._replies: ServiceBusReplyLink | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -110,6 +112,20 @@ class SharedClient(Leases["ServiceBusAdapter"]):
     def connections(self) -> int:
         """The SDK's connections open now: one per sender and receiver."""
         return sum(member.connections for member in self._members)
+
+    @property
+    def current_reply_link(self) -> ServiceBusReplyLink | None:
+        """The reply link, if one was made (it may be closed)."""
+        return self._replies
+
+    def reply_link(self, adapter: ServiceBusAdapter) -> ServiceBusReplyLink:
+        """The client's reply link (a new one once the last closed; see ``_replies``)."""
+        from ._replies import ServiceBusReplyLink
+
+        link = self._replies
+        if link is None or link.closed:
+            link = self._replies = ServiceBusReplyLink(adapter, adapter.reply_queue)
+        return link
 
     # -- leases ---------------------------------------------------------------------------------
 
@@ -163,11 +179,15 @@ class SharedClient(Leases["ServiceBusAdapter"]):
             pipeline=options.pipeline,
             reconnect=options.reconnect,
             connect_timeout=options.connect_timeout,
+            reply_queue=options.reply_queue,
         )
         adapter.bind()
         return adapter
 
     async def _disconnect(self) -> None:
+        link, self._replies = self._replies, None
+        if link is not None:
+            await link.close()
         client, self._client = self._client, None
         if client is not None:
             try:

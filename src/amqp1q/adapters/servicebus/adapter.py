@@ -26,13 +26,15 @@ from ..._errors import (
 from ..._job import Job, new_job_id
 from ..._policy import ReconnectPolicy
 from ..._properties import job_properties
+from ..._replies import Reply
 from ..._roadrunner import ROADRUNNER, check_wire_format
 from ..._urls import ServiceBusEndpoint
 from ._entities import entity_path, push_refusal, refuse_topic, sdk_receiver
-from ._mapping import message_for, to_message, to_roadrunner_message
+from ._mapping import message_for, reply_message, to_message, to_roadrunner_message
 from ._outboxes import Outboxes
 from ._receiving import QueueReceiver
 from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
+from ._replies import ServiceBusReplyLink, session_of
 from ._sdk import (
     ServiceBusClient,
     ServiceBusMessage,
@@ -119,6 +121,7 @@ class ServiceBusAdapter:
         dead_letters_of: str | None = None,
         shared: SharedClient | None = None,
         node: Entity | None = None,
+        reply_queue: str | None = None,
     ) -> None:
         if endpoint is None and (credential is None or not fully_qualified_namespace):
             raise InvalidSetting(
@@ -145,6 +148,8 @@ class ServiceBusAdapter:
         self.receive_wait = receive_wait
         self.session_idle = session_idle
         self.socket_timeout = socket_timeout
+        #: The client's queue for replies to its calls (see ``_replies``).
+        self.reply_queue = reply_queue
         if shared is None:
             settings = client_settings(
                 reconnect,
@@ -366,8 +371,14 @@ class ServiceBusAdapter:
 
     def _to_message(self, job: Job, attempt: int = 1) -> ServiceBusMessage:
         if self.wire_format == ROADRUNNER:
-            return to_roadrunner_message(job, self.pipeline, attempt=attempt)
-        return to_message(job, attempt=attempt)
+            message = to_roadrunner_message(job, self.pipeline, attempt=attempt)
+        else:
+            message = to_message(job, attempt=attempt)
+        if job.reply_to is not None:  # a request to the client's own session of its reply queue
+            session = session_of(self._shared.current_reply_link, job.reply_to)
+            if session is not None:
+                message.reply_to_session_id = session
+        return message
 
     def _check(self, job: Job, default_priority: int) -> Amqp1qError | None:
         if self.wire_format == ROADRUNNER and job.priority is not None:
@@ -400,7 +411,20 @@ class ServiceBusAdapter:
                 job_properties(incoming.headers, attempt=attempt),
                 None,
             )
+            if incoming.reply_to is not None:  # a request's copy is still a request
+                message.reply_to = incoming.reply_to
+                message.correlation_id = incoming.correlation_id
+                message.reply_to_session_id = incoming.reply_to_session_id
         await self._outboxes.resend(message, scheduled_at, incoming.id)
+
+    # -- request and reply (see amqp1q._replies and _replies) -----------------------------------
+
+    def reply_link(self) -> ServiceBusReplyLink:
+        return self._shared.reply_link(self)
+
+    async def send_reply(self, address: str, reply: Reply) -> None:
+        """Send a reply to the queue ``address`` (with the caller's session id, if any)."""
+        await self._outboxes.get(address).submit([reply_message(reply)])[0]
 
     # -- consume --------------------------------------------------------------------------------
 
