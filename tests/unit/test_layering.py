@@ -27,6 +27,7 @@ FACADE = (
     "amqp1q._sending",
     "amqp1q._client",
     "amqp1q._consumer",
+    "amqp1q._settling",
     "amqp1q._received",
     "amqp1q._push",
     "amqp1q._operations",
