@@ -28,7 +28,8 @@ from ._errors import ConnectFailed, InvalidSetting, QueueStateError
 from ._factory import make_backend
 from ._options import AdapterOptions, adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
-from ._queue import JobQueue, opened_by_client
+from ._queue import JobQueue
+from ._queuelife import opened_by_client
 from ._settings import TLSConfig, check_seconds
 from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._urls import Endpoint

@@ -1,4 +1,4 @@
-"""A consumer: credit-based prefetch behind an async iterator, and settlement bookkeeping.
+"""A consumer: credit-based prefetch behind an async iterator, its hand-out, pause and close.
 
 Credit accounting lives here, once, for every adapter. ``granted`` counts credit given to the
 adapter and not yet used (deliveries on the wire or buffered in the adapter); ``in_hand`` counts
@@ -14,26 +14,28 @@ retry or release of a job in hand goes back to its group there, not to the broke
 queue it behind the group's later jobs); on closing, what is held is released to the broker. A
 job delivered again after it was acked (the ack was lost with a connection) is acked again, not
 handed out.
+
+Settling the jobs handed out (and the retry policy applied to a failed one) is
+:mod:`._settling`'s (:class:`~amqp1q._settling.SettlingMixin`); a settled job leaves the
+consumer's hands there, which tops credit up here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import attrs
 
 from . import _metrics
-from ._adapter import ACK, RELEASE, Incoming, Outcome, Receiver, ServerFacts, Settlement
-from ._errors import PayloadValidationError, PushTimeout, QueueStateError
+from ._adapter import ACK, RELEASE, Incoming, Receiver
+from ._errors import QueueStateError
 from ._groups import Sequencer
-from ._policy import INVALID_PAYLOAD, NOT_RETRIED
-from ._received import ReceivedJob, clip
-from ._replies import Reply
+from ._received import ReceivedJob
+from ._settling import ConsumerState, SettlingMixin, wait_settled
 from ._shield import CleanupTimeout, shielded
 from ._stats import Counters
 
@@ -43,13 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Consumer", "ConsumerHooks"]
 
 log = logging.getLogger("amqp1q.consumer")
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
 
 
 @attrs.frozen(slots=True)
@@ -64,7 +59,7 @@ class ConsumerHooks:
     closed: Callable[[Consumer], None]
 
 
-class Consumer:
+class Consumer(SettlingMixin):
     """Jobs from one queue, ``prefetch`` at most in hand. Made by :meth:`JobQueue.consume`.
 
     Iterate it (``async for job in queue.consume()``), or enter it to own its lifetime::
@@ -95,7 +90,7 @@ class Consumer:
         self._counters = hooks.counters
         self.prefetch = prefetch
         self.auto_ack = auto_ack
-        self._state = _State.NEW
+        self._state = ConsumerState.NEW
         self._open_lock = asyncio.Lock()
         self._owned_by_context = False
         self._granted = 0
@@ -126,7 +121,7 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
-        return self._state in (_State.CLOSING, _State.CLOSED)
+        return self._state in (ConsumerState.CLOSING, ConsumerState.CLOSED)
 
     def __repr__(self) -> str:
         groups = f" groups={self.groups}" if self.groups else ""
@@ -140,13 +135,13 @@ class Consumer:
     async def open(self) -> None:
         """Attach and grant the first credit. Iterating or entering opens it too."""
         async with self._open_lock:
-            if self._state is _State.OPEN:
+            if self._state is ConsumerState.OPEN:
                 return
-            if self._state is not _State.NEW:
+            if self._state is not ConsumerState.NEW:
                 raise QueueStateError("this consumer is closed", queue=self.queue_name)
             self._hooks.check_open()
             await self._receiver.open()
-            self._state = _State.OPEN
+            self._state = ConsumerState.OPEN
             self._hooks.opened(self)
             if self._sequencer is not None:
                 self._pump = asyncio.create_task(self._read_in(self._sequencer))
@@ -182,9 +177,9 @@ class Consumer:
 
     async def receive(self, timeout: float | None = None) -> ReceivedJob | None:
         """The next job; ``None`` once the consumer or its queue is closed, or on ``timeout``."""
-        if self._state is _State.NEW:
+        if self._state is ConsumerState.NEW:
             await self.open()
-        if self._state is not _State.OPEN:
+        if self._state is not ConsumerState.OPEN:
             return None
         if self._sequencer is not None:
             incoming = await self._take_in_order(self._sequencer, timeout)
@@ -239,7 +234,7 @@ class Consumer:
         try:
             pending = self._receiver.settle(incoming, ACK)
             if pending is not None:
-                await _wait(pending)
+                await wait_settled(pending)
         except Exception:  # its link died too: the broker delivers it again
             log.debug("could not ack job %s again", incoming.id, exc_info=True)
         self._top_up()
@@ -247,7 +242,7 @@ class Consumer:
     async def _take_in_order(self, sequencer: Sequencer, timeout: float | None) -> Incoming | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._state is _State.OPEN:
+        while self._state is ConsumerState.OPEN:
             incoming = sequencer.take()
             self._top_up()  # a stale job dropped frees its credit
             if incoming is not None:
@@ -276,7 +271,7 @@ class Consumer:
     async def drain(self) -> None:
         """Pause, and return jobs received but not handed out; nothing more arrives."""
         self._paused = True
-        if self._state is _State.OPEN:
+        if self._state is ConsumerState.OPEN:
             await self._receiver.drain()
             self._granted = 0
 
@@ -287,11 +282,11 @@ class Consumer:
 
     async def close(self, grace: float | None = None) -> None:
         """Stop, release what is buffered, wait up to ``grace`` s for jobs in hand, detach."""
-        if self._state in (_State.CLOSING, _State.CLOSED):
+        if self._state in (ConsumerState.CLOSING, ConsumerState.CLOSED):
             await self._closed_event.wait()
             return
-        was_open = self._state is _State.OPEN
-        self._state = _State.CLOSING
+        was_open = self._state is ConsumerState.OPEN
+        self._state = ConsumerState.CLOSING
         grace = self._queue.close_timeout if grace is None else grace
         try:
             if was_open:
@@ -301,7 +296,7 @@ class Consumer:
         except CleanupTimeout:
             log.warning("consumer of %r did not close in time", self.queue_name)
         finally:
-            self._state = _State.CLOSED
+            self._state = ConsumerState.CLOSED
             self._counters.in_flight -= self._in_hand
             self._in_hand = 0
             self._idle.set()
@@ -341,173 +336,17 @@ class Consumer:
             try:
                 pending = self._receiver.settle(incoming, RELEASE)
                 if pending is not None:
-                    await _wait(pending)
+                    await wait_settled(pending)
             except Exception:  # noqa: PERF203 - one that fails goes back with its link
                 log.debug("could not release job %s on close", incoming.id, exc_info=True)
 
     # -- credit ---------------------------------------------------------------------------------
 
     def _top_up(self) -> None:
-        if self._paused or self._state is not _State.OPEN:
+        if self._paused or self._state is not ConsumerState.OPEN:
             return
         held = 0 if self._sequencer is None else self._sequencer.held
         want = self.prefetch - self._granted - self._in_hand - held
         if want > 0:
             self._granted += want
             self._receiver.flow(want)
-
-    # -- settlement (internal: called by ReceivedJob, which marks the job settled first) ------
-
-    @property
-    def server_facts(self) -> ServerFacts:
-        """Where the queue lives, for the job's ``process`` span."""
-        return self._queue.adapter.server_facts
-
-    async def settle(
-        self, incoming: Incoming, settlement: Settlement, *, job_id: str, by_policy: bool = False
-    ) -> None:
-        """Apply ``settlement`` to a job in hand (``by_policy``: the retry policy chose the
-        outcome, for metrics); however it ends, the job has left the consumer's hands."""
-        queue = self._queue
-        started = _metrics.start()
-        sequencer = self._sequencer
-        if sequencer is not None and settlement.outcome in _KEPT:
-            if self._state is _State.OPEN:
-                # Kept in its group, not sent back: the broker would queue it behind the rest.
-                if settlement.outcome is Outcome.RETRY:
-                    incoming.attempt += 1
-                sequencer.put_back(incoming, settlement.delay)
-                self._left_hand()
-                self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
-                if started is not None:
-                    _metrics.settled(queue, settlement.outcome, by_policy, started, None)
-                return
-            # Closing: released, where it was -- a re-published retry would overtake the group.
-            settlement = RELEASE
-        try:
-            pending = self._receiver.settle(incoming, settlement)
-            if pending is not None:
-                await shielded(_wait(pending), queue.settle_timeout, f"settling job {job_id}")
-        except BaseException as exc:
-            if started is not None:
-                _metrics.settled(queue, settlement.outcome, by_policy, started, exc)
-            raise
-        finally:
-            self._left_hand()
-            if sequencer is not None:
-                sequencer.done(incoming)
-        if sequencer is not None and settlement.outcome is Outcome.ACK:
-            sequencer.acked(incoming)
-        self._counters.settled(settlement.outcome, delayed=bool(settlement.delay))
-        if started is not None:
-            _metrics.settled(queue, settlement.outcome, by_policy, started, None)
-
-    async def send_reply(self, address: str, reply: Reply) -> None:
-        """Send a job's reply to ``address`` (bounded by the queue's push timeout)."""
-        queue = self._queue
-        adapter = queue.adapter
-        try:
-            await asyncio.wait_for(adapter.send_reply(address, reply), queue.push_timeout)
-        except asyncio.TimeoutError:
-            raise PushTimeout(
-                f"the reply was not accepted within {queue.push_timeout:g} s",
-                queue=queue.name,
-                address=address,
-            ) from None
-
-    def lost(self, error: BaseException, incoming: Incoming) -> None:
-        """A job in hand was lost (its lock): the broker takes it back, nothing is settled."""
-        self._left_hand()
-        if self._sequencer is not None:
-            self._sequencer.done(incoming)
-        if _metrics.active():
-            _metrics.settled(self._queue, Outcome.RELEASE, False, None, error)
-
-    def processed(self, started: float, error: BaseException | None) -> None:
-        """``job.process()`` ended, for the metrics (``started``: from ``_metrics.start()``)."""
-        _metrics.processed(self._queue, started, error)
-
-    def _left_hand(self) -> None:
-        """A job in hand was settled (or its settlement failed): it is no longer ours."""
-        if self._state is _State.CLOSED:
-            return
-        self._in_hand -= 1
-        self._counters.in_flight -= 1
-        if self._in_hand == 0:
-            self._idle.set()
-        self._top_up()
-
-    def retry_settlement(self, job: ReceivedJob, delay: float | None) -> Settlement:
-        policy = self._queue.retry_policy
-        if policy.exhausted(job.attempt):
-            return Settlement(
-                Outcome.REJECT,
-                reason="max attempts exceeded",
-                description=f"retry asked on attempt {job.attempt} of {policy.max_attempts}",
-            )
-        return Settlement(Outcome.RETRY, delay=delay or None)
-
-    def failure_settlement(self, job: ReceivedJob, exc: Exception) -> Settlement:
-        """How a job whose handler raised ``exc`` is settled, by the queue's policy (logged)."""
-        queue = self._queue
-        policy = queue.retry_policy
-        detail = clip(f"{type(exc).__name__}: {exc}")
-        context = {"queue": self.queue_name, "job_id": job.id, "attempt": job.attempt}
-        if isinstance(exc, PayloadValidationError):  # retrying cannot fix a payload
-            description = clip(exc.message)
-            settlement = Settlement(Outcome.REJECT, reason=INVALID_PAYLOAD, description=description)
-            log.warning("job %s dead-lettered: %s", job.id, description, extra=context)
-        elif not queue.requeue_on_fail:
-            settlement = Settlement(Outcome.REJECT, reason="handler failed", description=detail)
-            log.warning(
-                "job %s failed; dead-lettered (requeue_on_fail=False)",
-                job.id,
-                exc_info=exc,
-                extra=context,
-            )
-        elif (refused := policy.dead_letters(exc)) is not None:
-            settlement = Settlement(
-                Outcome.REJECT, reason=NOT_RETRIED, description=clip(f"{refused}: {detail}")
-            )
-            log.warning(
-                "job %s failed; dead-lettered without retrying (%s)",
-                job.id,
-                refused,
-                exc_info=exc,
-                extra=context,
-            )
-        elif policy.exhausted(job.attempt):
-            settlement = Settlement(
-                Outcome.REJECT,
-                reason="max attempts exceeded",
-                description=clip(f"attempt {job.attempt} of {policy.max_attempts}: {detail}"),
-            )
-            log.warning(
-                "job %s failed on attempt %d of %d; dead-lettered",
-                job.id,
-                job.attempt,
-                policy.max_attempts,
-                exc_info=exc,
-                extra=context,
-            )
-        else:
-            delay = policy.backoff(job.attempt)
-            settlement = Settlement(Outcome.RETRY, delay=delay or None)
-            log.warning(
-                "job %s failed on attempt %d of %d; retrying in %.2f s",
-                job.id,
-                job.attempt,
-                policy.max_attempts,
-                delay,
-                exc_info=exc,
-                extra=context,
-            )
-        return settlement
-
-
-#: Outcomes a consumer with groups keeps in the job's group rather than sending to the broker.
-_KEPT = frozenset({Outcome.RETRY, Outcome.RELEASE})
-
-
-async def _wait(pending: Awaitable[None]) -> None:
-    await pending

@@ -1,24 +1,30 @@
-"""``JobQueue``: the facade. Lifecycle, push, consume, policies — over any adapter."""
+"""``JobQueue``: the facade -- its settings, construction (``from_url``), facts and consumers.
+
+One class over any adapter, put together from one room per responsibility: opening and closing
+are :mod:`._queuelife`'s (:class:`~amqp1q._queuelife.LifecycleMixin`), pushing and calling
+:mod:`._sending`'s, operating the queue (depth, peek, dead-letter replay) :mod:`._operations`'s.
+Here: the settings and their checks, :meth:`JobQueue.from_url` (the URL picks the adapter), the
+facts a queue tells (name, address, health, stats), and :meth:`JobQueue.consume`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from . import _calls, _metrics
+from . import _metrics
 from ._adapter import Adapter
 from ._consumer import Consumer, ConsumerHooks
-from ._errors import Amqp1qError, CallTimeout, ConnectFailed, InvalidSetting, QueueStateError
+from ._errors import InvalidSetting
 from ._factory import make_adapter
-from ._job import Job, Receipt
 from ._operations import OperationsMixin
 from ._options import adapter_options
 from ._policy import ReconnectPolicy, RetryPolicy
 from ._push import Pusher
+from ._queuelife import LifecycleMixin, QueueState
+from ._sending import SendingMixin
 from ._settings import (
     TLSConfig,
     check_bool,
@@ -26,24 +32,15 @@ from ._settings import (
     check_priority,
     check_seconds,
 )
-from ._shield import CleanupTimeout, deadline, prepare, shielded
 from ._stats import Counters, QueueStats
 from ._urls import parse_url
 
 __all__ = ["JobQueue"]
 
 log = logging.getLogger("amqp1q.queue")
-T = TypeVar("T")
 
 
-class _State(enum.Enum):
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-class JobQueue(OperationsMixin):
+class JobQueue(SendingMixin, LifecycleMixin, OperationsMixin):
     """One queue on one broker: push jobs to it, consume jobs from it.
 
     Make one with :meth:`from_url`, or from an adapter: ``JobQueue(MemoryAdapter(...))``. Open it
@@ -91,7 +88,7 @@ class JobQueue(OperationsMixin):
         self.close_timeout = check_seconds("close_timeout", close_timeout)
         self.settle_timeout = check_seconds("settle_timeout", settle_timeout)
         self._adapter = adapter
-        self._state = _State.UNOPENED
+        self._state: QueueState = QueueState.UNOPENED
         self._counters = Counters()
         self._consumers: set[Consumer] = set()
         self._pusher = Pusher(self, self._counters)
@@ -219,7 +216,7 @@ class JobQueue(OperationsMixin):
 
     @property
     def is_open(self) -> bool:
-        return self._state is _State.OPEN
+        return self._state is QueueState.OPEN
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.name!r} at {self.url} {self._state.value}>"
@@ -240,196 +237,13 @@ class JobQueue(OperationsMixin):
         or ``at-most-once``: connected, but the broker has been seen sending jobs pre-settled to
         a consumer that asked for at-least-once (a job in a consumer's hands is lost with its
         process)."""
-        if self._state is not _State.OPEN:
-            return "unopened" if self._state is _State.UNOPENED else "closed"
+        if self._state is not QueueState.OPEN:
+            return "unopened" if self._state is QueueState.UNOPENED else "closed"
         adapter = self._adapter
         state = adapter.state
         if state == "connected" and adapter.at_most_once:
             return "at-most-once"
         return state
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Connect. Raises a connection error (typed, redacted) if the broker cannot be reached."""
-        if self._state is not _State.UNOPENED:
-            raise QueueStateError(
-                f"the queue is {self._state.value}; a JobQueue is opened once", queue=self.name
-            )
-        prepare()
-        try:
-            async with deadline(self.connect_timeout):
-                await self._adapter.open()
-        except TimeoutError:
-            await self._abort_open()
-            raise ConnectFailed(
-                f"could not connect to {self.url} within {self.connect_timeout:g} s",
-                queue=self.name,
-            ) from None
-        except BaseException:
-            await self._abort_open()
-            raise
-        self._state = _State.OPEN
-        log.debug("opened %s", self.url, extra={"queue": self.name})
-
-    async def _abort_open(self) -> None:
-        try:
-            await shielded(self._adapter.close(), self.close_timeout, "aborting a failed open")
-        except (Exception, CleanupTimeout):
-            log.debug("cleanup after a failed open failed", exc_info=True)
-
-    async def __aenter__(self) -> JobQueue:
-        if not (self._client_made and self._state is _State.OPEN):
-            await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self, grace: float | None = None) -> None:
-        """Close consumers and the connection, within a bounded time. Never hangs.
-
-        Consumers stop taking jobs at once and release those buffered; jobs being processed get
-        ``grace`` seconds (default ``close_timeout``) to be settled, then go back to the broker.
-        Pushes under way get the same grace to learn their outcome.
-        """
-        if self._state is _State.UNOPENED:
-            self._state = _State.CLOSED
-            self._closed.set()
-            return
-        if self._state is not _State.OPEN:
-            await self._closed.wait()
-            return
-        self._state = _State.CLOSING
-        grace = (
-            self.close_timeout if grace is None else check_seconds("grace", grace, allow_zero=True)
-        )
-        try:
-            await shielded(
-                self._close(grace), grace + 2 * self.close_timeout, f"closing {self.name!r}"
-            )
-        except CleanupTimeout:
-            log.warning("closing %s took too long; abandoned", self.url, extra={"queue": self.name})
-        finally:
-            self._state = _State.CLOSED
-            self._closed.set()
-            log.debug("closed %s", self.url, extra={"queue": self.name})
-
-    async def _close(self, grace: float) -> None:
-        consumers = list(self._consumers)
-        if consumers:
-            await asyncio.gather(*(c.close(grace) for c in consumers), return_exceptions=True)
-        await self._pusher.wait_idle(grace)
-        try:
-            await asyncio.wait_for(self._adapter.close(), self.close_timeout)
-        except asyncio.TimeoutError:
-            log.warning(
-                "the adapter for %s did not close in time", self.url, extra={"queue": self.name}
-            )
-        await _calls.reap()  # the reply link's reader, if the connection closed with the queue
-
-    def _check_open(self) -> None:
-        if self._state is not _State.OPEN:
-            hint = " (use `async with queue:` first)" if self._state is _State.UNOPENED else ""
-            raise QueueStateError(f"the queue is {self._state.value}{hint}", queue=self.name)
-
-    # -- push -----------------------------------------------------------------------------------
-
-    async def push(self, job: Job, *, timeout: float | None = None) -> Receipt:
-        """Send ``job``; return once the broker has accepted it (at-least-once).
-
-        Raises :class:`~amqp1q.JobRejected`, :class:`~amqp1q.JobTooLarge`,
-        :class:`~amqp1q.PushTimeout` (after ``timeout``, default ``push_timeout``) or a
-        connection error; never returns without the broker's acceptance.
-        """
-        self._check_open()
-        results = await self._pusher.send([job], timeout)
-        if job.delay:
-            self._bind_receipts((job,), results)
-        result = results[0]
-        if isinstance(result, Amqp1qError):
-            raise result
-        return result
-
-    @overload
-    async def push_many(
-        self,
-        jobs: Iterable[Job],
-        *,
-        return_exceptions: Literal[False] = ...,
-        timeout: float | None = ...,
-    ) -> list[Receipt]: ...
-
-    @overload
-    async def push_many(
-        self, jobs: Iterable[Job], *, return_exceptions: Literal[True], timeout: float | None = ...
-    ) -> list[Receipt | Amqp1qError]: ...
-
-    async def push_many(
-        self, jobs: Iterable[Job], *, return_exceptions: bool = False, timeout: float | None = None
-    ) -> list[Receipt] | list[Receipt | Amqp1qError]:
-        """Send many jobs, pipelined; return their receipts in order once all have outcomes.
-
-        If any job fails, raises the first failure — unless ``return_exceptions=True``, which
-        returns each job's :class:`Receipt` or error (an :class:`~amqp1q.Amqp1qError`) in place.
-        """
-        self._check_open()
-        jobs = list(jobs)
-        results = await self._pusher.send(jobs, timeout)
-        self._bind_receipts(jobs, results)
-        if return_exceptions:
-            return results
-        receipts: list[Receipt] = []
-        for result in results:
-            if isinstance(result, Amqp1qError):
-                raise result
-            receipts.append(result)
-        return receipts
-
-    # -- request and reply ----------------------------------------------------------------------
-
-    @overload
-    async def call(self, job: Job, *, timeout: float = ..., result_type: None = ...) -> Any: ...
-    @overload
-    async def call(self, job: Job, *, timeout: float = ..., result_type: type[T]) -> T: ...
-
-    async def call(
-        self, job: Job, *, timeout: float = 30.0, result_type: type[Any] | None = None
-    ) -> Any:
-        """Send ``job`` as a request and return its handler's return value.
-
-        The job goes with ``reply-to`` (the connection's reply link) and ``correlation-id``
-        (its id); the worker sends what the handler returns back. The value is decoded JSON
-        (or ``bytes``), or with ``result_type`` checked and built as that type (as a handler's
-        typed payload is). Raises :class:`~amqp1q.JobFailed` when the handler failed after its
-        last attempt (the remote error's type and message), :class:`~amqp1q.CallTimeout` when
-        no reply came within ``timeout`` seconds (the push included). Cancelling the call
-        stops the wait; a reply that comes later is dropped. See docs/request-reply.md.
-        """
-        self._check_open()
-        timeout = check_seconds("timeout", timeout)
-        adapter = self._adapter
-        try:
-            async with deadline(timeout):
-                router = await _calls.router_for(adapter)
-                link = router.link
-                waiting = router.expect(job.id)
-                try:
-                    request = job.evolve(reply_to=link.address, correlation_id=job.id)
-                    await self.push(request)
-                    incoming = await waiting
-                finally:
-                    router.forget(job.id)
-        except TimeoutError:
-            raise CallTimeout(
-                f"no reply within {timeout:g} s", queue=self.name, job_id=job.id
-            ) from None
-        return _calls.read_reply(incoming, result_type, self.name, job.id)
 
     # -- consume --------------------------------------------------------------------------------
 
@@ -503,10 +317,3 @@ class JobQueue(OperationsMixin):
             close_timeout=self.close_timeout,
             settle_timeout=self.settle_timeout,
         )
-
-
-def opened_by_client(queue: JobQueue) -> None:
-    """``queue``'s adapter is open already: a :class:`~amqp1q.Client` made it on its live
-    connection, so ``async with queue:`` does not open it again."""
-    queue._client_made = True
-    queue._state = _State.OPEN

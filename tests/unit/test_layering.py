@@ -23,8 +23,11 @@ PACKAGE = SRC / "amqp1q"
 FACADE = (
     "amqp1q",
     "amqp1q._queue",
+    "amqp1q._queuelife",
+    "amqp1q._sending",
     "amqp1q._client",
     "amqp1q._consumer",
+    "amqp1q._settling",
     "amqp1q._received",
     "amqp1q._push",
     "amqp1q._operations",
