@@ -42,9 +42,6 @@ from ._errors import Amqp1qError
 from ._otel import ProviderWatch, messaging_attributes
 from ._version import __version__
 
-#: The tracer provider whose sampler the short cut reads (a seam for tests: the global one).
-_get_provider: Callable[[], object] = trace.get_tracer_provider
-
 __all__ = [
     "active",
     "consumer_span",
@@ -65,6 +62,15 @@ _EXTRACTED: Final = ("traceparent", "tracestate", "baggage")
 
 
 _provider = ProviderWatch(trace.get_tracer_provider, (ProxyTracerProvider, NoOpTracerProvider))
+
+
+def _found_provider() -> object:
+    """The SDK's provider :func:`active` found (set once: OpenTelemetry lets it be set once)."""
+    return _provider.provider
+
+
+#: The tracer provider whose sampler the short cut reads (a seam for tests).
+_get_provider: Callable[[], object] = _found_provider
 
 
 def active() -> bool:

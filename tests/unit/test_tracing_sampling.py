@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from amqp1q import _tracing
+from amqp1q._otel import ProviderWatch
 
 
 class Counting(IdGenerator):
@@ -220,3 +221,18 @@ def test_an_unsampled_current_span_makes_an_unsampled_push(use: Any) -> None:
     context = send.get_span_context()
     assert context.trace_id == request.get_span_context().trace_id
     assert carrier == {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-00"}
+
+
+def test_the_short_cut_reads_the_provider_tracing_found() -> None:
+    """Outside tests, the sampler read is that of the provider :func:`_tracing.active` found
+    (OpenTelemetry lets the global provider be set once), and none before it found one."""
+    provider = _provider(ParentBased(ALWAYS_ON))
+    found: list[object] = [trace.ProxyTracerProvider()]
+    watch = ProviderWatch(lambda: found[0], (trace.ProxyTracerProvider,))
+    assert not watch.active()
+    assert watch.provider is None
+    watch._next_check = 0.0
+    found[0] = provider
+    assert watch.active()
+    assert watch.provider is provider
+    assert _tracing._get_provider is _tracing._found_provider
