@@ -41,6 +41,7 @@ def traced(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(_tracing, "_tracer", provider.get_tracer("amqp1q"))
+    monkeypatch.setattr(_tracing, "_get_provider", lambda: provider)
     monkeypatch.setattr(_tracing, "active", lambda: True)
     yield provider, exporter
     provider.shutdown()

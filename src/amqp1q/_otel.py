@@ -19,13 +19,15 @@ class ProviderWatch:
     a microsecond), so while there is none it is asked at most once a second; once there is
     one, never again (OpenTelemetry lets a provider be set only once)."""
 
-    __slots__ = ("_enabled", "_get_provider", "_next_check", "_no_sdk")
+    __slots__ = ("_enabled", "_get_provider", "_next_check", "_no_sdk", "provider")
 
     def __init__(self, get_provider: Callable[[], object], no_sdk: tuple[type, ...]) -> None:
         self._get_provider = get_provider
         self._no_sdk = no_sdk
         self._enabled = False
         self._next_check = 0.0
+        #: The provider found once ``active()`` is True (None before).
+        self.provider: object = None
 
     def active(self) -> bool:
         if self._enabled:
@@ -34,7 +36,10 @@ class ProviderWatch:
         if now < self._next_check:
             return False
         self._next_check = now + RECHECK
-        self._enabled = not isinstance(self._get_provider(), self._no_sdk)
+        provider = self._get_provider()
+        self._enabled = not isinstance(provider, self._no_sdk)
+        if self._enabled:
+            self.provider = provider
         return self._enabled
 
 

@@ -25,6 +25,7 @@ from amqp1q._adapter import Incoming
 from amqp1q._job import MAX_ID_LENGTH, RESERVED_HEADER_PREFIX
 from amqp1q.adapters.proton._codec import (
     Message,
+    _headers_section,
     decode_message,
     encode_job,
     encode_message,
@@ -264,6 +265,26 @@ def test_a_job_survives_encoding_and_receiving(job: Job, attempt: int, to: str |
     )
     message = decode_message(payload)
     assert (message.durable, message.to, message.body_kind) == (job.durable, to, "data")
+
+
+@SOME
+@given(
+    headers=st.dictionaries(strings, strings, max_size=6)
+    | st.dictionaries(strings, st.text(min_size=200, max_size=400), min_size=1, max_size=3)
+)
+def test_the_headers_section_is_what_the_generic_encoder_writes(headers: dict[str, str]) -> None:
+    """Headers alone take a short way to their application-properties section: the bytes are
+    those ``encode_map`` writes (small and large maps)."""
+    headers = {
+        name: value
+        for name, value in headers.items()
+        if name and not name.startswith(RESERVED_HEADER_PREFIX)
+    }
+    generic = encode(headers)
+    assert _headers_section(headers) == b"\x00\x53\x74" + generic
+    if headers:
+        job = Job("n", b"", headers=headers)
+        assert decode_message(encode_job(job)).application_properties == headers
 
 
 @SOME

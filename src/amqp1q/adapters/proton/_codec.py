@@ -183,10 +183,12 @@ def encode_job(
     parts.append(fields)
     # application-properties
     headers = job.headers
-    if headers or attempt > 1 or extra_properties:
+    if attempt > 1 or extra_properties:
         section = bytearray(_APP_PROPERTIES)
         encode_map(section, job_properties(headers, attempt=attempt, extra=extra_properties))
         parts.append(bytes(section))
+    elif headers:
+        parts.append(_headers_section(headers))
     body = job.body
     size = len(body)
     if size < 256:
@@ -195,6 +197,23 @@ def encode_job(
         parts.append(_DATA + b"\xb0" + size.to_bytes(4, "big"))
     parts.append(body)
     return b"".join(parts)
+
+
+def _headers_section(headers: Mapping[str, str]) -> bytes:
+    """The application-properties section of a job's headers alone: what ``encode_map`` writes
+    for them (text names to text values), without its per-value type dispatch (a traced push
+    carries its trace context in every job)."""
+    body = b"".join([string_bytes(name) + string_bytes(value) for name, value in headers.items()])
+    count = 2 * len(headers)
+    if len(body) < 255 and count <= 255:
+        return _APP_PROPERTIES + b"\xc1" + BYTE[len(body) + 1] + BYTE[count] + body
+    return (
+        _APP_PROPERTIES
+        + b"\xd1"
+        + (len(body) + 4).to_bytes(4, "big")
+        + count.to_bytes(4, "big")
+        + body
+    )
 
 
 _REPLY_NONE: Final = b"\x40\x40"

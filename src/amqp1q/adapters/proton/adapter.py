@@ -77,6 +77,8 @@ class ProtonAdapter:
         self._closed = False
         self._publisher = Publisher(self, self._shared, options, window=window)
         self._operations: QueueOperations | None = None
+        #: server_facts, and the profile they were made for (a span reads them per job).
+        self._facts: tuple[object, ServerFacts] | None = None
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -111,12 +113,17 @@ class ProtonAdapter:
         """The broker's ``(host, port)``, and the OpenTelemetry ``messaging.system`` value for
         it (known once the broker is, at open)."""
         profile = self._shared.profile
+        facts = self._facts
+        if facts is not None and facts[0] is profile:
+            return facts[1]
         name = profile.name if profile is not None else "generic"
         if name.startswith("rabbitmq"):
             system = "rabbitmq"
         else:
             system = {"servicebus": "servicebus", "artemis": "activemq"}.get(name, "amqp")
-        return ServerFacts(system, (self._endpoint.host, self._endpoint.port))
+        made = ServerFacts(system, (self._endpoint.host, self._endpoint.port))
+        self._facts = (profile, made)
+        return made
 
     @property
     def endpoint(self) -> AmqpEndpoint:
