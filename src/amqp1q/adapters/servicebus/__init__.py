@@ -46,6 +46,8 @@ Modules, each with one job:
 - ``_sessions``: ``consume(groups=N)``'s receiver over up to N sessions (credit, pumps,
   receiving and settling); ``_held_session``: one session it holds (taking it, its lock's
   renewal, its state);
+- ``_pushing``: what an adapter pushes (jobs as messages, the priority check, re-sent copies,
+  replies) and its senders;
 - ``adapter``: :class:`ServiceBusAdapter`, the :class:`~amqp1q.Adapter` implementation.
 
 Private azure-servicebus attributes relied on (each optional: without it the adapter still
