@@ -93,6 +93,23 @@ class HeldSession:
         """Let go of or lost (a property: read afresh after an await)."""
         return not self.alive
 
+    def drop_jobs(self, why: str, *, lost: bool) -> None:
+        """Forget the jobs delivered from the session and not settled (it is gone: ``why``).
+        With ``lost`` (its lock's time is up) each is lost: its handler's lock scopes are
+        cancelled and settling it raises LockLost."""
+        for delivery in self.unsettled:
+            if not lost or delivery.settled or delivery.lost is not None:
+                continue
+            job_id = delivery.message.message_id
+            delivery.lost = LockLost(
+                f"the lock on session {self.id!r} was lost ({why}); Service Bus redelivers the job",
+                queue=self.queue,
+                job_id=str(job_id) if job_id is not None else None,
+            )
+            for scope in list(delivery.scopes):
+                scope.cancel()
+        self.unsettled.clear()
+
     async def keep_locked(self, limit: float, lose: Callable[[HeldSession, str], None]) -> None:
         """Renew the session's lock at half its span while it is held; as for a job's lock, not
         past ``limit`` (``max_lock_renewal``) of a job in hand (then the lock runs out: the

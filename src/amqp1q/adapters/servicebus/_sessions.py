@@ -249,19 +249,7 @@ class SessionReceiver:
             self._buffer.remove(buffered)  # never handed out: dropped, its credit back
             buffered[1].settled = True
             self._credit += 1
-        for delivery in session.unsettled:
-            if not lock_ran_out or delivery.settled or delivery.lost is not None:
-                continue
-            job_id = delivery.message.message_id
-            delivery.lost = LockLost(
-                f"the lock on session {session.id!r} was lost ({why}); Service Bus redelivers "
-                "the job",
-                queue=self.queue,
-                job_id=str(job_id) if job_id is not None else None,
-            )
-            for scope in list(delivery.scopes):
-                scope.cancel()
-        session.unsettled.clear()
+        session.drop_jobs(why, lost=lock_ran_out)
         log.warning("session %r of %r lost: %s", session.id, self.queue, why)
         self._in_background(close_quietly(session.sdk, dead=True))
         self._credit_changed.set()
