@@ -100,14 +100,10 @@ class HeldSession:
         for delivery in self.unsettled:
             if not lost or delivery.settled or delivery.lost is not None:
                 continue
-            job_id = delivery.message.message_id
-            delivery.lost = LockLost(
+            delivery.lose(
                 f"the lock on session {self.id!r} was lost ({why}); Service Bus redelivers the job",
-                queue=self.queue,
-                job_id=str(job_id) if job_id is not None else None,
+                self.queue,
             )
-            for scope in list(delivery.scopes):
-                scope.cancel()
         self.unsettled.clear()
 
     async def keep_locked(self, limit: float, lose: Callable[[HeldSession, str], None]) -> None:
