@@ -12,8 +12,9 @@ broker, as the SDK (7.x, pyamqp transport) speaks it:
   connection must have put a valid token before it may attach to an entity.
 - ``QUEUE/$management`` (and ``QUEUE/$DeadLetterQueue/$management``): request/response with
   ``statusCode`` / ``statusDescription`` (and ``errorCondition``) application properties and an
-  AMQP-value map body. Operations: ``com.microsoft:renew-lock``, ``schedule-message``,
-  ``cancel-scheduled-message`` and ``peek-message``; the session operations
+  AMQP-value map body. Service Bus's operations (:mod:`._sb_operations`):
+  ``com.microsoft:renew-lock``, ``schedule-message``, ``cancel-scheduled-message`` and
+  ``peek-message``; the session operations
   (``renew-session-lock``, ``get-session-state``, ``set-session-state``: :mod:`._sessions`);
   and amqp1q's own operations (:mod:`._management_ops`), which the plain broker answers too.
 - Sessions (:mod:`._sessions`): a receiver on a queue that requires sessions attaches with a
@@ -37,9 +38,7 @@ import hmac
 import logging
 import time
 import urllib.parse
-import uuid
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..adapters.proton.wire import (
@@ -48,7 +47,6 @@ from ..adapters.proton.wire import (
     REJECTED,
     RELEASED,
     AMQPDecodeError,
-    Array,
     Condition,
     Delivery,
     Int,
@@ -57,12 +55,12 @@ from ..adapters.proton.wire import (
     ReceiverLink,
     SenderLink,
     Symbol,
-    Timestamp,
     decode_message,
     encode_message,
 )
-from ._links import Taking, now_ms, to_stored
-from ._management_ops import AMQP1Q_OPERATIONS, peek_reply
+from ._links import Taking
+from ._management_ops import AMQP1Q_OPERATIONS, Reply
+from ._sb_operations import LOCK_LOST, SERVICEBUS_OPERATIONS, VENDOR, text_keys
 from ._sessions import SESSION_OPERATIONS, attach_session_receiver
 from ._store import BrokerQueue, queue_name
 
@@ -83,9 +81,6 @@ log = logging.getLogger("amqp1q.testing")
 
 CBS_NODE: Final = "$cbs"
 MANAGEMENT_SUFFIX: Final = "/$management"
-VENDOR: Final = "com.microsoft:"
-LOCK_LOST: Final = VENDOR + "message-lock-lost"
-MESSAGE_NOT_FOUND: Final = VENDOR + "message-not-found"
 #: Credit kept granted on request links ($cbs and $management senders).
 REQUEST_CREDIT: Final = 100
 _TERMINAL: Final = frozenset({ACCEPTED, REJECTED, RELEASED, MODIFIED})
@@ -169,7 +164,7 @@ class ServiceBusEmulation:
     # -- requests -------------------------------------------------------------------------------
 
     def handle(self, connection: BrokerConnection, node: str, request: Message) -> None:
-        props = _text_keys(request.application_properties)
+        props = text_keys(request.application_properties)
         operation = str(props.get("operation") or "")
         if node == CBS_NODE and self._closed_for_refusal(connection):
             return
@@ -214,7 +209,7 @@ class ServiceBusEmulation:
         engine.close(Condition("amqp:not-implemented", self.refusal, {"broker": PLAIN_BROKER}))
         return True
 
-    def _cbs(self, connection: BrokerConnection, operation: str, request: Message) -> _Reply:
+    def _cbs(self, connection: BrokerConnection, operation: str, request: Message) -> Reply:
         if operation != "put-token":
             return 400, f"unknown $cbs operation {operation!r}", None, "amqp:not-implemented"
         if self.refusal is not None:
@@ -257,74 +252,32 @@ class ServiceBusEmulation:
 
     def _management(
         self, node: str, operation: str, request: Message, props: dict[str, Any]
-    ) -> _Reply:
+    ) -> Reply:
         queue = self._queue_of(node)
         if queue is None:
             return 404, f"no entity for {node!r}", None, "amqp:not-found"
-        handler = _OPERATIONS.get(operation) if self.refusal is None else None
+        handler = SERVICEBUS_OPERATIONS.get(operation) if self.refusal is None else None
         session = SESSION_OPERATIONS.get(operation) if self.refusal is None else None
         own = AMQP1Q_OPERATIONS.get(operation)
         if handler is None and session is None and own is None:
             return 501, f"operation {operation!r} is not emulated", None, "amqp:not-implemented"
         body = request.body if request.body_kind == "value" else None
-        fields = _text_keys(body if isinstance(body, dict) else {})
+        fields = text_keys(body if isinstance(body, dict) else {})
         link = props.get("associated-link-name")
         try:
             if session is not None:
                 return session(queue, fields, str(link) if link is not None else None)
-            return handler(self, queue, fields) if handler is not None else own(queue, fields)  # type: ignore[misc]
+            if handler is not None:
+                return handler(self.broker, queue, fields)
+            return own(queue, fields)  # type: ignore[misc]
         except (AMQPDecodeError, KeyError, TypeError, ValueError) as exc:
             return 400, f"bad {operation} request: {exc}", None, VENDOR + "argument-error"
 
     def _queue_of(self, node: str) -> BrokerQueue | None:
         return self.broker.store.queue(node[: -len(MANAGEMENT_SUFFIX)])
 
-    # -- operations (each returns status, description, body, error condition) --------------------
 
-    def _renew_lock(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
-        expirations = []
-        for token in _items(body["lock-tokens"]):
-            until = self.broker.locks.renew(_lock_tag(token))
-            if until is None:
-                return 410, f"the lock {token} has expired or is unknown", None, LOCK_LOST
-            expirations.append(Timestamp(until))
-        return 200, "OK", {"expirations": Array(0x83, tuple(expirations))}, None
-
-    def _schedule(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
-        now = now_ms()
-        numbers = []
-        messages = [to_stored(bytes(_text_keys(e)["message"])) for e in _items(body["messages"])]
-        refusal = next(filter(None, map(queue.admits, messages)), None)
-        if refusal is not None:
-            return 400, refusal[1], None, refusal[0]
-        for stored in messages:
-            stored.enqueued_at = max(stored.due_at, now)  # Service Bus: enqueued when due
-            queue.put(stored, now)
-            numbers.append(stored.sequence)
-        self.broker.stats_received += len(numbers)
-        return 200, "OK", {"sequence-numbers": Array(0x81, tuple(numbers))}, None
-
-    def _cancel_scheduled(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
-        missing = [n for n in _items(body["sequence-numbers"]) if not queue.cancel_scheduled(n)]
-        self.broker._schedule(queue)
-        if missing:
-            return 404, f"no scheduled message {missing}", None, MESSAGE_NOT_FOUND
-        return 200, "OK", {}, None
-
-    def _peek(self, queue: BrokerQueue, body: dict[str, Any]) -> _Reply:
-        return peek_reply(queue, body)
-
-
-_Reply = tuple[int, str, Any, "str | None"]
 _MGMT_FIELDS: Final = ("statusCode", "statusDescription")
-_OPERATIONS: Final[
-    dict[str, Callable[[ServiceBusEmulation, BrokerQueue, dict[str, Any]], _Reply]]
-] = {
-    VENDOR + "renew-lock": ServiceBusEmulation._renew_lock,
-    VENDOR + "schedule-message": ServiceBusEmulation._schedule,
-    VENDOR + "cancel-scheduled-message": ServiceBusEmulation._cancel_scheduled,
-    VENDOR + "peek-message": ServiceBusEmulation._peek,
-}
 
 
 class _Requests(Taking):
@@ -422,32 +375,3 @@ def _node(address: str | None) -> str | None:
         entity = queue_name(name[: -len(MANAGEMENT_SUFFIX)])
         return None if entity is None else entity + MANAGEMENT_SUFFIX
     return None
-
-
-def _lock_tag(token: Any) -> bytes:
-    """The delivery tag behind a lock token (the SDK reads tags as little-endian UUIDs)."""
-    if isinstance(token, uuid.UUID):
-        return token.bytes_le
-    if isinstance(token, (bytes, bytearray)) and len(token) == 16:
-        return bytes(token)
-    return uuid.UUID(str(token)).bytes_le
-
-
-def _items(value: Any) -> list[Any]:
-    if isinstance(value, Array):
-        return list(value.items)
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise TypeError(f"expected a list or an array, not {type(value).__name__}")
-
-
-def _text_keys(value: Any) -> dict[str, Any]:
-    """A map with its string, symbol or binary keys as plain text."""
-    if not isinstance(value, dict):
-        return {}
-    out = {}
-    for key, item in value.items():
-        if isinstance(key, (bytes, bytearray)):
-            key = key.decode("utf-8", "replace")
-        out[str(key)] = item
-    return out

@@ -15,7 +15,8 @@ Modules, each with one job (the lower in the list, the nearer the wire):
   virtual hosts and what a missing queue's error says to run;
 - ``_client``: a client connection with awaitable open and attach, errors typed;
 - ``_engine`` and ``_links``: proton's Connection/Transport/Collector as a sans-IO state machine
-  (no asyncio); ``_frames``: frame logging;
+  (no asyncio); ``_dispatch``: its events routed to links and the handler; ``_frames``: frame
+  logging;
 - ``_driver``: the only I/O — a socket through the event loop, TLS, heartbeats;
 - ``_codec``: Job <-> AMQP message bytes, the hot path; ``_types``: the AMQP 1.0 type system,
   encoded and decoded (no proton).

@@ -4,6 +4,8 @@ No sockets, no event loop, no threads. The owner (the asyncio driver, the embedd
 test wiring two engines back to back) moves bytes with :meth:`Engine.receive_data` and
 :meth:`Engine.data_to_send`, calls :meth:`Engine.tick` for heartbeats, and hears about the
 connection through a :class:`EngineHandler` and about each link through its own callbacks.
+The engine sets the connection up, moves its bytes and opens links; what each of proton's
+events means (to a link, to the handler) is :mod:`._dispatch`.
 
 The hot paths (send, receive, settle, flow, event dispatch) call proton's C API through
 ``cproton_ffi`` directly; the Python wrappers are used only to set things up. That avoids an
@@ -23,6 +25,7 @@ import proton
 from cproton_ffi import ffi, lib
 
 from ._deliveries import Condition, condition_of, set_condition
+from ._dispatch import Dispatcher
 from ._links import Link, ReceiverLink, SenderLink, wrap_link
 
 __all__ = ["Engine", "EngineHandler"]
@@ -107,7 +110,8 @@ class Engine:
         self._trans = transport._impl
         self._col = collector._impl
         self._session: Any = None
-        self._links: dict[Any, Link] = {}
+        self._dispatcher = Dispatcher(self, self._conn, self._trans, self._col)
+        self._links = self._dispatcher.links  # (the links events are routed to, by pointer)
         self._names = itertools.count(1)
         self._dirty = True
         #: Called (once per batch) when API calls leave output to write; the driver flushes.
@@ -351,113 +355,14 @@ class Engine:
     # -- events -------------------------------------------------------------------------------
 
     def process(self) -> None:
-        """Dispatch every pending proton event to links and the handler."""
+        """Dispatch every pending proton event to links and the handler (see
+        :mod:`._dispatch`)."""
         self._dirty = False
         self._processing = True
         try:
-            self._dispatch()
+            self._dispatcher.dispatch()
         finally:
             self._processing = False
-
-    def _dispatch(self) -> None:
-        col = self._col
-        peek = lib.pn_collector_peek
-        pop = lib.pn_collector_pop
-        event_type = lib.pn_event_type
-        links = self._links
-        while True:
-            event = peek(col)
-            if event == _NULL:
-                return
-            kind = event_type(event)
-            if kind == _DELIVERY:
-                delivery = lib.pn_event_delivery(event)
-                link = links.get(lib.pn_delivery_link(delivery))
-                if link is not None:
-                    link.handle_delivery(delivery)
-            elif kind == _LINK_FLOW:
-                link = links.get(lib.pn_event_link(event))
-                if isinstance(link, SenderLink):
-                    if link.on_flow is not None:
-                        link.on_flow(link)
-                elif isinstance(link, ReceiverLink):
-                    link.handle_flow()
-            elif kind != _TRANSPORT:
-                self._on_event(kind, event)
-            pop(col)
-
-    def _on_event(self, kind: int, event: Any) -> None:
-        if kind == lib.PN_LINK_REMOTE_OPEN:
-            ptr = lib.pn_event_link(event)
-            link = self._links.get(ptr)
-            if link is None:
-                link = self._adopt_link(ptr)
-                link.remote_opened = True
-                self.handler.on_link_remote_open(self, link)
-                return
-            link.remote_opened = True
-            if link.on_remote_open is not None:
-                link.on_remote_open(link)
-        elif kind in (lib.PN_LINK_REMOTE_CLOSE, lib.PN_LINK_REMOTE_DETACH):
-            ptr = lib.pn_event_link(event)
-            link = self._links.get(ptr)
-            if link is not None:
-                link.handle_remote_close(condition_of(lib.pn_link_remote_condition(ptr)))
-        elif kind == lib.PN_LINK_FINAL:
-            link = self._links.pop(lib.pn_event_link(event), None)
-            if link is not None:
-                link.handle_death()
-        elif kind == lib.PN_SESSION_REMOTE_OPEN:
-            session = lib.pn_event_session(event)
-            if not lib.pn_session_state(session) & lib.PN_LOCAL_ACTIVE:
-                lib.pn_session_open(session)
-                self.touch()
-        elif kind == lib.PN_SESSION_REMOTE_CLOSE:
-            session = lib.pn_event_session(event)
-            if not lib.pn_session_state(session) & _LOCAL_CLOSED:
-                lib.pn_session_close(session)
-                self.touch()
-            condition = condition_of(lib.pn_session_remote_condition(session))
-            for link in list(self._links.values()):
-                if lib.pn_link_session(link.ptr) == session and link.alive:
-                    link.handle_remote_close(condition)
-        elif kind == lib.PN_CONNECTION_REMOTE_OPEN:
-            self.remote_opened = True
-            self.handler.on_remote_open(self)
-        elif kind == lib.PN_CONNECTION_REMOTE_CLOSE:
-            condition = condition_of(lib.pn_connection_remote_condition(self._conn))
-            if condition is not None:
-                self.error = condition
-            # The connection's failure is recorded before its links die with it: their owners
-            # then know at once that the connection, not the link, is what ended.
-            self.handler.on_remote_close(self, condition)
-            self._all_links_died()
-            self.close()
-        elif kind == lib.PN_TRANSPORT_ERROR:
-            condition = condition_of(lib.pn_transport_condition(self._trans))
-            if self.error is None:
-                self.error = condition
-            self.handler.on_transport_error(self, condition)
-            self._all_links_died()
-        elif kind == lib.PN_TRANSPORT_CLOSED:
-            self.closed = True
-            self._all_links_died()
-
-    def _adopt_link(self, ptr: Any) -> Link:
-        name = ffi.string(lib.pn_link_name(ptr)).decode("utf-8", "replace")
-        link: Link = (
-            SenderLink(self, ptr, name)
-            if lib.pn_link_is_sender(ptr)
-            else ReceiverLink(self, ptr, name)
-        )
-        self._links[ptr] = link
-        return link
-
-    def _all_links_died(self) -> None:
-        links = list(self._links.values())
-        for link in links:
-            if link.alive:
-                link.handle_death()
 
     @property
     def links(self) -> list[Link]:
@@ -475,6 +380,3 @@ class Engine:
 
 #: Messages sent before the driver writes them without waiting for the end of the loop's turn.
 SEND_BATCH: Final = 32
-_DELIVERY: Final[int] = lib.PN_DELIVERY
-_LINK_FLOW: Final[int] = lib.PN_LINK_FLOW
-_TRANSPORT: Final[int] = lib.PN_TRANSPORT

@@ -43,6 +43,11 @@ Modules, each with one job:
 - ``_reconnect``: replacing a failed sender or receiver, and the connection state;
 - ``_locks``: a held message's lock deadline, the renewer, and :func:`lock_scope`;
 - ``_receiving``: one consumer's receiver: the credit pump, lock renewal, settlements;
+- ``_sessions``: ``consume(groups=N)``'s receiver over up to N sessions (credit, pumps,
+  receiving and settling); ``_held_session``: one session it holds (taking it, its lock's
+  renewal, its state);
+- ``_pushing``: what an adapter pushes (jobs as messages, the priority check, re-sent copies,
+  replies) and its senders;
 - ``adapter``: :class:`ServiceBusAdapter`, the :class:`~amqp1q.Adapter` implementation.
 
 Private azure-servicebus attributes relied on (each optional: without it the adapter still

@@ -62,6 +62,17 @@ class Delivery:
         assert self.incoming is not None, "handed out before guarded"
         return lock_scope(self.incoming)
 
+    def lose(self, description: str, queue: str) -> LockLost:
+        """Its lock is gone: settling it raises this LockLost (``description``), and code under
+        :func:`lock_scope` is cancelled."""
+        job_id = self.message.message_id
+        self.lost = LockLost(
+            description, queue=queue, job_id=str(job_id) if job_id is not None else None
+        )
+        for scope in list(self.scopes):
+            scope.cancel()
+        return self.lost
+
     def locked_until(self, until: datetime.datetime | None, now: float) -> None:
         """Note the lock's end (broker time) and when to renew it: at half its span."""
         if until is None:

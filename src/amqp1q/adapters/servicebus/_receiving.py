@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import Incoming, Outcome, Settlement
-from ..._errors import AlreadySettled, Amqp1qError, DeliveryStale, LockLost, QueueStateError
+from ..._errors import AlreadySettled, Amqp1qError, DeliveryStale, QueueStateError
 from ._errors import settle_error
 from ._locks import Delivery, LockKeeper
 from ._mapping import to_incoming
@@ -270,20 +270,16 @@ class QueueReceiver:
         """Its lock is gone: settling it raises LockLost, code under lock_scope is cancelled."""
         if delivery.settled or delivery.lost is not None:
             return
-        job_id = delivery.message.message_id
-        delivery.lost = LockLost(
-            f"the job's lock was lost ({why}); Service Bus redelivers it",
-            queue=self._queue,
-            job_id=str(job_id) if job_id is not None else None,
+        lost = delivery.lose(
+            f"the job's lock was lost ({why}); Service Bus redelivers it", self._queue
         )
-        log.warning("%s", delivery.lost, extra={"queue": self._queue, "job_id": job_id})
+        job_id = delivery.message.message_id
+        log.warning("%s", lost, extra={"queue": self._queue, "job_id": job_id})
         if delivery in self._buffer:  # never handed out: drop it, and ask for another
             self._buffer.remove(delivery)
             self._credit += 1
             if not self._closed and self._open:
                 self._start_pump()
-        for scope in list(delivery.scopes):
-            scope.cancel()
 
     # -- settlement -----------------------------------------------------------------------------
 

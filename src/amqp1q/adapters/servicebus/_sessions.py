@@ -6,7 +6,8 @@ an unlocked session with messages and locks it for that receiver). For each sess
 
 - a pump pulls the session's messages, in the session's order, against the consumer's credit
   (no session takes more than its share of it, so one long session does not starve the rest);
-- the session's lock is renewed at half its span, for as long as the session is held;
+- the session's lock is renewed at half its span, for as long as the session is held (taking
+  a session, renewing its lock and its state handle: :mod:`._held_session`);
 - once every job delivered from it is settled and it had nothing new for ``session_idle``
   seconds, the session is let go (its receiver closed): Service Bus may give it to any consumer
   now, and this one takes the next available session in its place.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import itertools
 import logging
 from collections import deque
@@ -39,10 +39,10 @@ from ..._errors import (
     QueueStateError,
     UnsupportedFeature,
 )
-from ._errors import describe, open_error, settle_error
+from ._errors import describe, settle_error
+from ._held_session import HeldSession, accept_session
 from ._locks import Delivery
 from ._mapping import to_incoming
-from ._reconnect import open_fresh
 from ._sdk import CLOSE_TIMEOUT, ServiceBusReceiver, close_quietly, sb_errors
 
 if TYPE_CHECKING:
@@ -54,88 +54,9 @@ log = logging.getLogger("amqp1q.servicebus")
 
 #: How long a held session may have nothing new (and nothing unsettled) before it is let go.
 DEFAULT_SESSION_IDLE: Final = 1.0
-#: Renew a session's lock when this much of its span is left (of the span at the last renewal).
-_RENEW_AT: Final = 0.5
 #: How many sessions ``open()`` tries to take at once, and how long it waits for each.
 _FIRST_TRIES: Final = 8
 _FIRST_WAIT: Final = 0.2
-#: What a queue without sessions answers a session receiver (Service Bus's own words).
-_NOT_A_SESSION_QUEUE: Final = "does not require sessions"
-#: Opening a session receiver: no session within the wait, or a queue without sessions (a
-#: bare ServiceBusError, ``amqp:not-allowed``), told apart from the other failures.
-_NO_SESSION: Final = (sb_errors.OperationTimeoutError, sb_errors.ServiceBusError)
-
-
-class _Session:
-    """One session this consumer holds: its SDK receiver, its pump, its lock's renewal."""
-
-    def __init__(self, owner: SessionReceiver, sdk: ServiceBusReceiver, number: int) -> None:
-        self.owner = owner
-        self.sdk = sdk
-        self.number = number  # the deliveries' generation: stale once this session is gone
-        self.id = str(sdk.session.session_id)
-        self.unsettled: set[Delivery] = set()
-        self.alive = True
-        self.state = _State(self)
-        self.wake = asyncio.Event()
-        self.done = asyncio.Event()  # set once let go of or lost
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def __repr__(self) -> str:
-        return f"<session {self.id!r} unsettled={len(self.unsettled)} alive={self.alive}>"
-
-    def lock_left(self) -> float:
-        """Seconds until the session's lock ends, as far as this side knows."""
-        until = self.sdk.session.locked_until_utc
-        if until is None:
-            return 1.0
-        return max(0.05, (until - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-
-    def lock_ran_out(self) -> bool:
-        """Whether the session's lock has run out, as far as this side knows."""
-        until = self.sdk.session.locked_until_utc
-        return until is not None and until <= datetime.datetime.now(datetime.timezone.utc)
-
-    @property
-    def gone(self) -> bool:
-        """Let go of or lost (a property: read afresh after an await)."""
-        return not self.alive
-
-
-class _State:
-    """``Incoming.group_state``: the session's state, through its receiver."""
-
-    def __init__(self, session: _Session) -> None:
-        self._session = session
-
-    async def get(self) -> bytes | None:
-        state = await self._call(self._session.sdk.session.get_state())
-        return bytes(state) if state is not None else None
-
-    async def set(self, state: bytes | None) -> None:
-        await self._call(self._session.sdk.session.set_state(state))
-
-    async def _call(self, call: Coroutine[Any, Any, Any]) -> Any:
-        session = self._session
-        queue = session.owner.queue
-        if not session.alive:
-            call.close()
-            raise LockLost(
-                f"the lock on session {session.id!r} was lost; Service Bus gives the session "
-                "to the next receiver",
-                queue=queue,
-            )
-        try:
-            return await call
-        except sb_errors.SessionLockLostError as exc:
-            why = f"the lock on session {session.id!r} was lost"
-            raise LockLost(why, queue=queue, description=describe(exc)) from None
-        except sb_errors.ServiceBusError as exc:
-            raise DeliveryStale(
-                f"the state of session {session.id!r} could not be reached",
-                queue=queue,
-                description=describe(exc),
-            ) from None
 
 
 class SessionReceiver:
@@ -149,10 +70,10 @@ class SessionReceiver:
         self._credit = 0
         self._drains = 0  # how many drains: a pull that spans one gives back what it got
         self._window = 0
-        self._buffer: deque[tuple[_Session, Delivery]] = deque()
+        self._buffer: deque[tuple[HeldSession, Delivery]] = deque()
         self._event = asyncio.Event()
         self._credit_changed = asyncio.Event()
-        self._sessions: dict[int, _Session] = {}
+        self._sessions: dict[int, HeldSession] = {}
         self._numbers = itertools.count(1)
         self._slots: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -175,7 +96,8 @@ class SessionReceiver:
             raise QueueStateError("the receiver is closed", queue=self.queue)
         # A quick try at the first sessions, at once: a queue without sessions, or no queue,
         # fails here; and the consumer starts with several groups in hand.
-        tries = [self._accept(wait=_FIRST_WAIT) for _ in range(min(self._groups, _FIRST_TRIES))]
+        first_tries = min(self._groups, _FIRST_TRIES)
+        tries = [accept_session(self._adapter, self.queue, _FIRST_WAIT) for _ in range(first_tries)]
         first = await asyncio.gather(*tries, return_exceptions=True)
         opened = [sdk for sdk in first if isinstance(sdk, ServiceBusReceiver)]
         failed = [error for error in first if isinstance(error, BaseException)]
@@ -219,26 +141,6 @@ class SessionReceiver:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def _accept(self, wait: float) -> ServiceBusReceiver | None:
-        """The next available session's receiver, or None if none turned up within ``wait``."""
-        adapter = self._adapter
-        sdk = adapter.open_sdk_receiver(auto_ack=False, next_session_wait=wait)
-        try:
-            return await open_fresh(
-                sdk, queue=self.queue, display=adapter.display, keep=_NO_SESSION
-            )
-        except sb_errors.OperationTimeoutError:
-            return None  # no session free
-        except sb_errors.ServiceBusError as exc:
-            if _NOT_A_SESSION_QUEUE not in str(exc):
-                raise open_error(exc, queue=self.queue, display=adapter.display) from None
-            raise UnsupportedFeature(
-                "consume(groups=...) on Service Bus needs a queue that requires sessions; "
-                f"{self.queue!r} does not",
-                queue=self.queue,
-                description=describe(exc),
-            ) from None
-
     async def _slot(self, sdk: ServiceBusReceiver | None) -> None:
         """One of the ``groups`` places for a session: hold the next available session while
         there is credit for its jobs, then the next once it is let go of or lost."""
@@ -251,7 +153,8 @@ class SessionReceiver:
                     await self._credit_changed.wait()
                     continue
                 try:
-                    sdk = await self._accept(wait=self._adapter.receive_wait)
+                    wait = self._adapter.receive_wait
+                    sdk = await accept_session(self._adapter, self.queue, wait)
                 except UnsupportedFeature as exc:
                     self._fail(exc)
                     return
@@ -275,18 +178,21 @@ class SessionReceiver:
             sdk = None
             await session.done.wait()
 
-    def _hold(self, sdk: ServiceBusReceiver) -> _Session:
-        session = _Session(self, sdk, next(self._numbers))
+    def _hold(self, sdk: ServiceBusReceiver) -> HeldSession:
+        session = HeldSession(self.queue, sdk, next(self._numbers))
         self._sessions[session.number] = session
         log.debug("holding session %r of %r", session.id, self.queue)
         loop = asyncio.get_running_loop()
         session.tasks = [
             loop.create_task(self._pump(session), name=f"amqp1q-session-{session.id}"),
-            loop.create_task(self._renew(session), name=f"amqp1q-session-lock-{session.id}"),
+            loop.create_task(
+                session.keep_locked(self._adapter.max_lock_renewal, self._lose),
+                name=f"amqp1q-session-lock-{session.id}",
+            ),
         ]
         return session
 
-    async def _pump(self, session: _Session) -> None:
+    async def _pump(self, session: HeldSession) -> None:
         """Pull the session's messages while there is credit; let the session go when idle."""
         sdk = session.sdk
         loop = asyncio.get_running_loop()
@@ -329,30 +235,7 @@ class SessionReceiver:
                 await self._let_go(session)
                 return
 
-    async def _renew(self, session: _Session) -> None:
-        """Renew the session's lock at half its span while it is held; as for a job's lock, not
-        past ``max_lock_renewal`` of a job in hand (then the lock runs out: the session is
-        lost, and with it the job)."""
-        loop = asyncio.get_running_loop()
-        limit = self._adapter.max_lock_renewal
-        while session.alive:
-            span = session.lock_left()
-            await asyncio.sleep(span * _RENEW_AT)
-            if session.gone:
-                return
-            oldest = min((d.received_at for d in session.unsettled), default=None)
-            if oldest is not None and loop.time() - oldest >= limit:
-                await asyncio.sleep(session.lock_left())
-                why = "its lock ran out: a job was held past the maximum renewal time"
-                self._lose(session, why)
-                return
-            try:
-                await session.sdk.session.renew_lock()
-            except Exception as exc:
-                self._lose(session, f"its lock could not be renewed: {describe(exc)}")
-                return
-
-    def _lose(self, session: _Session, why: str) -> None:
+    def _lose(self, session: HeldSession, why: str) -> None:
         """The session is gone (lock lost, receiver failed): its held jobs are stale. Once its
         lock's time is up, the jobs in hand are lost too (their handlers cancelled, settling
         raises LockLost); before (a dropped connection), settling them raises DeliveryStale."""
@@ -366,24 +249,12 @@ class SessionReceiver:
             self._buffer.remove(buffered)  # never handed out: dropped, its credit back
             buffered[1].settled = True
             self._credit += 1
-        for delivery in session.unsettled:
-            if not lock_ran_out or delivery.settled or delivery.lost is not None:
-                continue
-            job_id = delivery.message.message_id
-            delivery.lost = LockLost(
-                f"the lock on session {session.id!r} was lost ({why}); Service Bus redelivers "
-                "the job",
-                queue=self.queue,
-                job_id=str(job_id) if job_id is not None else None,
-            )
-            for scope in list(delivery.scopes):
-                scope.cancel()
-        session.unsettled.clear()
+        session.drop_jobs(why, lost=lock_ran_out)
         log.warning("session %r of %r lost: %s", session.id, self.queue, why)
         self._in_background(close_quietly(session.sdk, dead=True))
         self._credit_changed.set()
 
-    async def _let_go(self, session: _Session) -> None:
+    async def _let_go(self, session: HeldSession) -> None:
         """Stop holding the session (nothing of it unsettled, or the consumer closes)."""
         if not session.alive:
             return
@@ -398,7 +269,7 @@ class SessionReceiver:
         await close_quietly(session.sdk)
         self._credit_changed.set()
 
-    def _wake_sessions(self, but: _Session | None = None) -> None:
+    def _wake_sessions(self, but: HeldSession | None = None) -> None:
         for session in self._sessions.values():
             if session is not but:
                 session.wake.set()
@@ -479,7 +350,7 @@ class SessionReceiver:
 
     async def _apply(
         self,
-        session: _Session,
+        session: HeldSession,
         delivery: Delivery,
         incoming: Incoming,
         call: Coroutine[Any, Any, None],

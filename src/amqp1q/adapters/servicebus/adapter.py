@@ -1,43 +1,34 @@
 """``ServiceBusAdapter``: the :class:`~amqp1q.Adapter` for one Service Bus queue.
 
-Its settings and lifecycle (the ``ServiceBusClient`` and the queue's sender), pushes (immediate
-ones through the outbox of :mod:`._sending`, delayed ones scheduled), re-sent copies for
-settlements, and the consumers' receivers (:mod:`._receiving`). Azure AD and key credentials
-for :meth:`ServiceBusAdapter.from_credential` are adapted in :mod:`._sdk`.
+Its settings, facts and lifecycle (the ``ServiceBusClient`` it shares and the queue's sender),
+and the consumers' receivers (:mod:`._receiving`, :mod:`._sessions`). What it pushes (jobs,
+re-sent copies for settlements, replies) is built and sent by :mod:`._pushing`. Azure AD and
+key credentials for :meth:`ServiceBusAdapter.from_credential` are adapted in :mod:`._sdk`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..._adapter import SUBSCRIPTION, Entity, Incoming, SendResult, ServerFacts
-from ..._errors import (
-    Amqp1qError,
-    InvalidSetting,
-    QueueStateError,
-    UnsupportedFeature,
-)
-from ..._job import Job, new_job_id
+from ..._errors import InvalidSetting, QueueStateError
+from ..._job import Job
 from ..._policy import ReconnectPolicy
-from ..._properties import job_properties
 from ..._replies import Reply
-from ..._roadrunner import ROADRUNNER, check_wire_format
+from ..._roadrunner import check_wire_format
 from ..._urls import ServiceBusEndpoint
-from ._entities import entity_path, push_refusal, refuse_topic, sdk_receiver
-from ._mapping import message_for, reply_message, to_message, to_roadrunner_message
-from ._outboxes import Outboxes
+from ._entities import entity_path, refuse_topic, sdk_receiver
+from ._pushing import Pusher
 from ._receiving import QueueReceiver
-from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor, open_fresh
-from ._replies import ServiceBusReplyLink, session_of
+from ._reconnect import DEFAULT_CONNECT_TIMEOUT, Supervisor
+from ._replies import ServiceBusReplyLink
 from ._sdk import (
     ServiceBusClient,
-    ServiceBusMessage,
     ServiceBusReceiver,
     ServiceBusSender,
     async_credential,
@@ -173,7 +164,7 @@ class ServiceBusAdapter:
         self._reconnect = reconnect
         self._connect_timeout = connect_timeout
         self.supervisor = self._new_supervisor()
-        self._outboxes = self._new_outboxes()
+        self._pusher = self._new_pusher()
 
     def _new_supervisor(self) -> Supervisor:
         return Supervisor(
@@ -181,6 +172,11 @@ class ServiceBusAdapter:
             queue=self.queue,
             display=self.display,
             connect_timeout=self._connect_timeout,
+        )
+
+    def _new_pusher(self) -> Pusher:
+        return Pusher(
+            self, self._shared, self._node, dead_letters=self._dead_letters_of is not None
         )
 
     @classmethod
@@ -276,7 +272,7 @@ class ServiceBusAdapter:
     @property
     def connections(self) -> int:
         """The SDK's connections this adapter holds: its senders' and receivers'."""
-        return self._outboxes.senders + sum(1 for r in self._receivers if r.connected)
+        return self._pusher.outboxes.senders + sum(1 for r in self._receivers if r.connected)
 
     @property
     def can_resend(self) -> bool:
@@ -296,9 +292,9 @@ class ServiceBusAdapter:
         self._shared.join(self)
         if not self._pushes:
             return  # nothing is pushed here; receivers connect on their own
-        sender = await self._connect_sender()
+        sender = await self._pusher.connect()
         self.supervisor.connected_once = True
-        self._outboxes.open(sender)
+        self._pusher.outboxes.open(sender)
         log.debug("connected to %s", self.display)
 
     def bind(self) -> None:
@@ -308,34 +304,18 @@ class ServiceBusAdapter:
         self._leased = True
         self._shared.join(self)
         if self._pushes:
-            self._outboxes.open(None)
+            self._pusher.outboxes.open(None)
 
     @property
     def _pushes(self) -> bool:
         return self._dead_letters_of is None and self._node.kind != SUBSCRIPTION
-
-    def _new_outboxes(self) -> Outboxes:
-        outboxes = Outboxes(
-            self._entity, self.queue, supervisor=self.supervisor, connect=self._connect_sender
-        )
-        outboxes.refusal = push_refusal(self._node, dead_letters=self._dead_letters_of is not None)
-        return outboxes
 
     async def verify(self) -> None:
         """Raise QueueNotFound unless the entity exists: its sender is attached (by
         :meth:`open` already, for a ``from_url`` queue), which Service Bus refuses for a
         missing one; a dead-letter queue exists with its queue."""
         if self._pushes:
-            await self._outboxes.get().ensure_sender()
-
-    async def _connect_sender(self, entity: str | None = None) -> ServiceBusSender:
-        """A fresh, open SDK sender to this entity (or ``entity``: a job's ``to``); raise the
-        mapped error, having closed it, if it fails. A topic's sender is a queue's on the wire
-        (a link to the entity's path)."""
-        sender = self.client.get_queue_sender(
-            entity or self._entity, socket_timeout=self.socket_timeout
-        )
-        return await open_fresh(sender, queue=entity or self.queue, display=self.display)
+            await self._pusher.outboxes.get().ensure_sender()
 
     async def close(self) -> None:
         if self._closed:
@@ -347,7 +327,7 @@ class ServiceBusAdapter:
             with contextlib.suppress(Exception):
                 await receiver.close()
         operations, self._operations = self._operations, None
-        closing = [self._outboxes.close()]
+        closing = [self._pusher.outboxes.close()]
         if operations is not None:  # its peek receivers, with the senders: each close may wait
             closing.append(operations.close())
         await asyncio.gather(*closing)
@@ -358,64 +338,11 @@ class ServiceBusAdapter:
     # -- push -----------------------------------------------------------------------------------
 
     async def send(self, jobs: Sequence[Job], default_priority: int) -> list[SendResult]:
-        outgoing: list[tuple[Job, ServiceBusMessage]] = []
-        refused: dict[int, SendResult] = {}
-        for index, job in enumerate(jobs):
-            refusal = self._check(job, default_priority)
-            if refusal is not None:
-                refused[index] = refusal
-            else:
-                outgoing.append((job, self._to_message(job)))
-        sent = iter(await self._outboxes.push(outgoing))
-        return [refused[i] if i in refused else next(sent) for i in range(len(jobs))]
-
-    def _to_message(self, job: Job, attempt: int = 1) -> ServiceBusMessage:
-        if self.wire_format == ROADRUNNER:
-            message = to_roadrunner_message(job, self.pipeline, attempt=attempt)
-        else:
-            message = to_message(job, attempt=attempt)
-        if job.reply_to is not None:  # a request to the client's own session of its reply queue
-            session = session_of(self._shared.current_reply_link, job.reply_to)
-            if session is not None:
-                message.reply_to_session_id = session
-        return message
-
-    def _check(self, job: Job, default_priority: int) -> Amqp1qError | None:
-        if self.wire_format == ROADRUNNER and job.priority is not None:
-            return None  # it travels in the envelope (rr_priority), as on the Proton adapter
-        priority = default_priority if job.priority is None else job.priority
-        if priority and not self.ignore_priority:
-            return UnsupportedFeature(
-                f"Azure Service Bus has no message priority (the job asks for {priority}); "
-                "push without one, or pass ignore_priority=True to JobQueue.from_url to drop it",
-                queue=self.queue,
-                job_id=job.id,
-            )
-        return None
+        return await self._pusher.send(jobs, default_priority)
 
     async def resend(self, incoming: Incoming, *, attempt: int, delay: float | None) -> None:
         """Push a copy of a received job (a release, or a retry with delay); raises on failure."""
-        scheduled_at = None
-        if delay:
-            scheduled_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
-                seconds=delay
-            )
-        if self.wire_format == ROADRUNNER:  # readable by RoadRunner's workers too
-            message = self._to_message(incoming.copy_as_job(delay), attempt)
-        else:
-            message = message_for(
-                incoming.name,
-                incoming.body,
-                incoming.id or new_job_id(),
-                incoming.content_type,
-                job_properties(incoming.headers, attempt=attempt),
-                None,
-            )
-            if incoming.reply_to is not None:  # a request's copy is still a request
-                message.reply_to = incoming.reply_to
-                message.correlation_id = incoming.correlation_id
-                message.reply_to_session_id = incoming.reply_to_session_id
-        await self._outboxes.resend(message, scheduled_at, incoming.id)
+        await self._pusher.resend(incoming, attempt=attempt, delay=delay)
 
     # -- request and reply (see amqp1q._replies and _replies) -----------------------------------
 
@@ -424,7 +351,7 @@ class ServiceBusAdapter:
 
     async def send_reply(self, address: str, reply: Reply) -> None:
         """Send a reply to the queue ``address`` (with the caller's session id, if any)."""
-        await self._outboxes.get(address).submit([reply_message(reply)])[0]
+        await self._pusher.send_reply(address, reply)
 
     # -- consume --------------------------------------------------------------------------------
 
@@ -473,7 +400,7 @@ class ServiceBusAdapter:
     async def scheduling_sender(self, to: str | None = None) -> ServiceBusSender:
         """The sender that pushes to ``to`` (else to this entity) go through: a job scheduled
         on it is cancelled on it."""
-        return await self._outboxes.get(to).ensure_sender()
+        return await self._pusher.outboxes.get(to).ensure_sender()
 
     def dead_letter_adapter(self) -> ServiceBusAdapter:
         """The dead-letter queue's adapter, on the same SDK client."""
@@ -486,5 +413,5 @@ class ServiceBusAdapter:
         other._closed = False
         other._dead_letters_of = self._entity
         other.supervisor = other._new_supervisor()
-        other._outboxes = other._new_outboxes()
+        other._pusher = other._new_pusher()
         return other
