@@ -118,18 +118,20 @@ class SessionQueue(BrokerQueue):
     def subscribe(self, consumer: Consumer) -> None:
         raise TypeError(f"{self.name!r} requires sessions: consumers hold a session instead")
 
-    def dispatch(self) -> None:
-        """Offer each held session's messages, oldest first, while its holder takes them."""
+    def _dispatch_pass(self) -> None:
+        """Offer each held session's messages, oldest first, while its holder takes them
+        (``dispatch()`` runs this, never nested: see BrokerQueue.dispatch)."""
         now = now_ms()
         for session_id, holder in list(self.holders.items()):
             heap = self._sessions.get(session_id)
             while heap:
-                stored = heap[0][1]
+                entry = heapq.heappop(heap)  # taken before it is offered (see BrokerQueue)
+                stored = entry[1]
                 if not (stored.ttl and stored.expired(now)) and not holder.offer(self, stored):
+                    heapq.heappush(heap, entry)
                     break
-                heapq.heappop(heap)  # taken, or its time to live ran out (dropped unconsumed)
-                self._ready_total -= 1
-            if heap is not None and not heap:
+                self._ready_total -= 1  # taken, or its time to live ran out (dropped)
+            if heap is not None and not heap and self._sessions.get(session_id) is heap:
                 del self._sessions[session_id]
         self._tell_available()
 

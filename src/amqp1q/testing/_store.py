@@ -75,6 +75,10 @@ class BrokerQueue:
         self._scheduled: list[tuple[int, int, Stored]] = []
         self._consumers: list[Consumer] = []
         self._next_consumer = 0
+        #: dispatch() under way (a consumer's callback may put or subscribe, re-entering it),
+        #: and whether such a re-entry asked for another pass.
+        self._dispatching = False
+        self._again = False
         #: Messages out on a link, not yet settled, by sequence number.
         self.unacked: dict[int, Stored] = {}
         #: Running totals (the ``amqp1q:queue-stats`` operation): put, delivered, accepted.
@@ -184,26 +188,42 @@ class BrokerQueue:
             self._consumers.remove(consumer)
 
     def dispatch(self) -> None:
-        """Offer ready messages to consumers in turn while any of them has credit."""
+        """Offer ready messages to consumers in turn while any of them has credit.
+
+        A consumer's callback may re-enter (a delivery answered at once puts a message, or a
+        new consumer subscribes): the re-entry only asks the pass under way for another, so a
+        message is never offered twice nor popped by a pass that did not offer it."""
+        if self._dispatching:
+            self._again = True
+            return
+        self._dispatching = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._dispatch_pass()
+        finally:
+            self._dispatching = False
+
+    def _dispatch_pass(self) -> None:
         consumers = self._consumers
         ready = self._ready
         while ready and consumers:
             took = False
             for _ in range(len(consumers)):
+                if not (ready and consumers):
+                    return
                 self._next_consumer = (self._next_consumer + 1) % len(consumers)
                 consumer = consumers[self._next_consumer]
-                stored = ready[0][2]
+                entry = heapq.heappop(ready)  # taken before it is offered: a put the
+                stored = entry[2]  # callback makes may go ahead of it in the heap
                 if stored.ttl and stored.expired(_now_ms()):
-                    heapq.heappop(ready)  # its time to live ran out: dropped unconsumed
-                    took = True
-                    if not ready:
-                        return
+                    took = True  # its time to live ran out: dropped unconsumed
                     continue
                 if consumer(self, stored):
-                    heapq.heappop(ready)
                     took = True
-                    if not ready:
-                        return
+                else:
+                    heapq.heappush(ready, entry)
             if not took:
                 return
 
