@@ -16,7 +16,13 @@ from amqp1q import Amqp1qError, Job, JobQueue, ReconnectPolicy
 
 from ..conftest import RABBITMQ_URL, unavailable
 
-pytestmark = [pytest.mark.anyio, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.rabbitmq,
+    pytest.mark.slow,
+    pytest.mark.serial,  # stops RabbitMQ under every other test: run alone (scripts/test.sh)
+    pytest.mark.timeout(180),
+]
 
 N = 10_000
 WINDOW = 1000  # the Proton adapter's in-flight window per sender

@@ -282,11 +282,23 @@ class Engine:
         settled: bool = False,
         capabilities: list[str] | None = None,
         properties: Mapping[str, Any] | None = None,
+        own_session: bool = False,
     ) -> SenderLink:
-        """Begin attaching a sender link (completed when ``on_remote_open`` fires)."""
+        """Begin attaching a sender link (completed when ``on_remote_open`` fires).
+
+        Senders share the connection's one session unless ``own_session``: a broker that runs
+        each session in a process of its own (RabbitMQ 3.x) then spreads the queues' pushes
+        over its cores, as separate connections would."""
         name = name or f"amqp1q-sender-{next(self._names)}"
-        ptr = lib.pn_sender(self._ensure_session(), name.encode())
+        if own_session:
+            session = lib.pn_session(self._conn)
+            lib.pn_session_open(session)
+        else:
+            session = self._ensure_session()
+        ptr = lib.pn_sender(session, name.encode())
         link = SenderLink(self, ptr, name)
+        if own_session:
+            link.own_session = session
         self._links[ptr] = link
         wrapper = wrap_link(ptr)
         if target is not None:

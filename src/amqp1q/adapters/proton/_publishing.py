@@ -368,7 +368,10 @@ class Publisher:
                 probe = await connection.attach_receiver(address, queue=queue)
                 probe.close()
             link = await connection.attach_sender(
-                address or None, queue=queue, capabilities=self._adapter.capabilities(address)
+                address or None,
+                queue=queue,
+                capabilities=self._adapter.capabilities(address),
+                own_session=True,  # a queue's pushes in a session of their own (see _engine)
             )
             sender = Sender(link, window=self.window, on_dead=self._sender_died(address))
             self._senders[address] = sender

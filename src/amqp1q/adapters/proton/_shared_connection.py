@@ -16,8 +16,10 @@ What lives here, once per connection rather than per queue:
   and its dead-letter queue close it together; a client closes it when it closes).
 
 Sessions: each consumer's receiver link has a session of its own (RabbitMQ 3.x ties unsettled
-deliveries to the session, and ending it gives them back); the sender links of every queue
-share the connection's one sender session. Closing a queue detaches its links only.
+deliveries to the session, and ending it gives them back), and so does each queue's sender
+link (RabbitMQ 3.x runs a session in one Erlang process: ten queues' pushes through one session
+went at 0.84x the rate of ten connections); other senders (the anonymous relay, replies, probes)
+share one session. Closing a queue detaches its links only.
 """
 
 from __future__ import annotations
