@@ -274,6 +274,14 @@ class Engine:
             lib.pn_session_open(self._session)
         return self._session
 
+    def _session_for(self, own: bool) -> Any:
+        """A new session for one link (``own``), else the connection's shared one."""
+        if not own:
+            return self._ensure_session()
+        session = lib.pn_session(self._conn)
+        lib.pn_session_open(session)
+        return session
+
     def open_sender(
         self,
         target: str | None,
@@ -290,11 +298,7 @@ class Engine:
         each session in a process of its own (RabbitMQ 3.x) then spreads the queues' pushes
         over its cores, as separate connections would."""
         name = name or f"amqp1q-sender-{next(self._names)}"
-        if own_session:
-            session = lib.pn_session(self._conn)
-            lib.pn_session_open(session)
-        else:
-            session = self._ensure_session()
+        session = self._session_for(own_session)
         ptr = lib.pn_sender(session, name.encode())
         link = SenderLink(self, ptr, name)
         if own_session:
@@ -337,11 +341,7 @@ class Engine:
         link's ``remote_source_address`` once attached.
         """
         name = name or f"amqp1q-receiver-{next(self._names)}"
-        if own_session:
-            session = lib.pn_session(self._conn)
-            lib.pn_session_open(session)
-        else:
-            session = self._ensure_session()
+        session = self._session_for(own_session)
         ptr = lib.pn_receiver(session, name.encode())
         link = ReceiverLink(self, ptr, name)
         if own_session:
