@@ -205,9 +205,7 @@ def _queues(args: argparse.Namespace) -> tuple[list[str], Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", choices=("rabbitmq", "embedded"), default="embedded")
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672")
-    parser.add_argument("--management", default="http://guest:guest@127.0.0.1:15672")
+    common.broker_arguments(parser, default="embedded")
     parser.add_argument("--calls", type=int, default=5000, help="round trips per run (5000)")
     parser.add_argument("--callers", type=int, default=100, help="concurrent callers (100)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -217,12 +215,7 @@ def main() -> None:
     if args.mode:
         _child(args)
         return
-    broker = None
-    url = args.url
-    if args.broker == "embedded":
-        argv = [sys.executable, "-m", "amqp1q", "broker", "--port", "0"]
-        broker, line = common.start_broker(argv)
-        url = line.split("listening on ", 1)[1].split()[0]
+    broker, url = common.broker_url(args)
     results: dict[str, list[dict[str, float]]] = {"call": [], "reply": [], "hand": []}
     try:
         for round_no in range(args.rounds):

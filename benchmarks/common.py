@@ -12,12 +12,14 @@ is on sys.path).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -129,6 +131,22 @@ def start_broker(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=child_env())
     assert process.stdout is not None
     return process, process.stdout.readline()
+
+
+def broker_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--broker rabbitmq|embedded``, ``--url`` (RabbitMQ) and ``--management`` (its API)."""
+    parser.add_argument("--broker", choices=("rabbitmq", "embedded"), default=default)
+    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672")
+    parser.add_argument("--management", default="http://guest:guest@127.0.0.1:15672")
+
+
+def broker_url(args: argparse.Namespace) -> tuple[subprocess.Popen[str] | None, str]:
+    """Where ``--broker`` is: an embedded broker started in its own process (returned, to
+    terminate), or RabbitMQ at ``--url``."""
+    if args.broker != "embedded":
+        return None, str(args.url)
+    broker, line = start_broker([sys.executable, "-m", "amqp1q", "broker", "--port", "0"])
+    return broker, line.split("listening on ", 1)[1].split()[0]
 
 
 def dist_versions(python: str, dists: Sequence[str]) -> dict[str, str]:

@@ -90,9 +90,7 @@ def _queues(args: argparse.Namespace) -> tuple[list[str], Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", choices=("rabbitmq", "embedded"), default="rabbitmq")
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672")
-    parser.add_argument("--management", default="http://guest:guest@127.0.0.1:15672")
+    common.broker_arguments(parser, default="rabbitmq")
     parser.add_argument("--jobs", type=int, default=2000, help="jobs per queue (2000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -101,12 +99,7 @@ def main() -> None:
     if args.mode:
         _child(args)
         return
-    broker = None
-    url = args.url
-    if args.broker == "embedded":
-        argv = [sys.executable, "-m", "amqp1q", "broker", "--port", "0"]
-        broker, line = common.start_broker(argv)
-        url = line.split("listening on ", 1)[1].split()[0]
+    broker, url = common.broker_url(args)
     results: dict[str, list[dict[str, float]]] = {"shared": [], "separate": []}
     try:
         for round_no in range(args.rounds):

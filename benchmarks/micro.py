@@ -481,7 +481,14 @@ def _consume_facade(n: int) -> float:
 
     async def main() -> float:
         async with JobQueue(StubAdapter(), prefetch=100) as queue:  # type: ignore[arg-type]
-            consumer = Consumer(queue, StubReceiver(incomings), queue._hooks, prefetch=100, auto_ack=False)  # type: ignore[arg-type]
+            receiver = StubReceiver(incomings)
+            consumer = Consumer(
+                queue,
+                receiver,  # type: ignore[arg-type]
+                queue._hooks,
+                prefetch=100,
+                auto_ack=False,
+            )
             gc.collect()
             t0 = time.process_time()
             async with consumer:

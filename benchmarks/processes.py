@@ -101,21 +101,14 @@ def _one(args: argparse.Namespace, url: str, processes: int) -> tuple[float, lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", choices=("rabbitmq", "embedded"), default="rabbitmq")
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672")
-    parser.add_argument("--management", default="http://guest:guest@127.0.0.1:15672")
+    common.broker_arguments(parser, default="rabbitmq")
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--cpu-ms", type=float, default=2.0, help="CPU per job (2 ms)")
     parser.add_argument("--processes", default="1,2", help="the pool sizes to run (1,2)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(n) for n in args.processes.split(",")]
-    broker = None
-    url = args.url
-    if args.broker == "embedded":
-        argv = [sys.executable, "-m", "amqp1q", "broker", "--port", "0"]
-        broker, line = common.start_broker(argv)
-        url = line.split("listening on ", 1)[1].split()[0]
+    broker, url = common.broker_url(args)
     rates: dict[int, list[float]] = {n: [] for n in sizes}
     try:
         for round_no in range(args.rounds):
