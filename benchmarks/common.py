@@ -149,6 +149,39 @@ def broker_url(args: argparse.Namespace) -> tuple[subprocess.Popen[str] | None, 
     return broker, line.split("listening on ", 1)[1].split()[0]
 
 
+def run_mode(
+    script: str, mode: str, url: str, names: Sequence[str], management: Any, extra: Sequence[str]
+) -> dict[str, Any]:
+    """Run ``script --mode MODE`` as a child process on queues ``names`` and return the JSON line
+    it printed; the queues are deleted afterwards through ``management`` (RabbitMQ), if given."""
+    argv = [sys.executable, script, "--mode", mode, "--url", url, "--queues", ",".join(names)]
+    try:
+        done = subprocess.run(
+            [*argv, *extra], capture_output=True, text=True, env=child_env(), timeout=600
+        )
+        result, _ = last_json_line(done.returncode, done.stdout, done.stderr)
+    finally:
+        if management is not None:
+            for name in names:
+                management.delete_queue(name)
+    return result
+
+
+def alternate(
+    modes: Sequence[str], rounds: int, run: Callable[[str], dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each mode once per round, in reverse order every other round (so drift hits them alike);
+    each result logged to stderr as it comes."""
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    width = max(len(mode) for mode in modes)
+    for round_no in range(rounds):
+        for mode in modes if round_no % 2 == 0 else list(reversed(modes)):
+            result = run(mode)
+            results[mode].append(result)
+            print(f"round {round_no + 1} {mode:{width}} {json.dumps(result)}", file=sys.stderr)
+    return results
+
+
 def dist_versions(python: str, dists: Sequence[str]) -> dict[str, str]:
     """The installed version of each of ``dists`` that ``python`` can see (those it can't are
     left out; all are if the probe fails)."""

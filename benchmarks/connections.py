@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -100,25 +99,14 @@ def main() -> None:
         _child(args)
         return
     broker, url = common.broker_url(args)
-    results: dict[str, list[dict[str, float]]] = {"shared": [], "separate": []}
+    extra = ["--jobs", str(args.jobs)]
+
+    def run(mode: str) -> dict[str, float]:
+        names, management = _queues(args)
+        return common.run_mode(__file__, mode, url, names, management, extra)
+
     try:
-        for round_no in range(args.rounds):
-            order = ["shared", "separate"] if round_no % 2 == 0 else ["separate", "shared"]
-            for mode in order:
-                names, management = _queues(args)
-                argv = [sys.executable, __file__, "--mode", mode, "--url", url]
-                argv += ["--queues", ",".join(names), "--jobs", str(args.jobs)]
-                try:
-                    done = subprocess.run(
-                        argv, capture_output=True, text=True, env=common.child_env(), timeout=600
-                    )
-                    result, _ = common.last_json_line(done.returncode, done.stdout, done.stderr)
-                finally:
-                    if management is not None:
-                        for name in names:
-                            management.delete_queue(name)
-                results[mode].append(result)
-                print(f"round {round_no + 1} {mode:8} {json.dumps(result)}", file=sys.stderr)
+        results = common.alternate(["shared", "separate"], args.rounds, run)
     finally:
         if broker is not None:
             broker.terminate()
