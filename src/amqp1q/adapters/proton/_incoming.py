@@ -100,8 +100,10 @@ def decode_delivery(
         facts.dead_letter_description,
         decode_error,
         group,
-        reply_to=reply_to,
-        correlation_id=None if correlation is None else _message_id(correlation),
+        None,  # group_state
+        None,  # guard
+        reply_to,
+        None if correlation is None else _message_id(correlation),  # correlation_id
     )
     return incoming, facts.not_before
 
