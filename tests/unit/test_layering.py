@@ -28,6 +28,8 @@ FACADE = (
     "amqp1q._client",
     "amqp1q._consumer",
     "amqp1q._settling",
+    "amqp1q._calls",
+    "amqp1q._groups",
     "amqp1q._received",
     "amqp1q._push",
     "amqp1q._operations",
